@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+# A CPU build of torch. Where pip's default index would give a multi-GB CUDA build, use e.g.
+#   make TORCH_INDEX="--index-url <the PyTorch CPU wheel index>" demo
+TORCH_INDEX ?=
+DEMO_DIR := runs/demo
+DEMO_SECONDS ?= 120
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_INDEX)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/fundamentallm train data/shakespeare_sample.txt --output-dir $(DEMO_DIR) \
+		--max-time $(DEMO_SECONDS)
+	$(BIN)/fundamentallm evaluate $(DEMO_DIR)/final.pt --data data/shakespeare_sample.txt
+	$(BIN)/fundamentallm generate $(DEMO_DIR)/final.pt --prompt "ROMEO:" --max-tokens 400 --seed 1
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,88 @@
+"""One checkpoint format, saved atomically and loaded without unpickling code.
+
+A checkpoint is a dict of plain values and tensors, so `torch.load(path, weights_only=True)`
+reads it and a checkpoint from a stranger cannot run code on your machine:
+
+    format, version       identify the file as ours
+    config                the resolved config tree (nested dicts)
+    tokenizer             tokenizer.to_dict()
+    model                 model.state_dict()
+    train_state           (resume checkpoints only) TrainState.state_dict()
+
+Every checkpoint can be evaluated and sampled from; those with `train_state` can resume.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fundamentallm.atomic import atomic_write
+from fundamentallm.config import Config, config_from_dict, config_to_dict
+from fundamentallm.errors import UserError
+from fundamentallm.model import GPT
+from fundamentallm.tokenizers import Tokenizer, tokenizer_from_dict
+
+FORMAT = "fundamentallm"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: torch.nn.Module,
+                    train_state: dict[str, Any] | None = None) -> None:
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config_to_dict(cfg),
+        "tokenizer": tokenizer.to_dict(),
+        "model": model.state_dict(),
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and check a checkpoint; every problem is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
+            ValueError, AttributeError, ImportError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path}: not a FundamentaLLM checkpoint")
+    if payload.get("version") != VERSION:
+        raise UserError(f"{path}: checkpoint version {payload.get('version')!r} is not supported "
+                        f"(this FundamentaLLM reads version {VERSION})")
+    missing = [k for k in ("config", "tokenizer", "model") if k not in payload]
+    if missing:
+        raise UserError(f"{path}: checkpoint is missing {', '.join(missing)}")
+    return payload
+
+
+def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint"
+                          ) -> tuple[GPT, Tokenizer, Config]:
+    """Rebuild the model, tokenizer and config stored in a loaded checkpoint."""
+    cfg = config_from_dict(payload["config"], source)
+    tokenizer = tokenizer_from_dict(payload["tokenizer"])
+    model = GPT(cfg.model)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{source}: weights do not match the stored model config "
+                        f"({str(exc).splitlines()[0]})") from None
+    return model, tokenizer, cfg
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"
+               ) -> tuple[GPT, Tokenizer, Config]:
+    """Load a checkpoint for evaluation or generation, in eval mode on `device`."""
+    model, tokenizer, cfg = model_from_checkpoint(load_checkpoint(path), str(path))
+    return model.to(device).eval(), tokenizer, cfg

@@ -1,0 +1,150 @@
+"""Mapping YAML files and flags onto the config tree, and checking the result.
+
+Every error names the setting the way the user wrote it: the flag (`--model-dim`) when it
+came from the command line, `file.yaml: model.model_dim` when it came from a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from fundamentallm.config.schema import CHECKS, Config
+from fundamentallm.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    """One settable field: where it lives, its type, and its flag."""
+
+    section: str
+    name: str
+    kind: type  # int, float, str, bool or list
+    optional: bool
+    meta: typing.Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def flag(self) -> str | None:
+        flag = self.meta["flag"]
+        return ("--" + self.name.replace("_", "-")) if flag == "" else flag
+
+
+def fields() -> Iterator[FieldInfo]:
+    """Every field of the config tree, section by section."""
+    for section in dataclasses.fields(Config):
+        cls = section.default_factory
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            optional = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+            kind = args[0] if optional else (typing.get_origin(hint) or hint)
+            yield FieldInfo(section.name, f.name, kind, optional, f.metadata)
+
+
+def field_by_key() -> dict[str, FieldInfo]:
+    return {f.key: f for f in fields()}
+
+
+def coerce(info: FieldInfo, value: Any, where: str) -> Any:
+    """Check a value's type (and convert int -> float); raise a UserError naming `where`."""
+    if value is None:
+        if info.optional:
+            return None
+        raise UserError(f"{where}: a value is required")
+    if info.kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+    elif info.kind is list:
+        value = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    elif not isinstance(value, info.kind) or (info.kind is int and isinstance(value, bool)):
+        raise UserError(f"{where}: expected {info.kind.__name__}, got {value!r}")
+    choices = info.meta["choices"]
+    if choices and value not in choices:
+        raise UserError(f"{where}: unknown value {value!r} (choose from {', '.join(choices)})")
+    check = info.meta["check"]
+    if check:
+        ok, phrase = CHECKS[check]
+        if not ok(value):
+            raise UserError(f"{where} {phrase} (got {value})")
+    return value
+
+
+def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
+    """Set fields from a nested mapping such as a parsed YAML file; unknown keys are errors."""
+    known = field_by_key()
+    if not isinstance(mapping, dict):
+        raise UserError(f"{source}: expected a mapping of sections (model, data, optim, ...)")
+    for section, values in mapping.items():
+        if not isinstance(values, dict):
+            sections = ", ".join(f.name for f in dataclasses.fields(Config))
+            raise UserError(f"{source}: unknown section {section!r} (sections: {sections})")
+        for name, value in values.items():
+            info = known.get(f"{section}.{name}")
+            if info is None:
+                raise UserError(f"{source}: unknown key '{section}.{name}'")
+            setattr(getattr(cfg, section), name, coerce(info, value, f"{source}: {info.key}"))
+
+
+def apply_flags(cfg: Config, values: dict[str, Any]) -> None:
+    """Set fields from parsed flags, keyed `section.name`; errors name the flag."""
+    known = field_by_key()
+    for key, value in values.items():
+        info = known[key]
+        section, name = key.split(".")
+        setattr(getattr(cfg, section), name, coerce(info, value, info.flag or key))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable YAML config ({first_line})") from None
+    return data or {}
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    cfg = Config()
+    apply_mapping(cfg, data, source)
+    return cfg
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def nearest_head_counts(model_dim: int, num_heads: int) -> list[int]:
+    """Head counts near `num_heads` that give an even head size (RoPE rotates pairs)."""
+    valid = [h for h in range(1, model_dim + 1) if model_dim % h == 0 and (model_dim // h) % 2 == 0]
+    return sorted(sorted(valid, key=lambda h: (abs(h - num_heads), h))[:2])
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a single field's check cannot make."""
+    m = cfg.model
+    if m.model_dim % m.num_heads or (m.model_dim // m.num_heads) % 2:
+        near = " or ".join(str(h) for h in nearest_head_counts(m.model_dim, m.num_heads)) or "none"
+        reason = "does not divide" if m.model_dim % m.num_heads else "leaves an odd head size for"
+        raise UserError(
+            f"--num-heads {m.num_heads} {reason} --model-dim {m.model_dim}; "
+            f"nearest valid head counts: {near}"
+        )
+    o = cfg.optim
+    if o.min_lr is not None and o.min_lr > o.learning_rate:
+        raise UserError(f"--min-lr {o.min_lr} is above --learning-rate {o.learning_rate}")

@@ -1,0 +1,131 @@
+"""The config tree: one dataclass per concern, each field knowing its CLI flag.
+
+Every field is declared with `option(...)`, which records the flag that sets it, its
+aliases, help text and the check its value must pass. The CLI builds its flags from
+these declarations, and YAML files use the same field names, so a new setting is one
+new line here and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Value checks, by name: (predicate, phrase used in the error message).
+CHECKS = {
+    "positive": (lambda v: v > 0, "must be greater than 0"),
+    "non_negative": (lambda v: v >= 0, "must be 0 or more"),
+    "fraction": (lambda v: 0 <= v < 1, "must be at least 0 and below 1"),
+}
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = "",
+    aliases: tuple[str, ...] = (),
+    choices: tuple[str, ...] | None = None,
+    check: str | None = None,
+) -> Any:
+    """A config field. `flag=""` derives `--field-name`; `flag=None` means no flag."""
+    meta = {"help": help, "flag": flag, "aliases": aliases, "choices": choices, "check": check}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the decoder-only transformer (see model/transformer.py)."""
+
+    vocab_size: int = option(0, "set from the tokenizer", flag=None)
+    model_dim: int = option(128, "width of the residual stream", check="positive")
+    num_layers: int = option(4, "number of transformer blocks", check="positive")
+    num_heads: int = option(4, "attention heads per block (must divide --model-dim)", check="positive")
+    context_length: int = option(
+        128, "tokens the model sees at once", aliases=("--max-seq-len",), check="positive"
+    )
+    dropout: float = option(0.0, "dropout probability", check="fraction")
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it is split and tokenised."""
+
+    train: list[str] = option([], "training text files or directories", flag=None)
+    validation_data: str | None = option(None, "held-out text file for validation")
+    val_split: float = option(
+        0.1, "fraction taken from the end of the training text for validation, "
+        "when --validation-data is not given (0 disables validation)", check="fraction"
+    )
+    tokenizer: str = option("char", "tokenizer type", choices=("char",))
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and its learning-rate schedule."""
+
+    learning_rate: float = option(2e-3, "peak learning rate", aliases=("--lr",), check="positive")
+    min_lr: float | None = option(
+        None, "learning rate at the end of the decay (default: learning rate / 10)",
+        check="non_negative",
+    )
+    weight_decay: float = option(0.1, "AdamW weight decay (matrices only)", check="non_negative")
+    beta1: float = option(0.9, "AdamW beta1", check="fraction")
+    beta2: float = option(0.99, "AdamW beta2", check="fraction")
+    gradient_clip: float = option(
+        1.0, "clip the gradient norm to this value (0 disables)", check="non_negative"
+    )
+    lr_schedule: str = option("cosine", "learning-rate schedule", choices=("cosine", "linear", "constant"))
+    warmup_steps: int = option(100, "steps of linear warmup", check="non_negative")
+
+
+@dataclass
+class TrainingConfig:
+    """How long and how the loop runs."""
+
+    epochs: int = option(10, "passes over the training tokens", check="positive")
+    max_steps: int | None = option(None, "stop after this many optimizer steps", check="positive")
+    max_time: float | None = option(
+        None, "stop after this many seconds of training (checkpointing properly)", check="positive"
+    )
+    batch_size: int = option(32, "sequences per micro-batch", check="positive")
+    grad_accum_steps: int = option(
+        1, "micro-batches per optimizer step (effective batch = batch x this)", check="positive"
+    )
+    eval_interval: int = option(250, "steps between validation evaluations", check="positive")
+    eval_iters: int = option(20, "validation batches per evaluation", check="positive")
+    log_interval: int = option(10, "steps between metrics records", check="positive")
+    early_stopping: bool = option(False, "stop when validation loss stops improving")
+    patience: int = option(5, "evaluations without improvement before stopping", check="positive")
+    min_delta: float = option(0.0, "smallest decrease in validation loss that counts", check="non_negative")
+    seed: int = option(1337, "random seed (same seed, same data: same losses on CPU)")
+    device: str = option("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
+    mixed_precision: bool = option(
+        False, "bf16 autocast where the hardware supports it natively, fp16 + GradScaler on "
+        "CUDA without bf16, otherwise fp32 (and says so)"
+    )
+
+
+@dataclass
+class CheckpointConfig:
+    """What is written to the output directory, and how often."""
+
+    output_dir: str = option("runs/latest", "directory for checkpoints and logs", aliases=("-o",))
+    save_every: int = option(1, "write checkpoint_epoch_N.pt every N epochs", check="positive")
+    keep_checkpoints: int = option(3, "keep only the newest K epoch checkpoints", check="positive")
+    checkpoint_interval: int = option(
+        500, "steps between resume_checkpoint.pt writes", check="positive"
+    )
+
+
+@dataclass
+class Config:
+    """The whole run. Saved as config.yaml and inside every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

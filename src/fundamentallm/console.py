@@ -1,0 +1,85 @@
+"""What a person (or a script) sees while training: a start summary, a progress bar,
+validation lines and an end summary. Three modes: "rich" (people), "quiet" (only
+warnings), "json" (one JSON object per line on stdout, for scripts)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console as RichConsole
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+MODES = ("rich", "quiet", "json")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
+class TrainingConsole:
+    def __init__(self, mode: str = "rich"):
+        self.mode = mode
+        self.out = RichConsole(highlight=False)
+        self.err = RichConsole(stderr=True, highlight=False)
+        self.progress: Progress | None = None
+        self.task = None
+
+    def _table(self, title: str, info: dict[str, Any]) -> None:
+        table = Table(title=title, show_header=False, title_justify="left", box=None)
+        for key, value in info.items():
+            if value is None:
+                continue
+            table.add_row(f"[bold]{key}[/]", _fmt(value))
+        self.out.print(table)
+
+    def _json(self, event: str, data: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps({"event": event, **data}) + "\n")
+        sys.stdout.flush()
+
+    def start(self, info: dict[str, Any]) -> None:
+        if self.mode == "rich":
+            self._table("FundamentaLLM training", info)
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                TimeRemainingColumn(), console=self.err, transient=False,
+            )
+            self.task = self.progress.add_task("train", total=1000, info="starting")
+            self.progress.start()
+        elif self.mode == "json":
+            self._json("start", info)
+
+    def update(self, progress: float, fields: dict[str, Any]) -> None:
+        """progress in [0, 1]; fields shown beside the bar (epoch, step, loss, lr, tok/s)."""
+        if self.progress is not None:
+            info = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
+            self.progress.update(self.task, completed=1000 * progress, info=info)
+
+    def record(self, record: dict[str, Any]) -> None:
+        if self.mode == "json":
+            self._json("metrics", record)
+        elif self.mode == "rich" and "val_loss" in record:
+            self.progress.console.print(
+                f"step {record['step']:>6}  train {record['train_loss']:.4f}  "
+                f"val {record['val_loss']:.4f}" + ("  (best)" if record.get("best") else "")
+            )
+
+    def message(self, text: str) -> None:
+        """Warnings and notes: shown in every mode, on stderr."""
+        (self.progress.console if self.progress else self.err).print(text)
+
+    def end(self, summary: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        if self.mode == "rich":
+            self._table("Training finished", summary)
+        elif self.mode == "json":
+            self._json("end", summary)

@@ -1,0 +1,1 @@
+"""Reading text, building token datasets, and the data tools (analysis, cleaning)."""

@@ -1,0 +1,111 @@
+"""From text to training batches: the split, the token tensor, and the epoch order.
+
+Text is tokenised once into one int32 tensor. An epoch is one pass over the training
+tokens in non-overlapping windows of `context_length + 1` tokens, visited in a random
+order. The order of epoch `e` is a pure function of (seed, e), so the position in the
+data is two integers (epoch, micro-batch) and a resumed run sees exactly the batches the
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fundamentallm.config.schema import DataConfig
+from fundamentallm.data.text import read_text, read_text_file
+from fundamentallm.errors import UserError
+from fundamentallm.tokenizers import Tokenizer
+
+IGNORE_INDEX = -100  # target id that the loss does not score (F.cross_entropy's default)
+
+
+@dataclass
+class Corpus:
+    train: str
+    val: str | None
+    source: str  # where the validation text came from, for the run summary
+
+
+def load_corpus(cfg: DataConfig) -> Corpus:
+    """Read the training text and the validation text (a file, or the end of the training text)."""
+    if not cfg.train:
+        raise UserError("no training data given")
+    text = read_text(cfg.train)
+    if cfg.validation_data:
+        return Corpus(text, read_text_file(cfg.validation_data), cfg.validation_data)
+    if cfg.val_split == 0:
+        return Corpus(text, None, "none")
+    cut = int(len(text) * (1 - cfg.val_split))
+    return Corpus(text[:cut], text[cut:], f"last {cfg.val_split:.0%} of the training text")
+
+
+def encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
+    """Text → 1-D int32 tensor of token ids (int32 halves the memory of int64)."""
+    return torch.tensor(tokenizer.encode(text), dtype=torch.int32)
+
+
+def make_batch(ids: torch.Tensor, starts: torch.Tensor, length: int, unk_id: int | None):
+    """Windows of `length` inputs and their next-token targets, gathered in one indexing op.
+
+    ids (N,), starts (B,) → x (B, length), y (B, length), both int64.
+    """
+    window = ids[starts[:, None] + torch.arange(length + 1)].long()  # (B, length + 1)
+    x, y = window[:, :-1], window[:, 1:].clone()
+    if unk_id is not None:
+        y[y == unk_id] = IGNORE_INDEX  # a character never seen in training is not a target
+    return x, y
+
+
+class EpochSampler:
+    """Random non-overlapping windows, epoch by epoch, reproducible from (seed, epoch)."""
+
+    def __init__(self, ids: torch.Tensor, context_length: int, batch_size: int,
+                 grad_accum_steps: int, seed: int, unk_id: int | None):
+        if len(ids) < context_length + 1:
+            raise UserError(
+                f"training data has {len(ids)} tokens; --context-length {context_length} needs "
+                f"at least {context_length + 1} (use a shorter context or more text)"
+            )
+        self.ids, self.context, self.batch = ids, context_length, batch_size
+        self.seed, self.unk_id = seed, unk_id
+        windows = (len(ids) - 1) // context_length
+        # Whole optimizer steps per epoch; at least one, even if that repeats windows.
+        self.steps_per_epoch = max(1, windows // (batch_size * grad_accum_steps))
+        self.micro_per_epoch = self.steps_per_epoch * grad_accum_steps
+        self._epoch, self._starts = -1, torch.empty(0)
+
+    def _epoch_starts(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            # A random shift per epoch, so windows do not always cut the text at the same places.
+            offset = int(torch.randint(0, self.context, (1,), generator=g))
+            if len(self.ids) - 1 - offset < self.context:
+                offset = 0
+            count = (len(self.ids) - 1 - offset) // self.context
+            order = torch.randperm(count, generator=g)
+            need = self.micro_per_epoch * self.batch
+            order = order.repeat(-(-need // count))[:need]  # repeats only when data is short
+            self._epoch, self._starts = epoch, offset + order * self.context
+        return self._starts
+
+    def batch_at(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Micro-batch `index` of `epoch`: x, y of shape (batch, context_length)."""
+        starts = self._epoch_starts(epoch)[index * self.batch:(index + 1) * self.batch]
+        return make_batch(self.ids, starts, self.context, self.unk_id)
+
+
+def scoring_windows(num_tokens: int, context_length: int, max_windows: int | None = None):
+    """Non-overlapping (start, length) windows that score every target token once.
+
+    Target token t (t >= 1) is predicted from the window holding position t - 1. With
+    `max_windows`, an evenly spaced subset is taken instead (for quick validation).
+    """
+    starts = list(range(0, num_tokens - 1, context_length))
+    windows = [(s, min(context_length, num_tokens - 1 - s)) for s in starts]
+    if max_windows is not None and len(windows) > max_windows:
+        full = [w for w in windows if w[1] == context_length]
+        step = len(full) / max_windows
+        windows = [full[int(i * step)] for i in range(max_windows)]
+    return windows

@@ -1,0 +1,52 @@
+"""Character-level tokenizer: one token per Unicode character seen in the training text.
+
+Characters the model never saw are not an error: they map to the `<unk>` token (id 0).
+`<unk>` is never a training target, so evaluation does not score it (and reports how many
+characters were unknown), and generation never produces it; it decodes to U+FFFD (�).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fundamentallm.errors import UserError
+from fundamentallm.tokenizers.base import Tokenizer
+
+UNK_TEXT = "\ufffd"
+
+
+class CharTokenizer(Tokenizer):
+    kind = "char"
+    unk_id = 0
+
+    def __init__(self, chars: str):
+        self.chars = chars  # vocabulary in id order, starting at id 1
+        self._ids = {c: i + 1 for i, c in enumerate(chars)}
+        self._table = np.array([UNK_TEXT, *chars], dtype=object)
+
+    @classmethod
+    def train(cls, text: str) -> "CharTokenizer":
+        return cls("".join(sorted(set(text))))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CharTokenizer":
+        chars = data.get("chars")
+        if not isinstance(chars, str) or len(set(chars)) != len(chars):
+            raise UserError("checkpoint holds a malformed character vocabulary")
+        return cls(chars)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "chars": self.chars}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars) + 1
+
+    def encode(self, text: str) -> list[int]:
+        get = self._ids.get
+        return [get(c, 0) for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self._table[np.asarray(ids, dtype=np.int64)]) if len(ids) else ""

@@ -1,0 +1,66 @@
+"""metrics.json (a JSON list of records, rewritten atomically as training runs) and
+loss_curve.png (train and validation loss against step)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fundamentallm.atomic import atomic_write, write_json
+from fundamentallm.tracking.base import Tracker
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Records from a metrics.json; an absent or unreadable file gives none."""
+    try:
+        records = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+
+
+def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    if train:
+        ax.plot(*zip(*train), label="train", linewidth=1)
+    if val:
+        ax.plot(*zip(*val), label="validation", marker="o", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title or "loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+class JsonTracker(Tracker):
+    """Writes OUTPUT_DIR/metrics.json on every record and loss_curve.png at the end.
+
+    When a run resumes at step S, records after S (from the part of the run that was lost)
+    are dropped, so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, output_dir: str | Path, resume_step: int | None = None):
+        self.dir = Path(output_dir)
+        self.records: list[dict[str, Any]] = []
+        if resume_step is not None:
+            old = read_metrics(self.dir / "metrics.json")
+            self.records = [r for r in old if r.get("step", 0) <= resume_step]
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.records.append(dict(record))
+        write_json(self.dir / "metrics.json", self.records)
+
+    def finish(self) -> None:
+        if self.records:
+            plot_losses(self.records, self.dir / "loss_curve.png", title=str(self.dir))

@@ -1,0 +1,260 @@
+"""The training loop: one function, read top to bottom.
+
+Set-up (data → tokenizer → model → optimizer → state), then one optimizer step per
+iteration: learning rate, micro-batches with gradient accumulation, clipping, step; then
+the optional work of that step (log, evaluate, checkpoint), each an explicit line.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fundamentallm.atomic import write_json, write_text
+from fundamentallm.checkpoint import save_checkpoint
+from fundamentallm.config import Config, config_from_dict, dump_yaml, validate
+from fundamentallm.console import TrainingConsole
+from fundamentallm.data.dataset import EpochSampler, encode, load_corpus
+from fundamentallm.errors import UserError
+from fundamentallm.evaluation import total_loss
+from fundamentallm.model import GPT
+from fundamentallm.tokenizers import build_tokenizer, tokenizer_from_dict
+from fundamentallm.tracking import JsonTracker, Tracker
+from fundamentallm.training.optim import build_optimizer
+from fundamentallm.training.precision import resolve_device, resolve_precision
+from fundamentallm.training.schedule import LRSchedule
+from fundamentallm.training.state import TrainState, seed_everything
+
+RESUME_NAME = "resume_checkpoint.pt"
+
+
+def every(step: int, interval: int) -> bool:
+    return step % interval == 0
+
+
+@contextmanager
+def deferred_interrupt():
+    """First Ctrl-C asks the loop to stop after the current step (state stays consistent);
+    a second one interrupts at once."""
+    requested = {"stop": False}
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield requested  # not the main thread, or someone else handles SIGINT
+        return
+
+    def handler(signum, frame):
+        if requested["stop"]:
+            raise KeyboardInterrupt
+        requested["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def resume_config(cfg: Config, payload: dict[str, Any], path: str) -> None:
+    """A resumed run keeps its model shape and tokenizer; anything else may change."""
+    saved = config_from_dict(payload["config"], path)
+    if saved.model != cfg.model:
+        raise UserError(f"{path}: model settings differ from the checkpoint's "
+                        f"({saved.model}); drop them when resuming")
+    if "train_state" not in payload:
+        raise UserError(f"{path}: holds model weights only, not a training state to resume")
+
+
+def prune_epoch_checkpoints(out: Path, keep: int) -> None:
+    found = sorted(out.glob("checkpoint_epoch_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    for old in found[:-keep]:
+        old.unlink()
+
+
+def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | None = None,
+          resume_path: str = "checkpoint", tracker: Tracker | None = None) -> dict[str, Any]:
+    """Train a model as `cfg` says; return the run summary (also written to summary.json).
+
+    `resume` is a loaded checkpoint (checkpoint.load_checkpoint) to continue from.
+    """
+    console = console or TrainingConsole("quiet")
+    t_cfg, c_cfg = cfg.training, cfg.checkpoint
+    out = Path(c_cfg.output_dir)
+
+    # ---- data and tokenizer ----
+    corpus = load_corpus(cfg.data)
+    payload = resume
+    if payload:
+        tokenizer = tokenizer_from_dict(payload["tokenizer"])
+    else:
+        tokenizer = build_tokenizer(cfg.data.tokenizer, corpus.train)
+    cfg.model.vocab_size = tokenizer.vocab_size
+    validate(cfg)
+    if payload:
+        resume_config(cfg, payload, resume_path)
+    train_ids = encode(tokenizer, corpus.train)
+    val_ids = encode(tokenizer, corpus.val) if corpus.val is not None else None
+    if val_ids is not None and len(val_ids) < 2:
+        raise UserError("validation text is shorter than 2 tokens; give more or use --val-split 0")
+    sampler = EpochSampler(train_ids, cfg.model.context_length, t_cfg.batch_size,
+                           t_cfg.grad_accum_steps, t_cfg.seed, tokenizer.unk_id)
+
+    # ---- model, optimizer, precision, state ----
+    device = resolve_device(t_cfg.device)
+    seed_everything(t_cfg.seed)
+    model = GPT(cfg.model).to(device)
+    optimizer = build_optimizer(model, cfg.optim, device)
+    precision = resolve_precision(t_cfg.mixed_precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
+    state = TrainState(model, optimizer, scaler)
+    if payload:
+        state.load_state_dict(payload["train_state"], payload["model"])
+    schedule = LRSchedule(cfg.optim)
+    total_steps = sampler.steps_per_epoch * t_cfg.epochs
+    if t_cfg.max_steps is not None:
+        total_steps = min(total_steps, t_cfg.max_steps)
+    tokens_per_step = t_cfg.batch_size * t_cfg.grad_accum_steps * cfg.model.context_length
+    eval_windows = t_cfg.eval_iters * t_cfg.batch_size
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", dump_yaml(cfg))
+    tracker = tracker or JsonTracker(out, resume_step=state.step if payload else None)
+
+    def checkpoint(path: Path, with_state: bool = True) -> None:
+        save_checkpoint(path, cfg, tokenizer, model, state.state_dict() if with_state else None)
+
+    def validation_loss() -> float:
+        nats, scored, _ = total_loss(model, val_ids, t_cfg.batch_size, tokenizer.unk_id,
+                                     eval_windows, precision.autocast)
+        return nats / max(1, scored)
+
+    console.start({
+        "parameters": model.num_parameters(),
+        "train tokens": len(train_ids),
+        "validation": f"{len(val_ids):,} tokens ({corpus.source})" if val_ids is not None else "none",
+        "vocabulary": tokenizer.vocab_size,
+        "device": str(device),
+        "precision": precision.note,
+        "steps": f"{total_steps:,} ({sampler.steps_per_epoch:,}/epoch, {tokens_per_step:,} tokens/step)"
+                 + (f", at most {t_cfg.max_time:g} s" if t_cfg.max_time else ""),
+        "resumed at step": state.step if payload else None,
+        "output": str(out),
+    })
+    stop_reason = "max_steps" if state.step >= total_steps else None
+    start_step, start_elapsed, last_val = state.step, state.elapsed, None
+    clock = time.perf_counter() - state.elapsed
+
+    def tokens_per_s() -> float:
+        return (state.step - start_step) * tokens_per_step / max(state.elapsed - start_elapsed, 1e-9)
+    loss_value = math.nan
+
+    model.train()
+    with deferred_interrupt() as interrupt:
+        while stop_reason is None:
+            # ---- one optimizer step ----
+            time_fraction = state.elapsed / t_cfg.max_time if t_cfg.max_time else 0.0
+            lr = schedule(state.step, total_steps, time_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = torch.zeros((), device=device)
+            for _ in range(t_cfg.grad_accum_steps):
+                x, y = sampler.batch_at(state.epoch, state.micro_batch)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with precision.autocast():
+                    loss = model(x, y) / t_cfg.grad_accum_steps
+                scaler.scale(loss).backward()
+                step_loss += loss.detach()
+                state.micro_batch += 1
+            grad_norm = None
+            if cfg.optim.gradient_clip > 0:
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.gradient_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.tokens += tokens_per_step
+            state.elapsed = time.perf_counter() - clock
+            epoch_done = state.micro_batch >= sampler.micro_per_epoch
+            if epoch_done:
+                state.epoch, state.micro_batch = state.epoch + 1, 0
+
+            # ---- when to stop ----
+            if state.step >= total_steps:
+                stop_reason = "max_steps" if total_steps == t_cfg.max_steps else "epochs"
+            elif t_cfg.max_time and state.elapsed >= t_cfg.max_time:
+                stop_reason = "max_time"
+            elif interrupt["stop"]:
+                stop_reason = "interrupted"
+
+            # ---- optional work of this step ----
+            record = None
+            if every(state.step, t_cfg.log_interval) or stop_reason:
+                loss_value = float(step_loss)  # the only host sync of a step, and only when logging
+                if not math.isfinite(loss_value):
+                    raise UserError(f"loss became {loss_value} at step {state.step}; try a lower "
+                                    "--learning-rate or a --gradient-clip")
+                record = {
+                    "step": state.step,
+                    "epoch": round(state.epoch + state.micro_batch / sampler.micro_per_epoch, 4),
+                    "train_loss": loss_value,
+                    "lr": lr,
+                    "tokens": state.tokens,
+                    "tokens_per_s": round(tokens_per_s(), 1),
+                    "elapsed_s": round(state.elapsed, 3),
+                }
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)
+            if val_ids is not None and (every(state.step, t_cfg.eval_interval) or stop_reason):
+                record = record or {"step": state.step, "train_loss": float(step_loss), "lr": lr}
+                last_val = validation_loss()
+                record["val_loss"] = last_val
+                if state.best_val_loss - last_val > t_cfg.min_delta:
+                    state.evals_without_improvement = 0
+                else:
+                    state.evals_without_improvement += 1
+                if last_val < state.best_val_loss:
+                    state.best_val_loss = last_val
+                    record["best"] = True
+                    checkpoint(out / "best_model.pt", with_state=False)
+                if t_cfg.early_stopping and state.evals_without_improvement >= t_cfg.patience:
+                    stop_reason = stop_reason or "early_stopping"
+            if record:
+                tracker.log(record)
+                console.record(record)
+            if epoch_done and every(state.epoch, c_cfg.save_every):
+                checkpoint(out / f"checkpoint_epoch_{state.epoch}.pt")
+                prune_epoch_checkpoints(out, c_cfg.keep_checkpoints)
+            if every(state.step, c_cfg.checkpoint_interval) or stop_reason:
+                checkpoint(out / RESUME_NAME)
+            console.update(
+                min(1.0, max(state.step / total_steps, time_fraction)),
+                {"epoch": state.epoch + 1, "step": state.step, "loss": loss_value, "lr": lr,
+                 "tok/s": int(tokens_per_s())},
+            )
+
+    # ---- the end: final model, summary, plot ----
+    checkpoint(out / "final.pt", with_state=False)
+    tracker.finish()
+    summary = {
+        "stop_reason": stop_reason,
+        "steps": state.step,
+        "epochs": round(state.epoch + state.micro_batch / sampler.micro_per_epoch, 4),
+        "tokens": state.tokens,
+        "final_train_loss": loss_value,
+        "final_val_loss": last_val,
+        "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+        "wall_time_s": round(state.elapsed, 2),
+        "tokens_per_s": round(tokens_per_s(), 1),
+        "parameters": model.num_parameters(),
+        "device": str(device),
+        "precision": precision.name,
+        "output_dir": str(out),
+    }
+    write_json(out / "summary.json", summary)
+    console.end(summary)
+    return summary

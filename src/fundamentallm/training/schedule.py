@@ -1,0 +1,34 @@
+"""Learning-rate schedules: linear warmup, then cosine, linear or constant.
+
+Warmup (Goyal et al. 2017) raises the rate linearly over the first `warmup_steps` steps so
+the early, badly scaled gradients do not blow the weights apart. After it the rate decays
+from the peak to `min_lr` as training progresses (cosine: Loshchilov & Hutter 2017).
+Progress is the fraction of the step budget done, or of the time budget (`--max-time`)
+if that is further along, so a time-bounded run still decays fully by its deadline.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fundamentallm.config.schema import OptimConfig
+
+
+class LRSchedule:
+    def __init__(self, cfg: OptimConfig):
+        self.kind = cfg.lr_schedule
+        self.peak = cfg.learning_rate
+        self.minimum = cfg.learning_rate / 10 if cfg.min_lr is None else cfg.min_lr
+        self.warmup_steps = cfg.warmup_steps
+
+    def __call__(self, step: int, total_steps: int, time_fraction: float = 0.0) -> float:
+        """Learning rate for optimizer step `step` (0-based) of `total_steps`."""
+        if step < self.warmup_steps:
+            return self.peak * (step + 1) / self.warmup_steps
+        step_fraction = (step - self.warmup_steps) / max(1, total_steps - self.warmup_steps)
+        progress = min(1.0, max(step_fraction, time_fraction))
+        if self.kind == "cosine":
+            return self.minimum + (self.peak - self.minimum) * 0.5 * (1 + math.cos(math.pi * progress))
+        if self.kind == "linear":
+            return self.peak - (self.peak - self.minimum) * progress
+        return self.peak

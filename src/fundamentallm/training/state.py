@@ -1,0 +1,76 @@
+"""Everything a run needs to continue exactly where it stopped, in one object.
+
+`state_dict()` holds only tensors and plain Python values (RNG states included), so it is
+stored inside a checkpoint that loads with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainState:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # completed epochs; the data position is (epoch, micro_batch)
+    micro_batch: int = 0  # next micro-batch within the epoch
+    tokens: int = 0  # training tokens consumed
+    elapsed: float = 0.0  # seconds of training so far (for --max-time across resumes)
+    best_val_loss: float = math.inf
+    evals_without_improvement: int = 0  # early-stopping counter
+    counters: tuple[str, ...] = field(default=(
+        "step", "epoch", "micro_batch", "tokens", "elapsed", "best_val_loss",
+        "evals_without_improvement"), repr=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """All but the model weights, which a checkpoint stores once, as its `model` entry."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "counters": {name: getattr(self, name) for name in self.counters},
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], model_state: dict[str, Any]) -> None:
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        for name in self.counters:
+            setattr(self, name, state["counters"][name])
+        set_rng_state(state["rng"])

@@ -1,0 +1,116 @@
+"""The three data/experiment scripts, run as a user would: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(script: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, f"scripts/{script}", *map(str, args)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0]
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    path = tmp_path / "sample.txt"
+    path.write_bytes("Hello\tworld\x07\r\nsecond\u00a0line\r\n\r\nlast".encode())
+    return path
+
+
+@pytest.fixture
+def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "latin.txt").write_bytes(b"\xff\xfe abc")
+    return {
+        "missing": (tmp_path / "missing.txt", "no such file"),
+        "empty": (tmp_path / "empty.txt", "file is empty"),
+        "not utf-8": (tmp_path / "latin.txt", "not valid UTF-8"),
+    }
+
+
+def test_analyze_data_human_and_json(sample):
+    result = run_script("analyze_data.py", sample)
+    assert result.returncode == 0, result.stderr
+    assert "distinct characters" in result.stdout and "'\\u0007'" in result.stdout
+    result = run_script("analyze_data.py", sample, "--json", "--top", "2")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["characters"], data["lines"], data["control_count"]) == (33, 4, 4)
+    assert len(data["most_common"]) == 2
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "not utf-8"])
+def test_analyze_data_rejects_bad_input(bad_inputs, case):
+    path, fragment = bad_inputs[case]
+    assert_user_error(run_script("analyze_data.py", path), fragment)
+
+
+def test_clean_data_writes_output_and_reports_counts(sample, tmp_path):
+    out = tmp_path / "clean" / "out.txt"
+    result = run_script("clean_data.py", sample, out, "--collapse-whitespace")
+    assert result.returncode == 0, result.stderr
+    assert out.read_text(encoding="utf-8") == "Hello world\nsecond\u00a0line\n\nlast"
+    assert "control characters removed" in result.stdout
+    assert "line endings normalised" in result.stdout
+
+
+def test_clean_data_never_overwrites_its_input(sample):
+    before = sample.read_bytes()
+    assert_user_error(run_script("clean_data.py", sample, sample), "is the input file")
+    assert_user_error(run_script("clean_data.py", sample, sample.parent / "." / sample.name), "is the input file")
+    assert sample.read_bytes() == before
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "not utf-8"])
+def test_clean_data_rejects_bad_input(bad_inputs, tmp_path, case):
+    path, fragment = bad_inputs[case]
+    assert_user_error(run_script("clean_data.py", path, tmp_path / "out.txt"), fragment)
+    assert not (tmp_path / "out.txt").exists()
+
+
+def write_run(directory: Path, best: float) -> None:
+    directory.mkdir(parents=True)
+    summary = {"best_val_loss": best, "final_val_loss": best, "final_train_loss": 1.0, "steps": 10,
+               "epochs": 1.0, "tokens": 100, "wall_time_s": 1.0, "tokens_per_s": 100.0,
+               "parameters": 1000, "stop_reason": "epochs", "device": "cpu", "precision": "fp32"}  # fmt: skip
+    (directory / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+
+
+def test_compare_experiments_table_json_and_warnings(tmp_path):
+    write_run(tmp_path / "runs" / "worse", 2.0)
+    write_run(tmp_path / "runs" / "better", 1.0)
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "metrics.json").write_text("[{", encoding="utf-8")
+    result = run_script("compare_experiments.py", tmp_path / "runs")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.index("better") < result.stdout.index("worse")
+    assert result.stderr.startswith("warning: skipping") and "Traceback" not in result.stderr
+    result = run_script("compare_experiments.py", tmp_path / "runs", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [run["run"] for run in json.loads(result.stdout)] == ["better", "worse"]
+
+
+def test_compare_experiments_errors(tmp_path):
+    assert_user_error(run_script("compare_experiments.py", tmp_path / "missing"), "no such directory")
+    assert_user_error(run_script("compare_experiments.py", tmp_path), "no runs found below")
+    write_run(tmp_path / "r", 1.0)
+    assert_user_error(run_script("compare_experiments.py", tmp_path, "--sort", "speed"), "cannot sort by")
