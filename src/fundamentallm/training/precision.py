@@ -9,6 +9,7 @@ fp16 needs a GradScaler (its small exponent range underflows gradients); bf16 do
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +43,24 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def matmul_gflops(dtype: torch.dtype, size: int = 512, repeats: int = 8) -> float:
+    """Measured matmul throughput of this CPU in `dtype` (a quarter-second probe)."""
+    a = torch.randn(size * 4, size, dtype=dtype)
+    b = torch.randn(size, size * 2, dtype=dtype)
+    a @ b  # warm-up: first call pays for kernel selection
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return repeats * 2 * a.shape[0] * size * b.shape[1] / (time.perf_counter() - start) / 1e9
+
+
+@lru_cache(maxsize=1)
+def cpu_bf16_speedup() -> float:
+    """bf16 over fp32 matmul throughput, measured. A bf16 flag in /proc/cpuinfo is not
+    enough: on some virtual machines bf16 kernels still run slower than fp32."""
+    return matmul_gflops(torch.bfloat16) / matmul_gflops(torch.float32)
+
+
 @dataclass(frozen=True)
 class Precision:
     device_type: str
@@ -63,7 +82,9 @@ class Precision:
 
 
 def resolve_precision(mixed: bool, device: torch.device, cpu_bf16: bool | None = None) -> Precision:
-    """What `--mixed-precision` means on `device`. `cpu_bf16` overrides detection (tests)."""
+    """What `--mixed-precision` means on `device`: the fastest precision that is safe.
+
+    `cpu_bf16` overrides CPU detection and measurement (tests)."""
     kind = device.type
     if not mixed:
         return Precision(kind, None, "fp32")
@@ -73,10 +94,14 @@ def resolve_precision(mixed: bool, device: torch.device, cpu_bf16: bool | None =
         return Precision(kind, torch.float16, "fp16 autocast with gradient scaling (CUDA without bf16)")
     if kind == "cpu":
         native = cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16
-        if native:
-            return Precision(kind, torch.bfloat16, "bf16 autocast (CPU has native bf16)")
-        return Precision(kind, None, "fp32: this CPU has no native bf16 (AVX-512 BF16/AMX), "
-                                     "where bf16 would be ~13x slower")
+        if not native:
+            return Precision(kind, None, "fp32: this CPU has no native bf16 (AVX-512 BF16/AMX), "
+                                         "where bf16 would be ~13x slower")
+        speedup = cpu_bf16_speedup() if cpu_bf16 is None else 2.0
+        if speedup < 1.2:
+            return Precision(kind, None, f"fp32: bf16 matmuls measured {speedup:.2f}x the fp32 "
+                                         "speed on this CPU, so bf16 would not train faster")
+        return Precision(kind, torch.bfloat16, f"bf16 autocast (native CPU bf16, {speedup:.1f}x fp32 matmul)")
     if kind == "mps":
         return Precision(kind, torch.bfloat16, "bf16 autocast (MPS)")
     raise UserError(f"--mixed-precision: unsupported device {kind}")
