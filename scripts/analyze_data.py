@@ -6,29 +6,28 @@ Usage: scripts/analyze_data.py FILE|DIR [--json] [--top N]
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from rich.console import Console
 
 from fundamentallm.data.analysis import analyze_path, render_report
-from fundamentallm.errors import UserError
+from fundamentallm.errors import ArgumentParser, run_reporting_errors
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Report on a text file, or on every .txt file below a directory.")
+    parser = ArgumentParser(description="Report on a text file, or on every .txt file below a directory.")
     parser.add_argument("path", help="a UTF-8 text file or a directory of .txt files")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument(
         "--top", type=int, default=10, metavar="N", help="how many most/least common characters to list (10)"
     )
     args = parser.parse_args(argv)
-    try:
-        report = analyze_path(args.path, top=args.top)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: analyze(args))
+
+
+def analyze(args) -> int:
+    report = analyze_path(args.path, top=args.top)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

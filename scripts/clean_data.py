@@ -7,15 +7,14 @@ The input is never overwritten.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from fundamentallm.data.cleaning import NORMAL_FORMS, clean_file
-from fundamentallm.errors import UserError
+from fundamentallm.errors import ArgumentParser, run_reporting_errors
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write a cleaned copy of a UTF-8 text file.")
+    parser = ArgumentParser(description="Write a cleaned copy of a UTF-8 text file.")
     parser.add_argument("input", help="the text file to clean (left untouched)")
     parser.add_argument("output", help="where to write the cleaned text (a different file)")
     parser.add_argument(
@@ -26,11 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         "--collapse-whitespace", action="store_true", help="turn every run of spaces/tabs into one space"
     )
     args = parser.parse_args(argv)
-    try:
-        report = clean_file(args.input, args.output, form=args.form, collapse_whitespace=args.collapse_whitespace)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: clean(args))
+
+
+def clean(args) -> int:
+    report = clean_file(args.input, args.output, form=args.form, collapse_whitespace=args.collapse_whitespace)
     print(f"cleaned {args.input} -> {args.output}" + ("" if report.changed else " (no changes needed)"))
     for line in report.summary_lines():
         print(f"  {line}")

@@ -6,18 +6,17 @@ Usage: scripts/compare_experiments.py DIR [--json] [--sort KEY]
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from rich.console import Console
 
-from fundamentallm.errors import UserError
+from fundamentallm.errors import ArgumentParser, UserError, run_reporting_errors
 from fundamentallm.experiments import DEFAULT_SORT, SORT_KEYS, compare_runs, runs_as_json, runs_table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Compare every training run found below a directory.")
+    parser = ArgumentParser(description="Compare every training run found below a directory.")
     parser.add_argument("directory", help="a run directory, or a directory with run directories below it")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument(
@@ -25,15 +24,15 @@ def main(argv: list[str] | None = None) -> int:
         help=f"ascending, missing values last (default {DEFAULT_SORT}); one of: {', '.join(SORT_KEYS)}",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    try:
-        comparison = compare_runs(args.directory, sort=args.sort)
-        for warning in comparison.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        if not comparison.runs:
-            raise UserError(f"no readable runs found below {args.directory}")
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: compare(args))
+
+
+def compare(args) -> int:
+    comparison = compare_runs(args.directory, sort=args.sort)
+    for warning in comparison.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not comparison.runs:
+        raise UserError(f"no readable runs found below {args.directory}")
     if args.json:
         print(json.dumps(runs_as_json(comparison.runs), indent=2))
     else:

@@ -13,16 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 from fundamentallm import __version__
-from fundamentallm.errors import UserError
+from fundamentallm.errors import ArgumentParser, UserError, run_reporting_errors
 
 CFG_PREFIX = "cfg:"
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message}\n")
 
 
 # ---------------------------------------------------------------- train
@@ -35,6 +28,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="continue from OUTPUT_DIR/resume_checkpoint.pt, or from PATH")
     p.add_argument("--resume-from", dest="resume", metavar="PATH", help="same as --resume PATH")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an output directory that holds an earlier run")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quiet", "-q", action="store_true", help="print only warnings and errors")
     mode.add_argument("--json", action="store_true", help="print JSON lines (start, metrics, end)")
@@ -87,7 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     console = TrainingConsole("json" if args.json else "quiet" if args.quiet else "rich")
-    summary = train(cfg, console, resume=payload, resume_path=str(args.resume))
+    summary = train(cfg, console, resume=payload, resume_path=str(args.resume),
+                    overwrite=args.overwrite)
     if summary["stop_reason"] == "interrupted":
         console.message(f"interrupted: state saved; continue with --resume "
                         f"(output dir {cfg.checkpoint.output_dir})")
@@ -197,15 +193,11 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command][2](args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors: return, don't exit
+        return exc.code if isinstance(exc.code, int) else 0
+    return run_reporting_errors(lambda: COMMANDS[args.command][2](args))
 
 
 def run() -> None:

@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from fundamentallm.atomic import finite_or_none
 from rich.console import Console as RichConsole
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -40,7 +41,7 @@ class TrainingConsole:
         self.out.print(table)
 
     def _json(self, event: str, data: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps({"event": event, **data}) + "\n")
+        sys.stdout.write(json.dumps(finite_or_none({"event": event, **data})) + "\n")
         sys.stdout.flush()
 
     def start(self, info: dict[str, Any]) -> None:

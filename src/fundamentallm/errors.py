@@ -1,11 +1,37 @@
-"""The one exception type for problems a user can fix (bad input, bad flags, bad files).
+"""How problems a user can fix are reported: one line on stderr, exit status 2.
 
-Library code raises `UserError` with a one-line message; the CLI and scripts print it as
-`error: <message>` on stderr and exit with status 2, never with a traceback.
+Library code raises `UserError` with a one-line message. The CLI and the scripts parse
+their arguments with `ArgumentParser` and run their work through `run_reporting_errors`,
+so a bad flag or a bad file is `error: <message>` and status 2, never a traceback.
 """
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
 
 
 class UserError(Exception):
     """A problem with the user's input, reported as one line and exit status 2."""
 
     exit_code = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (no usage block) and status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def run_reporting_errors(work: Callable[[], int]) -> int:
+    """Run `work()`; turn a UserError into its one-line message and exit status."""
+    try:
+        return work()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -86,6 +86,8 @@ class SamplingOptions:
             raise UserError(f"--top-k must be at least 1 (got {self.top_k})")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UserError(f"--top-p must be above 0 and at most 1 (got {self.top_p})")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise UserError(f"--seed must be between 0 and 2**63 - 1 (got {self.seed})")
         if self.num_samples < 1:
             raise UserError(f"--num-samples must be at least 1 (got {self.num_samples})")
 
@@ -110,7 +112,10 @@ def generate(model: GPT, prompt: list[int], options: SamplingOptions,
     device = model.embed.weight.device
     context = model.cfg.context_length
     generator = torch.Generator(device)
-    generator.manual_seed(options.seed if options.seed is not None else torch.seed())
+    if options.seed is None:
+        generator.seed()  # fresh entropy, without touching torch's global generator
+    else:
+        generator.manual_seed(options.seed)
     rules = options.rules(banned or [])
     text = torch.tensor([prompt], device=device).repeat(options.num_samples, 1)  # (B, P)
     cache = model.new_cache(options.num_samples)
@@ -128,6 +133,6 @@ def generate(model: GPT, prompt: list[int], options: SamplingOptions,
         text = torch.cat([text, token[:, None]], dim=1)  # (B, n + 1)
         if cache.length == context:  # full: restart from the most recent half
             cache.reset()
-            logits = model(text[:, -(context // 2):], cache=cache)[:, -1].float()
+            logits = model(text[:, -max(1, context // 2):], cache=cache)[:, -1].float()
         else:
             logits = model(token[:, None], cache=cache)[:, -1].float()

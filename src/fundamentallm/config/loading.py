@@ -7,6 +7,7 @@ came from the command line, `file.yaml: model.model_dim` when it came from a fil
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -81,12 +82,15 @@ def coerce(info: FieldInfo, value: Any, where: str) -> Any:
 def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
     """Set fields from a nested mapping such as a parsed YAML file; unknown keys are errors."""
     known = field_by_key()
+    sections = [f.name for f in dataclasses.fields(Config)]
     if not isinstance(mapping, dict):
-        raise UserError(f"{source}: expected a mapping of sections (model, data, optim, ...)")
+        raise UserError(f"{source}: expected a mapping of sections ({', '.join(sections)})")
     for section, values in mapping.items():
+        if section not in sections:
+            raise UserError(f"{source}: unknown section {section!r} (sections: {', '.join(sections)})")
+        values = {} if values is None else values  # a section with every key commented out
         if not isinstance(values, dict):
-            sections = ", ".join(f.name for f in dataclasses.fields(Config))
-            raise UserError(f"{source}: unknown section {section!r} (sections: {sections})")
+            raise UserError(f"{source}: section {section!r} must hold a mapping of settings")
         for name, value in values.items():
             info = known.get(f"{section}.{name}")
             if info is None:
@@ -103,10 +107,21 @@ def apply_flags(cfg: Config, values: dict[str, Any]) -> None:
         setattr(getattr(cfg, section), name, coerce(info, value, info.flag or key))
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `3e-4` (no dot) as a string; people mean a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except FileNotFoundError:
         raise UserError(f"{path}: no such config file") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -130,9 +145,12 @@ def dump_yaml(cfg: Config) -> str:
 
 
 def nearest_head_counts(model_dim: int, num_heads: int) -> list[int]:
-    """Head counts near `num_heads` that give an even head size (RoPE rotates pairs)."""
+    """The valid head counts just below and just above `num_heads`: those that divide
+    `model_dim` into an even head size (RoPE rotates pairs of channels)."""
     valid = [h for h in range(1, model_dim + 1) if model_dim % h == 0 and (model_dim // h) % 2 == 0]
-    return sorted(sorted(valid, key=lambda h: (abs(h - num_heads), h))[:2])
+    below = [h for h in valid if h < num_heads][-1:]
+    above = [h for h in valid if h > num_heads][:1]
+    return below + above
 
 
 def validate(cfg: Config) -> None:

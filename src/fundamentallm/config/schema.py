@@ -16,6 +16,7 @@ CHECKS = {
     "positive": (lambda v: v > 0, "must be greater than 0"),
     "non_negative": (lambda v: v >= 0, "must be 0 or more"),
     "fraction": (lambda v: 0 <= v < 1, "must be at least 0 and below 1"),
+    "seed": (lambda v: 0 <= v < 2**63, "must be between 0 and 2**63 - 1"),
 }
 
 
@@ -100,7 +101,7 @@ class TrainingConfig:
     early_stopping: bool = option(False, "stop when validation loss stops improving")
     patience: int = option(5, "evaluations without improvement before stopping", check="positive")
     min_delta: float = option(0.0, "smallest decrease in validation loss that counts", check="non_negative")
-    seed: int = option(1337, "random seed (same seed, same data: same losses on CPU)")
+    seed: int = option(1337, "random seed (same seed, same data: same losses on CPU)", check="seed")
     device: str = option("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
     mixed_precision: bool = option(
         False, "bf16 autocast where the hardware supports it natively, fp16 + GradScaler on "

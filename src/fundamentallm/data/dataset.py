@@ -78,14 +78,15 @@ class EpochSampler:
 
     def _epoch_starts(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            # A random shift per epoch, so windows do not always cut the text at the same places.
-            offset = int(torch.randint(0, self.context, (1,), generator=g))
-            if len(self.ids) - 1 - offset < self.context:
-                offset = 0
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+            need = self.micro_per_epoch * self.batch
+            # A random shift per epoch, so windows do not always cut the text at the same
+            # places; at most the tokens to spare, so the epoch's windows are all distinct.
+            windows = (len(self.ids) - 1) // self.context
+            spare = len(self.ids) - 1 - min(need, windows) * self.context
+            offset = int(torch.randint(0, min(self.context, spare + 1), (1,), generator=g))
             count = (len(self.ids) - 1 - offset) // self.context
             order = torch.randperm(count, generator=g)
-            need = self.micro_per_epoch * self.batch
             order = order.repeat(-(-need // count))[:need]  # repeats only when data is short
             self._epoch, self._starts = epoch, offset + order * self.context
         return self._starts

@@ -129,6 +129,10 @@ class GPT(nn.Module):
                 cache: KVCache | None = None, reduction: str = "mean") -> torch.Tensor:
         """idx (B, T) token ids → logits (B, T, V); or, given targets (B, T), the
         cross-entropy loss (targets of -100 are not scored)."""
+        start = cache.length if cache is not None else 0
+        if start + idx.shape[1] > self.cfg.context_length:
+            raise ValueError(f"{start + idx.shape[1]} positions exceed the context length "
+                             f"{self.cfg.context_length}")
         x = self.dropout(self.embed(idx))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
             x = block(x, self.rope, cache, layer)

@@ -32,6 +32,9 @@ from fundamentallm.training.schedule import LRSchedule
 from fundamentallm.training.state import TrainState, seed_everything
 
 RESUME_NAME = "resume_checkpoint.pt"
+# Files a run writes; a fresh run with --overwrite removes those an earlier run left.
+RUN_FILES = ("final.pt", "best_model.pt", RESUME_NAME, "metrics.json", "summary.json",
+             "loss_curve.png", "config.yaml", "checkpoint_epoch_*.pt")
 
 
 def every(step: int, interval: int) -> bool:
@@ -60,13 +63,35 @@ def deferred_interrupt():
 
 
 def resume_config(cfg: Config, payload: dict[str, Any], path: str) -> None:
-    """A resumed run keeps its model shape and tokenizer; anything else may change."""
-    saved = config_from_dict(payload["config"], path)
-    if saved.model != cfg.model:
-        raise UserError(f"{path}: model settings differ from the checkpoint's "
-                        f"({saved.model}); drop them when resuming")
+    """A resumed run keeps its model shape and tokenizer; anything else (dropout too) may change."""
+    saved = config_from_dict(payload["config"], path).model
+    changed = [f"{name} {getattr(cfg.model, name)} (checkpoint: {value})"
+               for name, value in vars(saved).items()
+               if name != "dropout" and getattr(cfg.model, name) != value]
+    if changed:
+        raise UserError(f"{path}: a resumed run keeps its model shape; changed: {', '.join(changed)}")
     if "train_state" not in payload:
         raise UserError(f"{path}: holds model weights only, not a training state to resume")
+    state = payload["train_state"]
+    if not isinstance(state, dict) or not all(
+            isinstance(state.get(k), dict) for k in ("optimizer", "counters", "rng")):
+        raise UserError(f"{path}: the training state in this checkpoint is malformed")
+
+
+def claim_output_dir(out: Path, resuming: bool, overwrite: bool) -> None:
+    """Never silently mix two runs in one directory, nor discard a resumable one."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--output-dir {out}: cannot create the directory ({exc.strerror})") from None
+    if resuming or not (out / RESUME_NAME).exists():
+        return
+    if not overwrite:
+        raise UserError(f"{out} already holds a run; continue it with --resume, or start over "
+                        "with --overwrite (or choose another --output-dir)")
+    for pattern in RUN_FILES:
+        for old in out.glob(pattern):
+            old.unlink()
 
 
 def prune_epoch_checkpoints(out: Path, keep: int) -> None:
@@ -76,10 +101,12 @@ def prune_epoch_checkpoints(out: Path, keep: int) -> None:
 
 
 def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | None = None,
-          resume_path: str = "checkpoint", tracker: Tracker | None = None) -> dict[str, Any]:
+          resume_path: str = "checkpoint", tracker: Tracker | None = None,
+          overwrite: bool = False) -> dict[str, Any]:
     """Train a model as `cfg` says; return the run summary (also written to summary.json).
 
-    `resume` is a loaded checkpoint (checkpoint.load_checkpoint) to continue from.
+    `resume` is a loaded checkpoint (checkpoint.load_checkpoint) to continue from;
+    `overwrite` lets a fresh run replace an earlier run's files in the output directory.
     """
     console = console or TrainingConsole("quiet")
     t_cfg, c_cfg = cfg.training, cfg.checkpoint
@@ -98,8 +125,9 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         resume_config(cfg, payload, resume_path)
     train_ids = encode(tokenizer, corpus.train)
     val_ids = encode(tokenizer, corpus.val) if corpus.val is not None else None
-    if val_ids is not None and len(val_ids) < 2:
-        raise UserError("validation text is shorter than 2 tokens; give more or use --val-split 0")
+    if val_ids is not None and not bool((val_ids[1:] != tokenizer.unk_id).any()):
+        raise UserError("validation text has no token to score (it needs at least 2 characters, "
+                        "seen in training); give more or use --val-split 0")
     sampler = EpochSampler(train_ids, cfg.model.context_length, t_cfg.batch_size,
                            t_cfg.grad_accum_steps, t_cfg.seed, tokenizer.unk_id)
 
@@ -120,7 +148,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     tokens_per_step = t_cfg.batch_size * t_cfg.grad_accum_steps * cfg.model.context_length
     eval_windows = t_cfg.eval_iters * t_cfg.batch_size
 
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(out, resuming=payload is not None, overwrite=overwrite)
     write_text(out / "config.yaml", dump_yaml(cfg))
     tracker = tracker or JsonTracker(out, resume_step=state.step if payload else None)
 
@@ -145,12 +173,11 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         "output": str(out),
     })
     stop_reason = "max_steps" if state.step >= total_steps else None
-    start_step, start_elapsed, last_val = state.step, state.elapsed, None
+    start_step, start_elapsed = state.step, state.elapsed
     clock = time.perf_counter() - state.elapsed
 
     def tokens_per_s() -> float:
         return (state.step - start_step) * tokens_per_step / max(state.elapsed - start_elapsed, 1e-9)
-    loss_value = math.nan
 
     model.train()
     with deferred_interrupt() as interrupt:
@@ -192,16 +219,18 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
                 stop_reason = "interrupted"
 
             # ---- optional work of this step ----
+            evaluate_now = val_ids is not None and (every(state.step, t_cfg.eval_interval) or stop_reason)
             record = None
-            if every(state.step, t_cfg.log_interval) or stop_reason:
-                loss_value = float(step_loss)  # the only host sync of a step, and only when logging
-                if not math.isfinite(loss_value):
-                    raise UserError(f"loss became {loss_value} at step {state.step}; try a lower "
-                                    "--learning-rate or a --gradient-clip")
+            if every(state.step, t_cfg.log_interval) or evaluate_now or stop_reason:
+                # The only host-device sync of a step, and only on logging steps.
+                state.last_train_loss = float(step_loss)
+                if not math.isfinite(state.last_train_loss):
+                    raise UserError(f"loss became {state.last_train_loss} at step {state.step}; "
+                                    "try a lower --learning-rate or a --gradient-clip")
                 record = {
                     "step": state.step,
                     "epoch": round(state.epoch + state.micro_batch / sampler.micro_per_epoch, 4),
-                    "train_loss": loss_value,
+                    "train_loss": state.last_train_loss,
                     "lr": lr,
                     "tokens": state.tokens,
                     "tokens_per_s": round(tokens_per_s(), 1),
@@ -209,16 +238,15 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
                 }
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
-            if val_ids is not None and (every(state.step, t_cfg.eval_interval) or stop_reason):
-                record = record or {"step": state.step, "train_loss": float(step_loss), "lr": lr}
-                last_val = validation_loss()
-                record["val_loss"] = last_val
-                if state.best_val_loss - last_val > t_cfg.min_delta:
+            if evaluate_now:
+                state.last_val_loss = record["val_loss"] = validation_loss()
+                if state.stopping_reference - state.last_val_loss > t_cfg.min_delta:
+                    state.stopping_reference = state.last_val_loss
                     state.evals_without_improvement = 0
                 else:
                     state.evals_without_improvement += 1
-                if last_val < state.best_val_loss:
-                    state.best_val_loss = last_val
+                if state.last_val_loss < state.best_val_loss:
+                    state.best_val_loss = state.last_val_loss
                     record["best"] = True
                     checkpoint(out / "best_model.pt", with_state=False)
                 if t_cfg.early_stopping and state.evals_without_improvement >= t_cfg.patience:
@@ -233,7 +261,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
                 checkpoint(out / RESUME_NAME)
             console.update(
                 min(1.0, max(state.step / total_steps, time_fraction)),
-                {"epoch": state.epoch + 1, "step": state.step, "loss": loss_value, "lr": lr,
+                {"epoch": state.epoch + 1, "step": state.step, "loss": state.last_train_loss, "lr": lr,
                  "tok/s": int(tokens_per_s())},
             )
 
@@ -245,9 +273,9 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         "steps": state.step,
         "epochs": round(state.epoch + state.micro_batch / sampler.micro_per_epoch, 4),
         "tokens": state.tokens,
-        "final_train_loss": loss_value,
-        "final_val_loss": last_val,
-        "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+        "final_train_loss": state.last_train_loss,
+        "final_val_loss": state.last_val_loss,
+        "best_val_loss": state.best_val_loss,
         "wall_time_s": round(state.elapsed, 2),
         "tokens_per_s": round(tokens_per_s(), 1),
         "parameters": model.num_parameters(),

@@ -22,10 +22,11 @@ class LRSchedule:
         self.warmup_steps = cfg.warmup_steps
 
     def __call__(self, step: int, total_steps: int, time_fraction: float = 0.0) -> float:
-        """Learning rate for optimizer step `step` (0-based) of `total_steps`."""
+        """Learning rate for optimizer step `step` (0-based) of `total_steps`: warmup ends at
+        the peak on step `warmup_steps - 1`, and the last step runs at `min_lr`."""
         if step < self.warmup_steps:
             return self.peak * (step + 1) / self.warmup_steps
-        step_fraction = (step - self.warmup_steps) / max(1, total_steps - self.warmup_steps)
+        step_fraction = (step + 1 - self.warmup_steps) / max(1, total_steps - self.warmup_steps)
         progress = min(1.0, max(step_fraction, time_fraction))
         if self.kind == "cosine":
             return self.minimum + (self.peak - self.minimum) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -51,11 +51,16 @@ class TrainState:
     micro_batch: int = 0  # next micro-batch within the epoch
     tokens: int = 0  # training tokens consumed
     elapsed: float = 0.0  # seconds of training so far (for --max-time across resumes)
-    best_val_loss: float = math.inf
-    evals_without_improvement: int = 0  # early-stopping counter
+    last_train_loss: float = math.nan
+    last_val_loss: float = math.nan
+    best_val_loss: float = math.inf  # lowest validation loss: best_model.pt
+    # Early stopping (as in Keras): the loss to beat by more than --min-delta, and how many
+    # evaluations in a row have not.
+    stopping_reference: float = math.inf
+    evals_without_improvement: int = 0
     counters: tuple[str, ...] = field(default=(
-        "step", "epoch", "micro_batch", "tokens", "elapsed", "best_val_loss",
-        "evals_without_improvement"), repr=False)
+        "step", "epoch", "micro_batch", "tokens", "elapsed", "last_train_loss", "last_val_loss",
+        "best_val_loss", "stopping_reference", "evals_without_improvement"), repr=False)
 
     def state_dict(self) -> dict[str, Any]:
         """All but the model weights, which a checkpoint stores once, as its `model` entry."""
@@ -71,6 +76,6 @@ class TrainState:
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        for name in self.counters:
-            setattr(self, name, state["counters"][name])
+        for name in self.counters:  # a counter an older state lacks keeps its default
+            setattr(self, name, state["counters"].get(name, getattr(self, name)))
         set_rng_state(state["rng"])
