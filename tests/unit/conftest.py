@@ -11,6 +11,17 @@ from fundamentallm.model import GPT
 TINY_VOCAB = 30
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine the thread pool's
+    spin-waiting can make a 30-token generation 100x slower. Restored after each test, so
+    other suites run in the same session keep their threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_model_config() -> ModelConfig:
     return ModelConfig(vocab_size=TINY_VOCAB, model_dim=32, num_layers=2, num_heads=4,

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from fundamentallm.model import GPT
+from fundamentallm.model import GPT, KVCache
 
 
 def tokens(vocab: int, batch: int, length: int, seed: int = 1) -> torch.Tensor:
@@ -60,13 +60,39 @@ def test_kv_cached_incremental_forward_equals_full_forward(tiny_model, tiny_mode
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
 
 
-def test_cache_refuses_to_overflow(tiny_model, tiny_model_config):
-    T = tiny_model_config.context_length
-    cache = tiny_model.new_cache(batch=1)
+def test_cache_refuses_to_overflow():
+    cache = KVCache(num_layers=1, batch=1, num_heads=2, max_len=4, head_dim=8,
+                    device=torch.device("cpu"), dtype=torch.float32)
+    k = torch.ones(1, 2, 3, 8)
+    keys, values = cache.update(0, k, 2 * k)
+    assert keys.shape == (1, 2, 3, 8) and torch.equal(values, 2 * k)
+    cache.advance(3)
+    with pytest.raises(ValueError, match="KV cache holds 4 positions"):
+        cache.update(0, k[:, :, :2], k[:, :, :2])
+    cache.reset()
+    assert cache.length == 0
+
+
+def test_positions_beyond_the_context_length_are_refused(tiny_model, tiny_model_config):
+    T, V = tiny_model_config.context_length, tiny_model_config.vocab_size
+    assert tiny_model(tokens(V, 2, T)).shape == (2, T, V)  # a full context is fine
+    with pytest.raises(ValueError, match=f"^{T + 1} positions exceed the context length {T}$"):
+        tiny_model(tokens(V, 2, T + 1))
+    with pytest.raises(ValueError, match=f"{T + 1} positions exceed the context length {T}"):
+        tiny_model(tokens(V, 2, T + 1), tokens(V, 2, T + 1, seed=2))  # with targets too
+    # with a cache, the cached positions count: a full cache takes no further token
     with torch.no_grad():
-        tiny_model(tokens(tiny_model_config.vocab_size, 1, T), cache=cache)
-        with pytest.raises(ValueError, match="KV cache"):
-            tiny_model(tokens(tiny_model_config.vocab_size, 1, 1), cache=cache)
+        cache = tiny_model.new_cache(batch=2)
+        tiny_model(tokens(V, 2, T - 1), cache=cache)
+        tiny_model(tokens(V, 2, 1), cache=cache)
+        assert cache.length == T
+        with pytest.raises(ValueError, match=f"^{T + 1} positions exceed the context length {T}$"):
+            tiny_model(tokens(V, 2, 1), cache=cache)
+        assert cache.length == T  # the refused token left the cache as it was
+        fresh = tiny_model.new_cache(batch=2)
+        tiny_model(tokens(V, 2, 3), cache=fresh)
+        with pytest.raises(ValueError, match=f"^{T + 2} positions exceed the context length {T}$"):
+            tiny_model(tokens(V, 2, T - 1), cache=fresh)
 
 
 def test_causality_later_tokens_do_not_change_earlier_logits(tiny_model, tiny_model_config):

@@ -1,0 +1,100 @@
+"""evaluate(): the loss over every token once, against an independent brute-force computation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fundamentallm.data.dataset import encode
+from fundamentallm.errors import UserError
+from fundamentallm.evaluation import evaluate
+from fundamentallm.model import GPT
+from fundamentallm.tokenizers import CharTokenizer
+
+TRAIN_TEXT = "the quick brown fox jumps over the lazy dog.\n"
+EVAL_TEXT = "a lazy dog sleeps; the brown fox jumps over it. then the fox runs home.\n" * 2
+UNKNOWN_CHARS = ";"  # in EVAL_TEXT but not TRAIN_TEXT
+
+
+@pytest.fixture
+def tok() -> CharTokenizer:
+    return CharTokenizer.train(TRAIN_TEXT + "ailnpst")  # everything in EVAL_TEXT but ';'
+
+
+@pytest.fixture
+def model(tiny_model_config, tok) -> GPT:
+    torch.manual_seed(0)
+    return GPT(dataclasses.replace(tiny_model_config, vocab_size=tok.vocab_size)).eval()
+
+
+def brute_force_loss(model: GPT, ids: list[int], unk_id: int) -> tuple[float, int]:
+    """Mean cross entropy over consecutive non-overlapping windows, one window at a time."""
+    context = model.cfg.context_length
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, context):
+            inputs = ids[start:start + context]
+            targets = ids[start + 1:start + 1 + context]
+            inputs = inputs[:len(targets)]
+            logits = model(torch.tensor([inputs]))[0]
+            for logit, target in zip(logits, targets):
+                if target != unk_id:
+                    total += F.cross_entropy(logit[None].double(), torch.tensor([target])).item()
+                    count += 1
+    return total / count, count
+
+
+def test_metrics_are_consistent(model, tok):
+    text = EVAL_TEXT.replace(UNKNOWN_CHARS, " ")
+    score = evaluate(model, encode(tok, text), batch_size=4, unk_id=tok.unk_id)
+    assert score.tokens == len(text) - 1
+    assert score.unknown == 0
+    assert score.perplexity == pytest.approx(math.exp(score.loss))
+    assert score.bits_per_char == pytest.approx(score.loss / math.log(2))
+    assert set(score.to_dict()) == {"loss", "perplexity", "bits_per_char", "tokens", "unknown"}
+
+
+def test_loss_equals_brute_force_mean(model, tok):
+    text = EVAL_TEXT.replace(UNKNOWN_CHARS, " ")
+    ids = tok.encode(text)
+    assert (len(ids) - 1) % model.cfg.context_length != 0  # a short last window is included
+    expected, count = brute_force_loss(model, ids, tok.unk_id)
+    score = evaluate(model, encode(tok, text), batch_size=3, unk_id=tok.unk_id)
+    assert score.tokens == count
+    assert score.loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_batch_size_does_not_change_the_result(model, tok):
+    ids = encode(tok, EVAL_TEXT)
+    a = evaluate(model, ids, batch_size=1, unk_id=tok.unk_id)
+    b = evaluate(model, ids, batch_size=64, unk_id=tok.unk_id)
+    assert a.tokens == b.tokens
+    assert a.loss == pytest.approx(b.loss, rel=1e-5)
+
+
+def test_unknown_characters_are_counted_not_scored(model, tok):
+    ids = tok.encode(EVAL_TEXT)
+    n_unknown = EVAL_TEXT.count(UNKNOWN_CHARS)
+    assert n_unknown == 2 and ids.count(tok.unk_id) == n_unknown and ids[0] != tok.unk_id
+    expected, count = brute_force_loss(model, ids, tok.unk_id)
+    score = evaluate(model, encode(tok, EVAL_TEXT), batch_size=4, unk_id=tok.unk_id)
+    assert score.unknown == n_unknown
+    assert score.tokens == len(ids) - 1 - n_unknown == count
+    assert score.loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_training_mode_is_restored(model, tok):
+    model.train()
+    evaluate(model, encode(tok, "the fox"), batch_size=4, unk_id=tok.unk_id)
+    assert model.training
+
+
+def test_too_short_or_all_unknown_text_is_a_user_error(model, tok):
+    with pytest.raises(UserError, match="at least 2 tokens"):
+        evaluate(model, encode(tok, "a"), batch_size=4, unk_id=tok.unk_id)
+    with pytest.raises(UserError, match="no token"):
+        evaluate(model, encode(tok, "a;;;"), batch_size=4, unk_id=tok.unk_id)

@@ -1,0 +1,51 @@
+"""AdamW parameter groups: weight decay on linear-layer matrices only."""
+
+from __future__ import annotations
+
+import torch
+
+from fundamentallm.config import OptimConfig
+from fundamentallm.training.optim import build_optimizer, param_groups
+
+
+def names_by_group(model: torch.nn.Module, groups: list[dict]) -> list[set[str]]:
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    return [{name_of[id(p)] for p in g["params"]} for g in groups]
+
+
+def test_decay_only_on_non_embedding_matrices(tiny_model):
+    decay_group, no_decay_group = param_groups(tiny_model, 0.1)
+    assert decay_group["weight_decay"] == 0.1
+    assert no_decay_group["weight_decay"] == 0.0
+    decay, no_decay = names_by_group(tiny_model, [decay_group, no_decay_group])
+
+    assert "embed.weight" in no_decay  # also the output head (tied)
+    assert "norm.weight" in no_decay
+    assert {"blocks.0.attn_norm.weight", "blocks.1.mlp_norm.weight"} <= no_decay
+    assert {"blocks.0.attn.qkv.weight", "blocks.0.attn.proj.weight",
+            "blocks.1.mlp.up.weight", "blocks.1.mlp.down.weight"} <= decay
+    params = dict(tiny_model.named_parameters())
+    assert all(params[n].dim() >= 2 and not n.startswith("embed.") for n in decay)
+    assert all(params[n].dim() < 2 or n.startswith("embed.") for n in no_decay)
+
+
+def test_every_trainable_parameter_appears_exactly_once(tiny_model):
+    groups = param_groups(tiny_model, 0.1)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for p in tiny_model.parameters()}
+
+
+def test_frozen_parameters_are_left_out(tiny_model):
+    tiny_model.norm.weight.requires_grad_(False)
+    grouped = {id(p) for g in param_groups(tiny_model, 0.1) for p in g["params"]}
+    assert id(tiny_model.norm.weight) not in grouped
+    assert len(grouped) == sum(1 for p in tiny_model.parameters() if p.requires_grad)
+
+
+def test_build_optimizer_uses_the_config(tiny_model):
+    cfg = OptimConfig(learning_rate=3e-4, weight_decay=0.05, beta1=0.8, beta2=0.95)
+    opt = build_optimizer(tiny_model, cfg, torch.device("cpu"))
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    assert all(g["lr"] == 3e-4 and g["betas"] == (0.8, 0.95) for g in opt.param_groups)
