@@ -22,8 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/fundamentallm train data/shakespeare_sample.txt --output-dir $(DEMO_DIR) \
-		--max-time $(DEMO_SECONDS)
-	$(BIN)/fundamentallm evaluate $(DEMO_DIR)/final.pt --data data/shakespeare_sample.txt
+		--max-time $(DEMO_SECONDS) --overwrite
 	$(BIN)/fundamentallm generate $(DEMO_DIR)/final.pt --prompt "ROMEO:" --max-tokens 400 --seed 1
 
 test: setup
