@@ -16,6 +16,14 @@ def tiny_text() -> str:
     return sample_text(20_000)
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, tiny_text: str) -> Path:
+    """The tiny text as a file shared by a module's runs."""
+    path = tmp_path_factory.mktemp("data") / "train.txt"
+    path.write_text(tiny_text, encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def text_file(tmp_path: Path, tiny_text: str) -> Path:
     path = tmp_path / "train.txt"

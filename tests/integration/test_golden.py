@@ -21,7 +21,7 @@ from integration_helpers import ROOT, losses, sample_text, tiny_args, train
 
 GOLDEN = ROOT / "tests" / "assets" / "golden_losses.json"
 STEPS = 8
-RECIPE = tiny_args(max_steps=STEPS, seed=1234, log_interval=1, lr_schedule="constant",
+RECIPE = tiny_args(max_steps=STEPS, seed=1234, learning_rate=0.002, log_interval=1, lr_schedule="constant",
                    warmup_steps=0, dropout=0.0, val_split=0, eval_interval=1000)
 
 

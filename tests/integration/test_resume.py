@@ -29,13 +29,6 @@ def same_weights(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, tiny_text) -> Path:
-    path = tmp_path_factory.mktemp("data") / "train.txt"
-    path.write_text(tiny_text, encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
 def straight(tmp_path_factory, corpus) -> Path:
     """The uninterrupted 20-step run."""
     return train(corpus, tmp_path_factory.mktemp("straight"), max_steps=20, **EXACT)

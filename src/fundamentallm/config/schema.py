@@ -67,7 +67,7 @@ class DataConfig:
 class OptimConfig:
     """AdamW and its learning-rate schedule."""
 
-    learning_rate: float = option(2e-3, "peak learning rate", aliases=("--lr",), check="positive")
+    learning_rate: float = option(3e-3, "peak learning rate", aliases=("--lr",), check="positive")
     min_lr: float | None = option(
         None, "learning rate at the end of the decay (default: learning rate / 10)",
         check="non_negative",
@@ -91,7 +91,7 @@ class TrainingConfig:
     max_time: float | None = option(
         None, "stop after this many seconds of training (checkpointing properly)", check="positive"
     )
-    batch_size: int = option(32, "sequences per micro-batch", check="positive")
+    batch_size: int = option(16, "sequences per micro-batch", check="positive")
     grad_accum_steps: int = option(
         1, "micro-batches per optimizer step (effective batch = batch x this)", check="positive"
     )
