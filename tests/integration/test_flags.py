@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from fundamentallm.checkpoint import load_model
+from fundamentallm.config import OptimConfig
 from fundamentallm.data.dataset import encode
 from fundamentallm.evaluation import total_loss
 from fundamentallm.training import precision
 from fundamentallm.training.precision import cpu_has_native_bf16
-from fundamentallm.config import OptimConfig
 from integration_helpers import load_pt, metrics, run_cli, summary, train
 
 # The baseline: 6 steps, a record every step, no warmup, cosine schedule, validation every 3
@@ -342,3 +342,23 @@ def test_quiet_and_json_are_exclusive(tmp_path, corpus, capsys):
     assert run_cli("train", corpus, "-o", tmp_path, "--quiet", "--json", "--dry-run") == 2
     assert capsys.readouterr().err.startswith("error:")
 
+
+
+@pytest.mark.parametrize("flag", ["beta1", "beta2"])
+def test_adam_betas(tmp_path, corpus, baseline, flag):
+    out = run(corpus, tmp_path, **{flag: 0.5})
+    first, *rest = loss_list(out)
+    assert first == loss_list(baseline)[0]  # same start; the moments only act from the update on
+    assert rest != loss_list(baseline)[1:]
+
+
+@pytest.mark.parametrize("interval, writes", [(2, 3), (100, 1)])
+def test_checkpoint_interval(tmp_path, corpus, monkeypatch, interval, writes):
+    from fundamentallm.training import loop
+
+    saved: list[str] = []
+    real_save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint",
+                        lambda path, *a, **k: (saved.append(Path(path).name), real_save(path, *a, **k)))
+    run(corpus, tmp_path, checkpoint_interval=interval)  # 6 steps; the last one always saves
+    assert saved.count("resume_checkpoint.pt") == writes
