@@ -114,7 +114,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
 
     # ---- data and tokenizer ----
     corpus = load_corpus(cfg.data)
-    payload = resume
+    payload = resume  # a loaded checkpoint, or None for a fresh run
     if payload:
         tokenizer = tokenizer_from_dict(payload["tokenizer"])
     else:
