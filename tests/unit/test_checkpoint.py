@@ -3,6 +3,7 @@ UserError. Also atomic_write, which every checkpoint goes through."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -230,3 +231,24 @@ def test_json_writes_nan_and_infinity_as_null(tmp_path):
     text = (tmp_path / "c.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"a": None, "b": [None, None, 1.5], "c": {"d": [None, 2]}, "e": 0.0}
+
+
+def test_version_1_checkpoints_load_as_the_model_they_were(saved, tiny_config):
+    """Version 1 predates the architecture options: it was RMSNorm, RoPE, GELU, no QK-norm,
+    GPT-2 init, AdamW. Such a file must still load as that model."""
+    path = saved[0]
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 1
+    for key in ("norm", "position", "activation", "qk_norm", "zero_init"):
+        payload["config"]["model"].pop(key)
+    payload["config"]["optim"].pop("optimizer")
+    old_cfg = dataclasses.replace(tiny_config.model, activation="gelu", qk_norm=False, zero_init=False)
+    torch.manual_seed(0)
+    payload["model"] = GPT(old_cfg).state_dict()
+    torch.save(payload, path)
+    loaded = load_checkpoint(path)
+    assert loaded["version"] == VERSION
+    assert loaded["config"]["optim"]["optimizer"] == "adamw"
+    model, _, cfg = load_model(path)
+    assert (cfg.model.activation, cfg.model.qk_norm, cfg.model.zero_init) == ("gelu", False, False)
+    assert type(model.blocks[0].mlp).__name__ == "GeluMLP"

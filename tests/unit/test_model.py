@@ -120,3 +120,80 @@ def test_dropout_randomises_training_mode_only(tiny_model_config):
 
 def test_num_parameters_counts_tied_weights_once(tiny_model):
     assert tiny_model.num_parameters() == sum(p.numel() for p in set(tiny_model.parameters()))
+
+
+VARIANTS = [
+    {},  # the defaults
+    {"norm": "layernorm", "position": "learned", "activation": "gelu", "qk_norm": False,
+     "zero_init": False},  # the classic GPT-2 recipe
+    {"activation": "swiglu"},
+    {"qk_norm": False},
+]
+
+
+def variant(cfg, **changes):
+    torch.manual_seed(0)
+    return GPT(dataclasses.replace(cfg, **changes)).eval()
+
+
+@pytest.mark.parametrize("changes", VARIANTS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "defaults")
+def test_every_variant_caches_exactly_and_starts_near_ln_vocab(tiny_model_config, changes):
+    model = variant(tiny_model_config, **changes)
+    T, V = tiny_model_config.context_length, tiny_model_config.vocab_size
+    idx = tokens(V, 2, T)
+    with torch.no_grad():
+        full = model(idx)
+        cache = model.new_cache(batch=2)
+        steps = [model(idx[:, :4], cache=cache)] + [model(idx[:, t:t + 1], cache=cache) for t in range(4, T)]
+        loss = model(idx, tokens(V, 2, T, seed=9))
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+    assert abs(loss.item() - math.log(V)) < 0.2
+
+
+def test_variant_modules_are_the_ones_asked_for(tiny_model_config):
+    classic = variant(tiny_model_config, **VARIANTS[1])
+    assert isinstance(classic.norm, torch.nn.LayerNorm)
+    assert isinstance(classic.blocks[0].attn.q_norm, torch.nn.Identity)
+    assert type(classic.blocks[0].mlp).__name__ == "GeluMLP"
+    assert classic.positions.table.weight.shape == (tiny_model_config.context_length, tiny_model_config.model_dim)
+    modern = variant(tiny_model_config)
+    assert isinstance(modern.norm, torch.nn.RMSNorm)
+    assert isinstance(modern.blocks[0].attn.q_norm, torch.nn.RMSNorm)
+    assert type(modern.blocks[0].mlp).__name__ == "ReluSquaredMLP"
+    assert not list(modern.positions.parameters())  # RoPE has nothing to learn
+
+
+def test_relu_squared_mlp_computes_relu_squared(tiny_model_config):
+    mlp = variant(tiny_model_config, zero_init=False).blocks[0].mlp
+    x = torch.randn(2, 3, tiny_model_config.model_dim)
+    expected = mlp.down(torch.relu(mlp.up(x)) ** 2)
+    torch.testing.assert_close(mlp(x), expected)
+
+
+def test_zero_init_starts_every_block_as_the_identity(tiny_model_config):
+    model = variant(tiny_model_config, zero_init=True)
+    for block in model.blocks:
+        assert not block.attn.proj.weight.any() and not block.mlp.down.weight.any()
+    x = torch.randn(2, 5, tiny_model_config.model_dim)
+    positions = model.positions
+    torch.testing.assert_close(model.blocks[0](x, positions, None, 0), x)
+    gpt2 = variant(tiny_model_config, zero_init=False)
+    assert gpt2.blocks[0].attn.proj.weight.std() > 0
+
+
+def test_positions_matter_with_learned_positions_and_rope(tiny_model_config):
+    # Without position information, attention is blind to the order of the earlier tokens:
+    # the last token would see "1 2" and "2 1" alike.
+    for position in ("rope", "learned"):
+        model = variant(tiny_model_config, position=position, zero_init=False)
+        logits = model(torch.tensor([[1, 2, 3], [2, 1, 3]]))[:, -1]  # (2, V)
+        assert not torch.allclose(logits[0], logits[1], atol=1e-4), position
+
+
+def test_flops_per_token_counts_matrices_and_attention(tiny_model_config):
+    c = tiny_model_config
+    model = variant(c)
+    matrices = c.vocab_size * c.model_dim + c.num_layers * 12 * c.model_dim ** 2  # embed + qkv/proj/up/down
+    assert model.flops_per_token() == 6 * matrices + 12 * c.num_layers * c.model_dim * c.context_length
+    learned = variant(c, position="learned")  # the position table is a lookup: same FLOPs
+    assert learned.flops_per_token() == model.flops_per_token()

@@ -48,6 +48,18 @@ class ModelConfig:
         128, "tokens the model sees at once", aliases=("--max-seq-len",), check="positive"
     )
     dropout: float = option(0.0, "dropout probability", check="fraction")
+    norm: str = option("rmsnorm", "normalisation layer", choices=("rmsnorm", "layernorm"))
+    position: str = option(
+        "rope", "position information: rotary (in attention) or a learned table (at the input)",
+        choices=("rope", "learned"),
+    )
+    activation: str = option(
+        "relu2", "MLP nonlinearity: ReLU squared, GELU, or a SwiGLU gate", choices=("relu2", "gelu", "swiglu")
+    )
+    qk_norm: bool = option(True, "normalise queries and keys per head before attention")
+    zero_init: bool = option(
+        True, "start the projections that write into the residual stream at zero"
+    )
 
 
 @dataclass
@@ -65,9 +77,18 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW and its learning-rate schedule."""
+    """The optimizer and its learning-rate schedule."""
 
-    learning_rate: float = option(3e-3, "peak learning rate", aliases=("--lr",), check="positive")
+    optimizer: str = option(
+        "muon", "muon: Muon for hidden matrices and AdamW for the rest; adamw: AdamW for all",
+        choices=("muon", "adamw"),
+    )
+    learning_rate: float = option(
+        6e-3, "peak learning rate (with muon: of the embedding and norm gains)", aliases=("--lr",),
+        check="positive",
+    )
+    muon_lr: float = option(0.05, "peak Muon learning rate (hidden matrices)", check="positive")
+    muon_momentum: float = option(0.95, "Muon momentum", check="fraction")
     min_lr: float | None = option(
         None, "learning rate at the end of the decay (default: learning rate / 10)",
         check="non_negative",
@@ -78,7 +99,13 @@ class OptimConfig:
     gradient_clip: float = option(
         1.0, "clip the gradient norm to this value (0 disables)", check="non_negative"
     )
-    lr_schedule: str = option("cosine", "learning-rate schedule", choices=("cosine", "linear", "constant"))
+    lr_schedule: str = option(
+        "cosine", "learning-rate schedule after warmup (wsd: warmup-stable-decay, constant then "
+        "a linear cool-down over the last --cooldown-fraction)", choices=("cosine", "linear", "wsd", "constant"),
+    )
+    cooldown_fraction: float = option(
+        0.4, "wsd: share of training spent in the final linear cool-down", check="fraction"
+    )
     warmup_steps: int = option(100, "steps of linear warmup", check="non_negative")
 
 
@@ -103,6 +130,10 @@ class TrainingConfig:
     min_delta: float = option(0.0, "smallest decrease in validation loss that counts", check="non_negative")
     seed: int = option(1337, "random seed (same seed, same data: same losses on CPU)", check="seed")
     device: str = option("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
+    compile: bool = option(
+        True, "train through torch.compile where a compiler is available (the first run of a "
+        "model shape compiles for up to a minute; later runs reuse the on-disk cache)"
+    )
     mixed_precision: bool = option(
         False, "bf16 autocast where the hardware supports it natively, fp16 + GradScaler on "
         "CUDA without bf16, otherwise fp32 (and says so)"

@@ -1,13 +1,21 @@
 """A decoder-only transformer language model, read top to bottom:
-rotary position embedding → causal self-attention → MLP → block → model.
+norms → positions → causal self-attention → MLPs → block → model.
 
-Design (GPT-2, Radford et al. 2019, with later refinements):
-- pre-norm residual blocks with RMSNorm (Zhang & Sennrich 2019);
+Design (GPT-2, Radford et al. 2019, with the refinements that train small models fastest,
+as measured in benchmarks/README.md):
+- pre-norm residual blocks, RMSNorm (Zhang & Sennrich 2019) or LayerNorm;
 - rotary position embeddings, RoPE (Su et al. 2021): positions enter through the angle
-  between query and key, so attention depends on relative position only;
+  between query and key, so attention depends on relative position only; or GPT-2's
+  learned position table;
+- QK-norm (Henry et al. 2020; Dehghani et al. 2023): queries and keys are normalised per
+  head, which bounds the attention logits and tolerates higher learning rates;
 - causal attention through `F.scaled_dot_product_attention`, which picks a fused kernel;
+- MLP with ReLU² (So et al. 2021, "Primer"), GELU, or a SwiGLU gate (Shazeer 2020);
+- residual-writing projections start at zero (as in the modded-nanogpt speedrun), so every
+  block starts as the identity; or GPT-2's scaled normal init;
 - input embedding and output projection share one matrix (Press & Wolf 2017).
 
+Every variant is chosen once, in `__init__`; `forward` has no branches on the config.
 Shapes: B batch, T sequence length, C model_dim, H heads, D = C / H head size, V vocab.
 """
 
@@ -22,19 +30,30 @@ from torch import nn
 from fundamentallm.config.schema import ModelConfig
 from fundamentallm.model.kv_cache import KVCache
 
+# ---- norms ----
+NORMS = {
+    "rmsnorm": nn.RMSNorm,
+    "layernorm": lambda dim: nn.LayerNorm(dim, bias=False),
+}
 
-class RotaryEmbedding(nn.Module):
+
+# ---- positions: each kind offers `embed` (at the input) and `rotate` (queries and keys) ----
+class RotaryPositions(nn.Module):
     """Rotates each (i, i + D/2) pair of channels by an angle proportional to the position."""
 
-    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
+    def __init__(self, cfg: ModelConfig, base: float = 10000.0):
         super().__init__()
+        head_dim = cfg.model_dim // cfg.num_heads
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (max_len, D/2)
+        angles = torch.outer(torch.arange(cfg.context_length, dtype=torch.float32), inv_freq)  # (T_max, D/2)
         # Derived from the config, so not saved in checkpoints (persistent=False).
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return x  # positions enter through `rotate` only
+
+    def rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """x: (B, H, T, D) at positions start..start+T-1 → same shape, rotated."""
         T = x.shape[2]
         cos = self.cos[start:start + T].to(x.dtype)  # (T, D/2)
@@ -43,16 +62,37 @@ class RotaryEmbedding(nn.Module):
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+class LearnedPositions(nn.Module):
+    """GPT-2: a trained vector per position, added to the token embedding."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.table = nn.Embedding(cfg.context_length, cfg.model_dim)
+
+    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return x + self.table.weight[start:start + x.shape[1]]  # (B, T, C) + (T, C)
+
+    def rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return x
+
+
+POSITIONS = {"rope": RotaryPositions, "learned": LearnedPositions}
+
+
+# ---- attention ----
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
         self.dropout = cfg.dropout
+        head_dim = cfg.model_dim // cfg.num_heads
         self.qkv = nn.Linear(cfg.model_dim, 3 * cfg.model_dim, bias=False)
+        self.q_norm = NORMS[cfg.norm](head_dim) if cfg.qk_norm else nn.Identity()
+        self.k_norm = NORMS[cfg.norm](head_dim) if cfg.qk_norm else nn.Identity()
         self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
         self.proj_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: RotaryEmbedding, cache: KVCache | None,
+    def forward(self, x: torch.Tensor, positions: nn.Module, cache: KVCache | None,
                 layer: int) -> torch.Tensor:
         B, T, C = x.shape
         start = cache.length if cache is not None else 0
@@ -60,7 +100,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, D)
         v = v.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, D)
-        q, k = rope(q, start), rope(k, start)
+        q = positions.rotate(self.q_norm(q), start)
+        k = positions.rotate(self.k_norm(k), start)
         if cache is not None:
             # A multi-token chunk is only fed into an empty cache (the prompt), so the causal
             # mask below lines up; single tokens attend to everything cached.
@@ -72,7 +113,8 @@ class CausalSelfAttention(nn.Module):
         return self.proj_dropout(self.proj(y))
 
 
-class MLP(nn.Module):
+# ---- MLPs: (B, T, C) → (B, T, hidden) → (B, T, C); `down` writes into the residual stream ----
+class GeluMLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.up = nn.Linear(cfg.model_dim, 4 * cfg.model_dim, bias=False)
@@ -80,22 +122,49 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(F.gelu(self.up(x))))  # (B, T, C) → (B, T, 4C) → (B, T, C)
+        return self.dropout(self.down(F.gelu(self.up(x))))
 
 
+class ReluSquaredMLP(GeluMLP):
+    """Primer's ReLU²: cheaper than GELU and, for small GPTs, learns faster."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.relu(self.up(x)).square()))
+
+
+class SwiGLU(nn.Module):
+    """silu(x W_gate) * (x W_up), then down. Hidden width 8C/3 keeps the parameter count of a
+    4C MLP (three matrices instead of two)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        hidden = 8 * cfg.model_dim // 3
+        self.gate_up = nn.Linear(cfg.model_dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, cfg.model_dim, bias=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)  # each (B, T, hidden)
+        return self.dropout(self.down(F.silu(gate) * up))
+
+
+MLPS = {"gelu": GeluMLP, "relu2": ReluSquaredMLP, "swiglu": SwiGLU}
+
+
+# ---- block and model ----
 class Block(nn.Module):
     """x + attention(norm(x)), then x + mlp(norm(x)): the pre-norm residual block."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.attn_norm = nn.RMSNorm(cfg.model_dim)
+        self.attn_norm = NORMS[cfg.norm](cfg.model_dim)
         self.attn = CausalSelfAttention(cfg)
-        self.mlp_norm = nn.RMSNorm(cfg.model_dim)
-        self.mlp = MLP(cfg)
+        self.mlp_norm = NORMS[cfg.norm](cfg.model_dim)
+        self.mlp = MLPS[cfg.activation](cfg)
 
-    def forward(self, x: torch.Tensor, rope: RotaryEmbedding, cache: KVCache | None,
+    def forward(self, x: torch.Tensor, positions: nn.Module, cache: KVCache | None,
                 layer: int) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), rope, cache, layer)
+        x = x + self.attn(self.attn_norm(x), positions, cache, layer)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -104,18 +173,21 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        self.positions = POSITIONS[cfg.position](cfg)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.rope = RotaryEmbedding(cfg.model_dim // cfg.num_heads, cfg.context_length)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
-        self.norm = nn.RMSNorm(cfg.model_dim)
+        self.norm = NORMS[cfg.norm](cfg.model_dim)
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied input/output embedding
         self.apply(self._init_weights)
-        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2L), so
-        # the stream's variance does not grow with depth.
+        # The projections that write into the residual stream: zero (each block starts as the
+        # identity), or GPT-2's std 0.02/sqrt(2L) so the stream's variance does not grow with depth.
+        # Drawn either way, so both variants consume the same random numbers.
         for name, p in self.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.num_layers))
+                if cfg.zero_init:
+                    nn.init.zeros_(p)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -125,6 +197,15 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token (forward + backward, Kaplan et al. 2020 / PaLM appendix B):
+        6 per weight-matrix entry (2 forward, 4 backward), plus 12·L·C·T for the attention
+        scores and mixing. Norm gains and a learned position table do no matmul work."""
+        cfg = self.cfg
+        matmul_params = sum(p.numel() for p in self.parameters() if p.dim() == 2) - sum(
+            p.numel() for p in self.positions.parameters())
+        return 6 * matmul_params + 12 * cfg.num_layers * cfg.model_dim * cfg.context_length
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: KVCache | None = None, reduction: str = "mean") -> torch.Tensor:
         """idx (B, T) token ids → logits (B, T, V); or, given targets (B, T), the
@@ -133,16 +214,16 @@ class GPT(nn.Module):
         if start + idx.shape[1] > self.cfg.context_length:
             raise ValueError(f"{start + idx.shape[1]} positions exceed the context length "
                              f"{self.cfg.context_length}")
-        x = self.dropout(self.embed(idx))  # (B, T, C)
+        x = self.dropout(self.positions.embed(self.embed(idx), start))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
-            x = block(x, self.rope, cache, layer)
+            x = block(x, self.positions, cache, layer)
         if cache is not None:
             cache.advance(idx.shape[1])
         logits = self.head(self.norm(x))  # (B, T, V)
         if targets is None:
             return logits
         return F.cross_entropy(
-            logits.float().view(-1, logits.shape[-1]), targets.view(-1), reduction=reduction
+            logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction
         )  # logits viewed (B*T, V), targets (B*T,)
 
     def new_cache(self, batch: int) -> KVCache:
