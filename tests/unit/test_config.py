@@ -107,7 +107,7 @@ def test_bad_flag_value_raises_naming_the_flag(key, value, flag):
 
 
 def test_unknown_choice_lists_the_valid_ones():
-    with pytest.raises(UserError, match="cosine, linear, constant"):
+    with pytest.raises(UserError, match="cosine, linear, wsd, constant"):
         apply_flags(Config(), {"optim.lr_schedule": "exponential"})
 
 

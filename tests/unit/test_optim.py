@@ -1,10 +1,11 @@
-"""AdamW parameter groups: weight decay on linear-layer matrices only."""
+"""Optimizer parameter groups: weight decay on linear-layer matrices only; the registry."""
 
 from __future__ import annotations
 
 import torch
 
 from fundamentallm.config import OptimConfig
+from fundamentallm.training.muon import Muon
 from fundamentallm.training.optim import build_optimizer, param_groups
 
 
@@ -44,8 +45,15 @@ def test_frozen_parameters_are_left_out(tiny_model):
 
 
 def test_build_optimizer_uses_the_config(tiny_model):
-    cfg = OptimConfig(learning_rate=3e-4, weight_decay=0.05, beta1=0.8, beta2=0.95)
+    cfg = OptimConfig(optimizer="adamw", learning_rate=3e-4, weight_decay=0.05, beta1=0.8, beta2=0.95)
     opt = build_optimizer(tiny_model, cfg, torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW)
+    assert opt.defaults["fused"]  # one kernel per step on CPU too
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
     assert all(g["lr"] == 3e-4 and g["betas"] == (0.8, 0.95) for g in opt.param_groups)
+
+
+def test_muon_is_the_default_optimizer(tiny_model):
+    opt = build_optimizer(tiny_model, OptimConfig(), torch.device("cpu"))
+    assert isinstance(opt, Muon)
+    assert [g["weight_decay"] for g in opt.param_groups] == [OptimConfig().weight_decay, 0.0]

@@ -137,3 +137,33 @@ def test_a_single_decay_step_runs_at_min_lr(kind):
     assert [s(step, 4) for step in range(4)] == pytest.approx([PEAK / 3, 2 * PEAK / 3, PEAK, PEAK / 10])
     # and a one-step run without warmup runs its only step at min_lr
     assert schedule(kind, warmup=0)(0, 1) == pytest.approx(PEAK / 10)
+
+
+def wsd(cooldown: float = 0.4, min_lr: float | None = None) -> LRSchedule:
+    return LRSchedule(OptimConfig(learning_rate=PEAK, min_lr=min_lr, lr_schedule="wsd",
+                                  warmup_steps=WARMUP, cooldown_fraction=cooldown))
+
+
+def test_wsd_is_stable_then_cools_down_linearly_over_the_last_fraction():
+    s = wsd(cooldown=0.4)
+    rates = [s(step, TOTAL) for step in range(TOTAL)]
+    assert rates[:WARMUP] == pytest.approx([PEAK * (i + 1) / WARMUP for i in range(WARMUP)])
+    # progress p = (step + 1 - WARMUP) / DECAY; stable while p <= 0.6, i.e. steps up to 69
+    stable_end = WARMUP + int(0.6 * DECAY) - 1
+    assert rates[WARMUP:stable_end + 1] == pytest.approx([PEAK] * (stable_end + 1 - WARMUP))
+    cooldown = rates[stable_end:]
+    drop = (PEAK - PEAK / 10) / (0.4 * DECAY)
+    assert [a - b for a, b in zip(cooldown, cooldown[1:])] == pytest.approx([drop] * (len(cooldown) - 1))
+    assert rates[-1] == pytest.approx(PEAK / 10, rel=1e-12)
+
+
+def test_wsd_follows_the_clock_in_a_time_bounded_run():
+    s = wsd(cooldown=0.5, min_lr=0.0)
+    assert s(WARMUP, 10**9, time_fraction=0.3) == pytest.approx(PEAK)
+    assert s(WARMUP, 10**9, time_fraction=0.75) == pytest.approx(PEAK / 2)
+    assert s(WARMUP, 10**9, time_fraction=1.0) == pytest.approx(0.0)
+
+
+def test_wsd_with_zero_cooldown_stays_at_the_peak():
+    s = wsd(cooldown=0.0)
+    assert [s(step, TOTAL) for step in (WARMUP, LAST)] == pytest.approx([PEAK, PEAK])

@@ -1,8 +1,10 @@
-"""Learning-rate schedules: linear warmup, then cosine, linear or constant.
+"""Learning-rate schedules: linear warmup, then cosine, linear, warmup-stable-decay or constant.
 
 Warmup (Goyal et al. 2017) raises the rate linearly over the first `warmup_steps` steps so
 the early, badly scaled gradients do not blow the weights apart. After it the rate decays
-from the peak to `min_lr` as training progresses (cosine: Loshchilov & Hutter 2017).
+from the peak to `min_lr` as training progresses (cosine: Loshchilov & Hutter 2017), or
+stays at the peak and decays linearly to `min_lr` over the final `cooldown_fraction`
+(warmup-stable-decay, Hägele et al. 2024; the linear cool-down of the modded-nanogpt speedrun).
 Progress is the fraction of the step budget done, or of the time budget (`--max-time`)
 if that is further along, so a time-bounded run still decays fully by its deadline.
 """
@@ -20,6 +22,7 @@ class LRSchedule:
         self.peak = cfg.learning_rate
         self.minimum = cfg.learning_rate / 10 if cfg.min_lr is None else cfg.min_lr
         self.warmup_steps = cfg.warmup_steps
+        self.cooldown = cfg.cooldown_fraction
 
     def __call__(self, step: int, total_steps: int, time_fraction: float = 0.0) -> float:
         """Learning rate for optimizer step `step` (0-based) of `total_steps`: warmup ends at
@@ -32,4 +35,7 @@ class LRSchedule:
             return self.minimum + (self.peak - self.minimum) * 0.5 * (1 + math.cos(math.pi * progress))
         if self.kind == "linear":
             return self.peak - (self.peak - self.minimum) * progress
+        if self.kind == "wsd":
+            into_cooldown = max(0.0, progress - (1 - self.cooldown)) / max(self.cooldown, 1e-12)
+            return self.peak - (self.peak - self.minimum) * into_cooldown
         return self.peak

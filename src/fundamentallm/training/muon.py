@@ -1,0 +1,103 @@
+"""Muon (Jordan et al. 2024): momentum, orthogonalised, for the hidden weight matrices.
+
+For a weight matrix W the update is the momentum of its gradient with every singular value
+set to 1 (the nearest semi-orthogonal matrix, U Vᵀ of the SVD). All directions then move at
+the same rate, instead of the few dominant ones that plain SGD/Adam steps are made of; small
+GPTs reach a given loss in markedly fewer steps (the modded-nanogpt speedrun records).
+
+U Vᵀ is approximated by a few Newton–Schulz iterations, only matmuls. They run in bf16 on
+CUDA and in fp32 on a CPU, where bf16 matmuls are slower (emulated ~100x slower without
+AVX-512 BF16). Embeddings, norm gains and anything not 2-D are trained by AdamW, in the same
+optimizer object, so one state dict and one learning-rate schedule cover both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.adamw import adamw
+
+# Quintic iteration coefficients from Jordan et al.: they push singular values into
+# roughly [0.7, 1.2] in five steps, which trains as well as exact orthogonalisation.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(g: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """g (n, rows, cols), a stack of matrices → the same shape, singular values near 1."""
+    a, b, c = NS_COEFFICIENTS
+    x = g.to(dtype)
+    tall = x.shape[-2] > x.shape[-1]
+    if tall:
+        x = x.mT  # (n, cols, rows): iterate on the smaller Gram matrix
+    # Frobenius norm ≥ spectral norm, so this puts every singular value in (0, 1].
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.mT  # (n, short, short)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b·gram + c·gram²
+        x = torch.baddbmm(x, poly, x, beta=a)  # a·x + poly·x
+    return (x.mT if tall else x).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Param groups with `muon=True` get Muon; the others AdamW.
+
+    Muon groups: lr, momentum, weight_decay (decoupled, like AdamW's).
+    AdamW groups: lr, betas, eps, weight_decay; updated by torch's own (fused) AdamW kernel.
+    """
+
+    def __init__(self, groups: list[dict], lr: float, momentum: float = 0.95,
+                 betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8,
+                 ns_steps: int = 5, ns_dtype: torch.dtype = torch.float32, fused: bool = False):
+        defaults = dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=0.0, muon=False)
+        super().__init__(groups, defaults)
+        self.ns_steps, self.ns_dtype, self.fused = ns_steps, ns_dtype, fused  # how, not state
+        for group in self.param_groups:
+            if group["muon"] and any(p.dim() != 2 for p in group["params"]):
+                raise ValueError("Muon groups hold 2-D weight matrices only")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                (self._muon_step if group["muon"] else self._adamw_step)(params, group)
+        return loss
+
+    def _muon_step(self, params: list[torch.Tensor], group: dict) -> None:
+        grads = [p.grad for p in params]
+        for p in params:
+            if not self.state[p]:
+                self.state[p]["momentum"] = torch.zeros_like(p)
+        bufs = [self.state[p]["momentum"] for p in params]
+        torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])  # EMA of gradients
+        nesterov = torch._foreach_lerp(grads, bufs, group["momentum"])  # look ahead along it
+        torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])  # decoupled decay
+        # Same-shaped matrices are orthogonalised together: one batched matmul per
+        # iteration instead of one small matmul per layer.
+        by_shape: dict[torch.Size, list[int]] = {}
+        for i, p in enumerate(params):
+            by_shape.setdefault(p.shape, []).append(i)
+        for shape, index in by_shape.items():
+            directions = orthogonalize(torch.stack([nesterov[i] for i in index]), self.ns_steps, self.ns_dtype)
+            # An orthogonal (rows, cols) matrix has RMS sqrt(1/max(rows, cols)); scale tall
+            # matrices up so the per-entry step does not shrink with the fan-out.
+            scale = math.sqrt(max(1.0, shape[0] / shape[1]))
+            torch._foreach_add_([params[i] for i in index], list(directions.unbind(0)),
+                                alpha=-group["lr"] * scale)
+
+    def _adamw_step(self, params: list[torch.Tensor], group: dict) -> None:
+        for p in params:
+            if not self.state[p]:
+                self.state[p].update(step=torch.zeros((), dtype=torch.float32, device=p.device),
+                                     exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+        states = [self.state[p] for p in params]
+        beta1, beta2 = group["betas"]
+        adamw(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+              [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states],
+              fused=self.fused, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+              weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)

@@ -1,0 +1,104 @@
+"""Muon: Newton–Schulz orthogonalisation, the update it makes, and its AdamW half."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from fundamentallm.config import OptimConfig
+from fundamentallm.training.muon import Muon, orthogonalize
+from fundamentallm.training.optim import build_optimizer
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (2, 48, 16), (2, 16, 48)])
+def test_orthogonalize_sets_singular_values_near_one(shape):
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    g[0] *= 1000  # scale does not matter
+    out = orthogonalize(g, steps=5, dtype=torch.float32)
+    assert out.shape == g.shape
+    singular = torch.linalg.svdvals(out)  # (n, min(rows, cols))
+    # The quintic iteration trades exactness for speed: values land in about [0.7, 1.2].
+    assert singular.min() > 0.6 and singular.max() < 1.25
+    # ... and the directions are those of the exact U Vᵀ.
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    exact = u @ vh
+    cosine = (out * exact).sum(dim=(-2, -1)) / (out.norm(dim=(-2, -1)) * exact.norm(dim=(-2, -1)))
+    assert (cosine > 0.95).all()
+
+
+def test_orthogonalize_keeps_the_input_dtype():
+    g = torch.randn(1, 8, 8, dtype=torch.float64)
+    assert orthogonalize(g, steps=2, dtype=torch.float32).dtype == torch.float64
+
+
+def test_muon_step_is_lr_times_scaled_orthogonal_direction():
+    w = torch.nn.Parameter(torch.zeros(32, 8))  # tall: scale sqrt(32 / 8) = 2
+    w.grad = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
+    opt = Muon([{"params": [w], "muon": True}], lr=0.1, momentum=0.0)
+    opt.step()
+    expected = -0.1 * 2 * orthogonalize(w.grad[None], 5, torch.float32)[0]
+    torch.testing.assert_close(w.detach(), expected)
+
+
+def test_muon_groups_reject_non_matrices():
+    with pytest.raises(ValueError, match="2-D"):
+        Muon([{"params": [torch.nn.Parameter(torch.zeros(4))], "muon": True}], lr=0.1)
+
+
+def test_adamw_half_matches_torch_adamw():
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(5, 3))
+    b = torch.nn.Parameter(a.detach().clone())
+    ours = Muon([{"params": [a], "muon": False, "weight_decay": 0.1}], lr=1e-2, betas=(0.9, 0.99))
+    ref = torch.optim.AdamW([b], lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1, eps=1e-8)
+    for step in range(4):
+        grad = torch.randn(5, 3, generator=torch.Generator().manual_seed(step))
+        a.grad, b.grad = grad.clone(), grad.clone()
+        ours.step()
+        ref.step()
+    torch.testing.assert_close(a.detach(), b.detach())
+
+
+def test_build_muon_puts_hidden_matrices_in_the_muon_group(tiny_model):
+    opt = build_optimizer(tiny_model, OptimConfig(optimizer="muon", learning_rate=1e-3, muon_lr=0.04),
+                          torch.device("cpu"))
+    name_of = {id(p): n for n, p in tiny_model.named_parameters()}
+    muon, rest = opt.param_groups
+    assert muon["muon"] and not rest["muon"]
+    assert {name_of[id(p)] for p in muon["params"]} == {
+        n for n, p in tiny_model.named_parameters() if p.dim() == 2 and not n.startswith("embed.")}
+    assert "embed.weight" in {name_of[id(p)] for p in rest["params"]}
+    # One schedule drives both: lr = schedule * lr_scale.
+    assert muon["lr_scale"] * 1e-3 == pytest.approx(0.04) and rest["lr_scale"] == 1.0
+
+
+def test_muon_trains_a_tiny_model_faster_than_nothing(tiny_model, tiny_model_config):
+    torch.manual_seed(0)
+    idx = torch.randint(0, tiny_model_config.vocab_size, (8, 16))
+    tiny_model.train()
+    opt = build_optimizer(tiny_model, OptimConfig(optimizer="muon"), torch.device("cpu"))
+    first = None
+    for _ in range(30):
+        loss = tiny_model(idx[:, :-1], idx[:, 1:])
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < first - 1.0  # memorising one batch
+
+
+def test_state_dict_round_trips_through_weights_only_load(tiny_model, tiny_model_config):
+    opt = build_optimizer(tiny_model, OptimConfig(optimizer="muon"), torch.device("cpu"))
+    idx = torch.randint(0, tiny_model_config.vocab_size, (2, 8))
+    tiny_model(idx, idx).backward()
+    opt.step()
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    restored = build_optimizer(tiny_model, OptimConfig(optimizer="muon"), torch.device("cpu"))
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    for p in tiny_model.parameters():
+        for key, value in opt.state[p].items():
+            torch.testing.assert_close(restored.state[p][key], value)
