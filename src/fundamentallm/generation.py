@@ -76,6 +76,7 @@ class SamplingOptions:
     top_p: float | None = None
     seed: int | None = None
     num_samples: int = 1
+    use_cache: bool = True  # False recomputes the whole context for every token (benchmarks)
 
     def check(self) -> None:
         if self.max_tokens < 0:
@@ -102,7 +103,7 @@ class SamplingOptions:
         return rules
 
 
-@torch.no_grad()
+@torch.inference_mode()  # like no_grad, minus the version-counter bookkeeping per op
 def generate(model: GPT, prompt: list[int], options: SamplingOptions,
              banned: list[int] | None = None) -> Iterator[torch.Tensor]:
     """Yield the next token of every sample, (num_samples,), `max_tokens` times."""
@@ -118,7 +119,7 @@ def generate(model: GPT, prompt: list[int], options: SamplingOptions,
         generator.manual_seed(options.seed)
     rules = options.rules(banned or [])
     text = torch.tensor([prompt], device=device).repeat(options.num_samples, 1)  # (B, P)
-    cache = model.new_cache(options.num_samples)
+    cache = model.new_cache(options.num_samples) if options.use_cache else None
     logits = model(text[:, -context:], cache=cache)[:, -1].float()  # (B, V)
     for i in range(options.max_tokens):
         for rule in rules:
@@ -131,7 +132,9 @@ def generate(model: GPT, prompt: list[int], options: SamplingOptions,
         if i == options.max_tokens - 1:
             break
         text = torch.cat([text, token[:, None]], dim=1)  # (B, n + 1)
-        if cache.length == context:  # full: restart from the most recent half
+        if cache is None:  # no cache: the whole (latest) context again
+            logits = model(text[:, -context:])[:, -1].float()
+        elif cache.length == context:  # full: restart from the most recent half
             cache.reset()
             logits = model(text[:, -max(1, context // 2):], cache=cache)[:, -1].float()
         else:

@@ -34,18 +34,23 @@ TINY: dict[str, Any] = {
     "eval_interval": 5,
     "eval_iters": 2,
     "device": "cpu",
+    "compile": False,  # compiling costs seconds per new shape; test_compile covers it
 }
 
 
 def tiny_args(**overrides: Any) -> list[str]:
-    """Flags for a tiny run: TINY updated by `overrides` (None drops a flag, True is a bare flag)."""
+    """Flags for a tiny run: TINY updated by `overrides` (None drops a flag, True is a bare
+    flag, False its --no- form)."""
     values = {**TINY, **overrides}
     argv: list[str] = []
     for name, value in values.items():
-        if value is None or value is False:
+        if value is None:
             continue
-        flag = "--" + name.replace("_", "-")
-        argv += [flag] if value is True else [flag, str(value)]
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            argv += [f"--{flag}", str(value)]
     return argv
 
 

@@ -63,7 +63,7 @@ IN_PROCESS_CASES: dict[str, tuple[list[str], str]] = {
                                        "not a FundamentaLLM"),
     "unknown config key": ([*TRAIN, "--config", "{tmp}/bad.yaml"], "model.model_dimension"),
     "diverging training": (["train", "{good}", "-o", "{tmp}/diverged",
-                            *tiny_args(max_steps=40, learning_rate=1000, gradient_clip=0,
+                            *tiny_args(max_steps=40, learning_rate=1000, muon_lr=1000, gradient_clip=0,
                                        warmup_steps=0, log_interval=1), "--quiet"], "loss became"),
     "config not YAML": ([*TRAIN, "--config", "{tmp}/binary.txt"], "config"),
     "config not a mapping": ([*TRAIN, "--config", "{tmp}/list.yaml"], "list.yaml"),

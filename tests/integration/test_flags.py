@@ -119,9 +119,12 @@ def test_min_lr(tmp_path, corpus, baseline):
 
 
 def test_weight_decay_applies_to_matrices_only(tmp_path, corpus):
-    # After one step, AdamW's decay is the only difference: p -= lr * wd * p.
-    plain = load_pt(run(corpus, tmp_path / "a", weight_decay=0, max_steps=1) / "final.pt")["model"]
-    decayed = load_pt(run(corpus, tmp_path / "b", weight_decay=1.0, max_steps=1) / "final.pt")["model"]
+    # After one step, the decoupled decay is the only difference: p -= lr * wd * p.
+    # (GPT-2 init: zero-initialised projections would stay at zero under any decay.)
+    plain = load_pt(run(corpus, tmp_path / "a", weight_decay=0, max_steps=1, zero_init=False)
+                    / "final.pt")["model"]
+    decayed = load_pt(run(corpus, tmp_path / "b", weight_decay=1.0, max_steps=1, zero_init=False)
+                      / "final.pt")["model"]
     changed = sorted(k for k in plain if not torch.equal(plain[k], decayed[k]))
     matrices = sorted(k for k, v in plain.items()
                       if v.dim() >= 2 and not k.startswith(("embed.", "head.")))

@@ -183,3 +183,13 @@ def test_sampling_follows_the_model_distribution(tiny_model):
     freq = torch.bincount(first, minlength=probs.numel()).float() / first.numel()
     # 4000 draws: standard error of each frequency is below sqrt(0.25 / 4000) = 0.008.
     assert (freq - probs).abs().max() < 5 * math.sqrt(0.25 / 4000)
+
+
+def test_cached_and_uncached_generation_give_the_same_tokens(tiny_model, tiny_model_config):
+    # Within the context both see the same text, so with one seed they sample the same tokens.
+    fits = tiny_model_config.context_length - 3
+    runs = [torch.stack(list(generate(tiny_model, [1, 2, 3], SamplingOptions(
+        max_tokens=fits, temperature=1.0, seed=5, num_samples=2, use_cache=use_cache))), dim=1)
+        for use_cache in (True, False)]
+    assert runs[0].shape == (2, fits)
+    assert torch.equal(runs[0], runs[1])

@@ -26,6 +26,7 @@ from fundamentallm.evaluation import total_loss
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import build_tokenizer, tokenizer_from_dict
 from fundamentallm.tracking import JsonTracker, Tracker
+from fundamentallm.training.compilation import resolve_compile
 from fundamentallm.training.optim import build_optimizer
 from fundamentallm.training.precision import resolve_device, resolve_precision
 from fundamentallm.training.schedule import LRSchedule
@@ -63,13 +64,18 @@ def deferred_interrupt():
 
 
 def resume_config(cfg: Config, payload: dict[str, Any], path: str) -> None:
-    """A resumed run keeps its model shape and tokenizer; anything else (dropout too) may change."""
-    saved = config_from_dict(payload["config"], path).model
+    """A resumed run keeps its model shape, tokenizer and optimizer; anything else (dropout
+    too) may change."""
+    saved_cfg = config_from_dict(payload["config"], path)
     changed = [f"{name} {getattr(cfg.model, name)} (checkpoint: {value})"
-               for name, value in vars(saved).items()
+               for name, value in vars(saved_cfg.model).items()
                if name != "dropout" and getattr(cfg.model, name) != value]
     if changed:
         raise UserError(f"{path}: a resumed run keeps its model shape; changed: {', '.join(changed)}")
+    saved_optimizer = saved_cfg.optim.optimizer
+    if cfg.optim.optimizer != saved_optimizer:  # the saved state belongs to that optimizer
+        raise UserError(f"{path}: a resumed run keeps its optimizer; --optimizer {cfg.optim.optimizer} "
+                        f"(checkpoint: {saved_optimizer})")
     if "train_state" not in payload:
         raise UserError(f"{path}: holds model weights only, not a training state to resume")
     state = payload["train_state"]
@@ -135,6 +141,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     device = resolve_device(t_cfg.device)
     seed_everything(t_cfg.seed)
     model = GPT(cfg.model).to(device)
+    compilation = resolve_compile(t_cfg.compile, device)
+    forward = compilation.wrap(model)  # evaluation uses `model`: its shapes vary, no recompiles
     optimizer = build_optimizer(model, cfg.optim, device)
     precision = resolve_precision(t_cfg.mixed_precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
@@ -167,6 +175,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         "vocabulary": tokenizer.vocab_size,
         "device": str(device),
         "precision": precision.note,
+        "compile": compilation.note,
         "steps": f"{total_steps:,} ({sampler.steps_per_epoch:,}/epoch, {tokens_per_step:,} tokens/step)"
                  + (f", at most {t_cfg.max_time:g} s" if t_cfg.max_time else ""),
         "resumed at step": state.step if payload else None,
@@ -186,13 +195,13 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
             time_fraction = state.elapsed / t_cfg.max_time if t_cfg.max_time else 0.0
             lr = schedule(state.step, total_steps, time_fraction)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             step_loss = torch.zeros((), device=device)
             for _ in range(t_cfg.grad_accum_steps):
                 x, y = sampler.batch_at(state.epoch, state.micro_batch)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with precision.autocast():
-                    loss = model(x, y) / t_cfg.grad_accum_steps
+                    loss = forward(x, y) / t_cfg.grad_accum_steps
                 scaler.scale(loss).backward()
                 step_loss += loss.detach()
                 state.micro_batch += 1

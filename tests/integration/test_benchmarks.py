@@ -1,0 +1,61 @@
+"""The benchmark scripts run end to end and print the JSON their README promises.
+(Their figures are measurements, not test assertions: only the shape and the invariants
+that hold on any machine are checked here, on tiny settings.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_SHAPE = ["--model-dim", "32", "--num-layers", "2", "--num-heads", "2", "--context-length", "16"]
+
+
+def bench(script: str, *args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    args = list(args)
+    args.insert(args.index("--") if "--" in args else len(args), "--json")  # not a train flag
+    done = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_throughput_reports_fp32_and_mixed_with_mfu():
+    report = bench("throughput.py", *TINY_SHAPE, "--batch-size", "4", "--steps", "10",
+                   "--warmup", "10", "--no-compile")
+    assert set(report["peak_gflops"]) == {"fp32", "bf16"}
+    assert report["peak_gflops"]["fp32"] > 0
+    for key in ("fp32", "mixed"):
+        assert report[key]["tokens_per_s"] > 0
+        expected_mfu = report[key]["tokens_per_s"] * report["flops_per_token"] / (
+            report["peak_gflops"]["bf16" if report[key].get("dtype") == "bf16" else "fp32"] * 1e9)
+        assert abs(report[key]["mfu"] - expected_mfu) < 1e-3
+    assert report["mixed"]["dtype"] in ("fp32", "bf16") and report["mixed"]["note"]
+    assert report["shape"]["batch_size"] == 4 and report["compile"] is False
+
+
+def test_generate_compares_cached_and_uncached():
+    report = bench("generate.py", *TINY_SHAPE, "--tokens", "40")
+    assert report["tokens"] == 40
+    assert report["cached"]["tokens_per_s"] > 0 and report["uncached"]["tokens_per_s"] > 0
+    assert report["same_tokens_within_context"] is True
+
+
+def test_quality_trains_both_recipes_and_reports_the_median(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text((ROOT / "data" / "shakespeare_sample.txt").read_text(encoding="utf-8")[:60_000],
+                    encoding="utf-8")
+    report = bench("quality.py", "--data", str(data), "--max-time", "2", "--seeds", "1", "2",
+                   "--work-dir", str(tmp_path / "work"), "--", "--no-compile", *TINY_SHAPE)
+    names = [r["name"] for r in report["recipes"]]
+    assert names[0].startswith("fundamentallm defaults") and names[1] == "classic baby-GPT recipe"
+    for recipe in report["recipes"]:
+        assert [r["seed"] for r in recipe["runs"]] == [1, 2]
+        losses = sorted(r["val_loss"] for r in recipe["runs"])
+        assert recipe["median_val_loss"] == sum(losses) / 2  # the median of two
+        assert all(r["wall_time_s"] >= 2 for r in recipe["runs"])
+    assert (tmp_path / "work" / "val.txt").stat().st_size > 0
