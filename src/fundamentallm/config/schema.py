@@ -90,7 +90,8 @@ class OptimConfig:
     muon_lr: float = option(0.05, "peak Muon learning rate (hidden matrices)", check="positive")
     muon_momentum: float = option(0.95, "Muon momentum", check="fraction")
     min_lr: float | None = option(
-        None, "learning rate at the end of the decay (default: learning rate / 10)",
+        None, "learning rate at the end of the decay (default: learning rate / 10; Muon's rate "
+        "decays by the same ratio)",
         check="non_negative",
     )
     weight_decay: float = option(0.1, "AdamW weight decay (matrices only)", check="non_negative")
