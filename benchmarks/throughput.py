@@ -114,18 +114,22 @@ def run(args) -> int:
         "optimizer": args.optimizer or defaults.optim.optimizer,
         "compile": defaults.training.compile if args.compile is None else args.compile,
         "flops_per_token": flops,
-        "peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
     }
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for key, mixed in (("fp32", False), ("mixed", True)):
-            result = measure(args, mixed, Path(tmp))
-            dtype = result.pop("precision")
-            peak = peaks["bf16" if dtype == "bf16" else "fp32"]
-            result["mfu"] = round(result["tokens_per_s"] * flops / (peak * 1e9), 4)
-            if key == "mixed":
-                result = {"dtype": dtype, **result,
-                          "note": resolve_precision(True, device).note}
-            report[key] = result
+            results[key] = measure(args, mixed, Path(tmp))
+    # A shared virtual machine's speed drifts: probe the peak again after training and keep
+    # the higher figure, so MFU errs low rather than high.
+    peaks = {name: max(peaks[name], peak_gflops(dtype, device)) for name, dtype in DTYPE_NAMES.items()}
+    report["peak_gflops"] = {k: round(v, 1) for k, v in peaks.items()}
+    for key, result in results.items():
+        dtype = result.pop("precision")
+        peak = peaks["bf16" if dtype == "bf16" else "fp32"]
+        result["mfu"] = round(result["tokens_per_s"] * flops / (peak * 1e9), 4)
+        if key == "mixed":
+            result = {"dtype": dtype, **result, "note": resolve_precision(True, device).note}
+        report[key] = result
     if args.json:
         print(json.dumps(report, indent=2))
     else:
