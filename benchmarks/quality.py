@@ -14,6 +14,11 @@ the same time on the same machine, so the gain is a same-machine comparison. Los
 validation split.
 
     python benchmarks/quality.py --data ../shared/data/shakespeare.txt --json
+
+With `--target-loss L` each run also reports `time_to_target_s`: the elapsed training time
+(compilation included) at the first periodic evaluation whose validation loss is <= L, or
+null. Periodic evaluations score `--eval-iters` batches of the validation text, not the
+whole split, so the final whole-split loss is reported beside it.
 """
 
 from __future__ import annotations
@@ -45,13 +50,23 @@ def fundamentallm(*args: str) -> str:
     return done.stdout
 
 
-def one_run(train: Path, val: Path, out: Path, seed: int, max_time: float, flags: list[str]) -> dict:
+def time_to_target(out: Path, target: float) -> float | None:
+    """Elapsed seconds at the first periodic evaluation at or under `target`."""
+    records = json.loads((out / "metrics.json").read_text())
+    return next((r["elapsed_s"] for r in records if r.get("val_loss", float("inf")) <= target), None)
+
+
+def one_run(train: Path, val: Path, out: Path, seed: int, max_time: float, flags: list[str],
+            target: float | None = None) -> dict:
     fundamentallm("train", str(train), "--validation-data", str(val), "--max-time", str(max_time),
                   "--seed", str(seed), "-o", str(out), "--overwrite", "--quiet", *flags)
     score = json.loads(fundamentallm("evaluate", str(out / "final.pt"), str(val), "--json"))
     summary = json.loads((out / "summary.json").read_text())
-    return {"seed": seed, "val_loss": round(score["loss"], 4), "steps": summary["steps"],
-            "tokens_per_s": summary["tokens_per_s"], "wall_time_s": summary["wall_time_s"]}
+    result = {"seed": seed, "val_loss": round(score["loss"], 4), "steps": summary["steps"],
+              "tokens_per_s": summary["tokens_per_s"], "wall_time_s": summary["wall_time_s"]}
+    if target is not None:
+        result["time_to_target_s"] = time_to_target(out, target)
+    return result
 
 
 def recipe(name: str, runs: list[dict]) -> dict:
@@ -69,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-time", type=float, default=105.0, help="seconds of training per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--no-classic", action="store_true", help="skip the classic recipe")
+    p.add_argument("--target-loss", type=float,
+                   help="also report the training time at which validation loss first reached this")
     p.add_argument("--work-dir", type=Path, help="keep runs here (default: a temporary directory)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
@@ -87,14 +104,18 @@ def run(args, extra: list[str]) -> int:
         recipes = [("fundamentallm defaults" + (" " + " ".join(extra) if extra else ""), extra)]
         if not args.no_classic:
             recipes.append(("classic baby-GPT recipe", CLASSIC))
-        report = {"data": str(args.data), "max_time_s": args.max_time, "recipes": []}
+        report = {"data": str(args.data), "max_time_s": args.max_time, "target_loss": args.target_loss,
+                  "recipes": []}
         for index, (name, flags) in enumerate(recipes):
             runs = []
             for seed in args.seeds:
-                runs.append(one_run(train, val, work / f"recipe{index}-seed{seed}", seed, args.max_time, flags))
+                runs.append(one_run(train, val, work / f"recipe{index}-seed{seed}", seed, args.max_time,
+                                    flags, args.target_loss))
                 if not args.json:
                     print(f"{name}: seed {seed}: val loss {runs[-1]['val_loss']:.4f} "
-                          f"({runs[-1]['steps']} steps, {runs[-1]['tokens_per_s']:,.0f} tokens/s)", flush=True)
+                          f"({runs[-1]['steps']} steps, {runs[-1]['tokens_per_s']:,.0f} tokens/s)"
+                          + (f", reached {args.target_loss} after {runs[-1]['time_to_target_s']} s"
+                             if args.target_loss is not None else ""), flush=True)
             report["recipes"].append(recipe(name, runs))
     if args.json:
         print(json.dumps(report, indent=2))

@@ -50,7 +50,8 @@ def test_quality_trains_both_recipes_and_reports_the_median(tmp_path):
     data.write_text((ROOT / "data" / "shakespeare_sample.txt").read_text(encoding="utf-8")[:60_000],
                     encoding="utf-8")
     report = bench("quality.py", "--data", str(data), "--max-time", "2", "--seeds", "1", "2",
-                   "--work-dir", str(tmp_path / "work"), "--", "--no-compile", *TINY_SHAPE)
+                   "--target-loss", "99", "--work-dir", str(tmp_path / "work"), "--", "--no-compile",
+                   "--eval-interval", "5", *TINY_SHAPE)
     names = [r["name"] for r in report["recipes"]]
     assert names[0].startswith("fundamentallm defaults") and names[1] == "classic baby-GPT recipe"
     for recipe in report["recipes"]:
@@ -58,4 +59,19 @@ def test_quality_trains_both_recipes_and_reports_the_median(tmp_path):
         losses = sorted(r["val_loss"] for r in recipe["runs"])
         assert recipe["median_val_loss"] == sum(losses) / 2  # the median of two
         assert all(r["wall_time_s"] >= 2 for r in recipe["runs"])
+    # Every loss is under 99: the target is met at the first evaluation of each run.
+    first_eval = [r for r in json.loads((tmp_path / "work" / "recipe0-seed1" / "metrics.json").read_text())
+                  if "val_loss" in r][0]
+    assert report["recipes"][0]["runs"][0]["time_to_target_s"] == first_eval["elapsed_s"]
+    assert report["target_loss"] == 99
     assert (tmp_path / "work" / "val.txt").stat().st_size > 0
+
+
+def test_quality_reports_no_time_for_an_unreached_target(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text((ROOT / "data" / "shakespeare_sample.txt").read_text(encoding="utf-8")[:30_000],
+                    encoding="utf-8")
+    report = bench("quality.py", "--data", str(data), "--max-time", "1", "--seeds", "1", "--no-classic",
+                   "--target-loss", "0.01", "--", "--no-compile", "--eval-interval", "2", *TINY_SHAPE)
+    assert [len(r["runs"]) for r in report["recipes"]] == [1]
+    assert report["recipes"][0]["runs"][0]["time_to_target_s"] is None

@@ -1,4 +1,5 @@
-"""GPU runs: CUDA training with mixed precision and fused AdamW. Skipped without a GPU (CI)."""
+"""GPU runs: CUDA training with bf16 autocast, fused AdamW, flash attention, torch.compile
+and the KV cache. Skipped without a GPU (CI never has one)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import json
 import pytest
 import torch
 
-from integration_helpers import run_cli, tiny_args
+from fundamentallm.config import ModelConfig, OptimConfig
+from fundamentallm.generation import SamplingOptions, generate
+from fundamentallm.model import GPT
+from fundamentallm.training.compilation import resolve_compile
+from fundamentallm.training.optim import build_optimizer
+from integration_helpers import losses, run_cli, tiny_args, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -25,3 +31,50 @@ def test_cuda_mixed_precision_run_trains_and_evaluates(tmp_path, text_file, caps
     assert run_cli("evaluate", out / "final.pt", "--data", text_file, "--device", "cuda", "--json") == 0
     score = json.loads(capsys.readouterr().out)
     assert 0 < score["loss"] < metrics[0]["train_loss"]  # learned something, scored on the GPU
+
+
+CUDA = torch.device("cuda")
+SHAPE = ModelConfig(model_dim=64, num_layers=2, num_heads=2, context_length=32, vocab_size=50)
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+def test_cuda_step_uses_fused_adamw_bf16_newton_schulz_and_flash_attention(name):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = GPT(SHAPE).to(CUDA)
+    optimizer = build_optimizer(model, OptimConfig(optimizer=name, learning_rate=1e-3), CUDA)
+    if name == "adamw":
+        assert optimizer.defaults["fused"] is True
+    else:
+        assert optimizer.fused is True and optimizer.ns_dtype == torch.bfloat16
+    x = torch.randint(0, 50, (4, 32), device=CUDA)
+    found = []
+    for _ in range(5):
+        # Only the flash kernel is allowed: attention raises if it cannot use it.
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(x, x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        found.append(loss.item())
+    assert found[-1] < found[0]  # the steps learned the batch
+
+
+@pytest.mark.skipif(not resolve_compile(True, CUDA).enabled, reason="torch.compile needs Triton")
+def test_cuda_compiled_and_eager_training_give_the_same_losses(tmp_path, text_file):
+    recipe = dict(device="cuda", max_steps=4, log_interval=1, val_split=0, warmup_steps=0,
+                  lr_schedule="constant")
+    eager = losses(train(text_file, tmp_path / "eager", compile=False, **recipe))
+    compiled = losses(train(text_file, tmp_path / "compiled", compile=True, **recipe))
+    for step in eager:
+        assert compiled[step] == pytest.approx(eager[step], rel=2e-3), step
+
+
+def test_cuda_cached_and_uncached_generation_give_the_same_tokens():
+    torch.manual_seed(0)
+    model = GPT(SHAPE).to(CUDA).eval()
+    tokens = {}
+    for use_cache in (True, False):
+        options = SamplingOptions(max_tokens=20, temperature=0, num_samples=2, use_cache=use_cache)
+        tokens[use_cache] = torch.stack(list(generate(model, [1, 2, 3], options)), dim=1)
+    assert torch.equal(tokens[True], tokens[False])
