@@ -94,8 +94,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a .pt file written by train (e.g. OUTPUT_DIR/final.pt)")
-    p.add_argument("data_file", nargs="?", metavar="DATA", help="text file to score (or --data)")
-    p.add_argument("--data", help="text file to score; every token is scored once")
+    p.add_argument("data_file", nargs="?", metavar="DATA",
+                   help="text to score: a file, a directory or a JSONL file (or --data)")
+    p.add_argument("--data", help="text to score; every token is scored once")
+    p.add_argument("--text-field", help="JSONL: the field holding the text (default: the training run's)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -105,8 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from fundamentallm.checkpoint import load_model
-    from fundamentallm.data.dataset import encode
-    from fundamentallm.data.text import read_text_file
+    from fundamentallm.data.text import read_text
     from fundamentallm.evaluation import evaluate
     from fundamentallm.training.precision import resolve_device
 
@@ -115,13 +116,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError("evaluate: give the text to score with --data FILE")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be greater than 0 (got {args.batch_size})")
-    model, tokenizer, _ = load_model(args.checkpoint, resolve_device(args.device))
-    score = evaluate(model, encode(tokenizer, read_text_file(data)), args.batch_size, tokenizer.unk_id)
+    model, tokenizer, cfg = load_model(args.checkpoint, resolve_device(args.device))
+    d = cfg.data  # documents are read and joined as the training run read them
+    text = read_text(data, d.separator, d.glob, args.text_field or d.text_field)
+    score = evaluate(model, tokenizer, text, args.batch_size)
     if args.json:
         print(json.dumps(score.to_dict()))
         return 0
     print(f"loss {score.loss:.4f} nats/token  perplexity {score.perplexity:.3f}  "
-          f"bits/char {score.bits_per_char:.4f}  tokens {score.tokens:,}")
+          f"bits/char {score.bits_per_char:.4f}  bits/byte {score.bits_per_byte:.4f}  "
+          f"tokens {score.tokens:,} ({tokenizer.kind})")
     if score.unknown:
         print(f"note: {score.unknown:,} characters never seen in training were not scored")
     return 0
@@ -143,6 +147,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from fundamentallm.checkpoint import load_model
     from fundamentallm.generation import SamplingOptions, generate
+    from fundamentallm.tokenizers import StreamDecoder
     from fundamentallm.training.precision import resolve_device
 
     options = SamplingOptions(args.max_tokens, args.temperature, args.top_k, args.top_p,
@@ -155,7 +160,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"note: {unknown} prompt character(s) never seen in training were replaced by <unk>",
               file=sys.stderr)
     banned = [tokenizer.unk_id] if tokenizer.unk_id is not None else []
-    stream = options.num_samples == 1
+    stream = StreamDecoder(tokenizer) if options.num_samples == 1 else None
     samples: list[list[int]] = [[] for _ in range(options.num_samples)]
     if stream:
         sys.stdout.write(args.prompt)
@@ -163,13 +168,110 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for sample, token in zip(samples, tokens.tolist()):
             sample.append(token)
         if stream:
-            sys.stdout.write(tokenizer.decode(samples[0][-1:]))
+            sys.stdout.write(stream.push(samples[0][-1]))
             sys.stdout.flush()
     if stream:
-        sys.stdout.write("\n")
+        sys.stdout.write(stream.flush() + "\n")
     else:
         for i, sample in enumerate(samples, 1):
             sys.stdout.write(f"--- sample {i} ---\n{args.prompt}{tokenizer.decode(sample)}\n")
+    return 0
+
+
+# ---------------------------------------------------------------- tokenizer
+def add_tokenizer_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=ArgumentParser)
+    t = sub.add_parser("train", help="train a tokenizer on text and save it as JSON")
+    t.add_argument("data", nargs="+", help="text files, directories or JSONL files")
+    t.add_argument("--type", default="bpe", choices=("bpe", "char", "byte"), help="tokenizer type (bpe)")
+    t.add_argument("--vocab-size", type=int, help="BPE vocabulary size (default 2048)")
+    t.add_argument("--text-field", default="text", help="JSONL: the field holding the text")
+    t.add_argument("--output", "-o", required=True, help="where to write the tokenizer (.json)")
+    for name, help_text in (("encode", "text to token ids"), ("decode", "token ids to text"),
+                            ("info", "vocabulary size and, with --data, characters per token")):
+        a = sub.add_parser(name, help=help_text, description=help_text)
+        a.add_argument("source", help="a tokenizer .json (tokenizer train) or a checkpoint .pt")
+        if name == "encode":
+            a.add_argument("text", nargs="?", help="the text (or --file)")
+            a.add_argument("--file", help="encode this file's text")
+            a.add_argument("--show-tokens", action="store_true", help="print each token's text too")
+        elif name == "decode":
+            a.add_argument("ids", nargs="+", type=int, help="token ids")
+        else:
+            a.add_argument("--data", help="a text file to measure characters and bytes per token on")
+
+
+def load_any_tokenizer(source: str):
+    from fundamentallm.checkpoint import load_checkpoint
+    from fundamentallm.tokenizers import load_tokenizer_file, tokenizer_from_dict
+
+    if source.endswith(".pt"):
+        return tokenizer_from_dict(load_checkpoint(source)["tokenizer"])
+    return load_tokenizer_file(source)
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    import json
+
+    from fundamentallm.data.text import read_text, read_text_file
+    from fundamentallm.tokenizers import build_tokenizer, save_tokenizer
+
+    if args.action == "train":
+        if args.vocab_size is not None and args.type != "bpe":
+            raise UserError("--vocab-size applies to --type bpe only")
+        tokenizer = build_tokenizer(args.type, read_text(args.data, text_field=args.text_field), args.vocab_size)
+        save_tokenizer(tokenizer, args.output)
+        print(f"{tokenizer.describe()} -> {args.output}")
+        return 0
+    tokenizer = load_any_tokenizer(args.source)
+    if args.action == "encode":
+        if (args.text is None) == (args.file is None):
+            raise UserError("tokenizer encode: give the text or --file FILE (one of them)")
+        ids = tokenizer.encode(args.text if args.text is not None else read_text_file(args.file))
+        print(" ".join(map(str, ids)))
+        if args.show_tokens:
+            for i in ids:
+                print(f"{i:>6}  {json.dumps(tokenizer.decode([i]), ensure_ascii=False)}")
+    elif args.action == "decode":
+        if any(not 0 <= i < tokenizer.vocab_size for i in args.ids):
+            raise UserError(f"token ids must be between 0 and {tokenizer.vocab_size - 1}")
+        print(tokenizer.decode(args.ids))
+    else:
+        print(f"type {tokenizer.kind}, vocabulary {tokenizer.vocab_size:,} tokens")
+        if args.data:
+            text = read_text_file(args.data)
+            n = len(tokenizer.encode(text))
+            print(f"{args.data}: {len(text):,} characters, {n:,} tokens: "
+                  f"{len(text) / n:.2f} characters/token, {len(text.encode()) / n:.2f} bytes/token")
+    return 0
+
+
+# ---------------------------------------------------------------- data
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=ArgumentParser)
+    s = sub.add_parser("split", help="split a corpus into train.txt / val.txt (/ test.txt)",
+                       description="split a corpus into train.txt / val.txt (/ test.txt)")
+    s.add_argument("path", help="a text file (or, --by documents, a directory or JSONL file)")
+    s.add_argument("--val", type=float, default=0.1, help="validation share (0.1)")
+    s.add_argument("--test", type=float, default=0.0, help="test share (0: no test.txt)")
+    s.add_argument("--by", default="lines", choices=("lines", "chars", "documents"),
+                   help="unit that is moved whole (lines)")
+    s.add_argument("--shuffle", action="store_true", help="draw each unit's part at random (seeded)")
+    s.add_argument("--seed", type=int, default=0, help="seed for --shuffle")
+    s.add_argument("--text-field", default="text", help="JSONL: the field holding the text")
+    s.add_argument("--output-dir", "-o", help="where to write (default: beside the input)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing train/val/test files")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from fundamentallm.data.split import split_corpus
+
+    path = Path(args.path)
+    out = Path(args.output_dir) if args.output_dir else (path if path.is_dir() else path.parent)
+    parts = split_corpus(path, out, args.val, args.test, args.by, args.shuffle, args.seed,
+                         args.overwrite, args.text_field)
+    for part in parts:
+        print(f"{part.path}: {part.units:,} {args.by}, {part.characters:,} characters")
     return 0
 
 
@@ -178,6 +280,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a model on text", add_train_args, cmd_train),
     "evaluate": ("score a checkpoint on a text file", add_evaluate_args, cmd_evaluate),
     "generate": ("sample text from a checkpoint", add_generate_args, cmd_generate),
+    "tokenizer": ("train, inspect or apply a tokenizer", add_tokenizer_args, cmd_tokenizer),
+    "data": ("prepare data: split a corpus into train/validation/test", add_data_args, cmd_data),
 }
 
 

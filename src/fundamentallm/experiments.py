@@ -32,7 +32,8 @@ class RunResult:
 
     run: str  # path relative to the directory searched
     source: str  # SUMMARY_FILE, or METRICS_FILE for a run that never finished
-    best_val_loss: float | None = None
+    best_val_loss: float | None = None  # nats per token: compare within one tokenizer
+    best_val_bits_per_char: float | None = None  # compares across tokenizers
     final_val_loss: float | None = None
     final_train_loss: float | None = None
     steps: int | None = None
@@ -48,11 +49,12 @@ class RunResult:
     context_length: int | None = None
     batch_size: int | None = None
     stop_reason: str | None = None
+    tokenizer: str | None = None
     device: str | None = None
     precision: str | None = None
 
 
-_TEXT_FIELDS = ("source", "stop_reason", "device", "precision")
+_TEXT_FIELDS = ("source", "stop_reason", "tokenizer", "device", "precision")
 SORT_KEYS = tuple(f.name for f in fields(RunResult) if f.name not in _TEXT_FIELDS)
 
 
@@ -129,7 +131,7 @@ def sort_runs(runs: list[RunResult], key: str = DEFAULT_SORT) -> list[RunResult]
 def runs_table(runs: list[RunResult]) -> Table:
     """The comparison as a rich table, one row per run in the order given."""
     table = Table(title=f"{len(runs)} run(s)")
-    headers = ["run", "best val loss", "final train loss", "steps", "params",
+    headers = ["run", "tokenizer", "best val loss", "val bits/char", "final train loss", "steps", "params",
                "learning rate", "model dim", "layers", "wall time", "tokens/s"]  # fmt: skip
     for header in headers:
         table.add_column(header, justify="left" if header == "run" else "right")
@@ -137,7 +139,9 @@ def runs_table(runs: list[RunResult]) -> Table:
         marker = " *" if run.source == METRICS_FILE else ""
         table.add_row(
             run.run + marker,
+            _show(run.tokenizer, "{}"),
             _show(run.best_val_loss, "{:.4f}"),
+            _show(run.best_val_bits_per_char, "{:.4f}"),
             _show(run.final_train_loss, "{:.4f}"),
             _show(run.steps, "{:,}"),
             _count(run.parameters),
@@ -167,10 +171,11 @@ def _read_json(path: Path) -> Any:
 def _from_summary(summary: Any) -> dict[str, Any]:
     if not isinstance(summary, dict):
         raise RunFileError(f"{SUMMARY_FILE} is not a JSON object")
-    floats = ("best_val_loss", "final_val_loss", "final_train_loss", "epochs", "wall_time_s", "tokens_per_s")
+    floats = ("best_val_loss", "best_val_bits_per_char", "final_val_loss", "final_train_loss", "epochs",
+              "wall_time_s", "tokens_per_s")
     figures: dict[str, Any] = {key: _float(summary.get(key)) for key in floats}
     figures.update({key: _int(summary.get(key)) for key in ("steps", "tokens", "parameters")})
-    figures.update({key: _str(summary.get(key)) for key in ("stop_reason", "device", "precision")})
+    figures.update({key: _str(summary.get(key)) for key in ("stop_reason", "tokenizer", "device", "precision")})
     return figures
 
 
@@ -180,10 +185,12 @@ def _from_metrics(records: Any) -> dict[str, Any]:
         raise RunFileError(f"{METRICS_FILE} is not a JSON list")
     records = [r for r in records if isinstance(r, dict)]
     val_losses = [v for r in records if (v := _float(r.get("val_loss"))) is not None]
+    val_bits = [v for r in records if (v := _float(r.get("val_bits_per_char"))) is not None]
     train_losses = [v for r in records if (v := _float(r.get("train_loss"))) is not None]
     last = records[-1] if records else {}
     return {
         "best_val_loss": min(val_losses) if val_losses else None,
+        "best_val_bits_per_char": min(val_bits) if val_bits else None,
         "final_val_loss": val_losses[-1] if val_losses else None,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "steps": _int(last.get("step")),

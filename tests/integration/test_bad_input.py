@@ -42,7 +42,7 @@ PROCESS_CASES: dict[str, tuple[list[str], str]] = {
 
 IN_PROCESS_CASES: dict[str, tuple[list[str], str]] = {
     "whitespace-only file": (["train", "{tmp}/blank.txt", *tiny_args()], "empty"),
-    "directory without text": (["train", "{tmp}/nodir", *tiny_args()], "no .txt files"),
+    "directory without text": (["train", "{tmp}/nodir", *tiny_args()], "no .txt or .md files"),
     "validation text too short": (["train", "{tmp}/short.txt", *tiny_args(val_split=0.05)],
                                   "validation"),
     "min-lr above lr": ([*TRAIN, "--min-lr", "0.5"], "--min-lr"),
@@ -78,7 +78,7 @@ def make_inputs(tmp: Path, good_text: str) -> Path:
     (tmp / "binary.txt").write_bytes(bytes(range(256)) * 8)
     (tmp / "latin1.txt").write_bytes("café au lait, crème brûlée\n".encode("latin-1") * 20)
     (tmp / "nodir").mkdir()
-    (tmp / "nodir" / "notes.md").write_text("not a .txt file")
+    (tmp / "nodir" / "notes.csv").write_text("not a .txt or .md file")
     (tmp / "short.txt").write_text("too short")  # 9 tokens; context 16 needs 17
     (tmp / "bad.yaml").write_text("model:\n  model_dimension: 32\n")
     (tmp / "list.yaml").write_text("- model_dim\n- 32\n")

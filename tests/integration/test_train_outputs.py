@@ -204,7 +204,7 @@ def test_training_data_directory(tmp_path, tiny_text):
     corpus.mkdir()
     (corpus / "a.txt").write_text(tiny_text[:4000])
     (corpus / "b.txt").write_text(tiny_text[4000:8000])
-    (corpus / "ignored.md").write_text("\x00 not read")
+    (corpus / "ignored.csv").write_text("\x00 not read")
     out = train(corpus, tmp_path / "run", max_steps=2)
     assert summary(out)["steps"] == 2
 

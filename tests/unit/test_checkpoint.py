@@ -177,7 +177,7 @@ def test_weights_not_matching_the_config_raise_user_error(saved):
     pytest.param({"config": "oops"}, "checkpoint is missing or has malformed config$", id="config"),
     pytest.param({"tokenizer": ["a", "b"]}, "checkpoint is missing or has malformed tokenizer$",
                  id="tokenizer"),
-    pytest.param({"tokenizer": {"kind": "bpe"}}, "unknown tokenizer type 'bpe'",
+    pytest.param({"tokenizer": {"kind": "wordpiece"}}, "unknown tokenizer type 'wordpiece'",
                  id="tokenizer of another kind"),
     pytest.param({"model": [1, 2]}, "checkpoint is missing or has malformed model$", id="model"),
     pytest.param({"model": None, "config": 3}, "checkpoint is missing or has malformed config, model$",

@@ -9,11 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fundamentallm.data.dataset import encode
 from fundamentallm.errors import UserError
 from fundamentallm.evaluation import evaluate
 from fundamentallm.model import GPT
-from fundamentallm.tokenizers import CharTokenizer
+from fundamentallm.tokenizers import ByteTokenizer, CharTokenizer
 
 TRAIN_TEXT = "the quick brown fox jumps over the lazy dog.\n"
 EVAL_TEXT = "a lazy dog sleeps; the brown fox jumps over it. then the fox runs home.\n" * 2
@@ -50,12 +49,14 @@ def brute_force_loss(model: GPT, ids: list[int], unk_id: int) -> tuple[float, in
 
 def test_metrics_are_consistent(model, tok):
     text = EVAL_TEXT.replace(UNKNOWN_CHARS, " ")
-    score = evaluate(model, encode(tok, text), batch_size=4, unk_id=tok.unk_id)
+    score = evaluate(model, tok, text, batch_size=4)
     assert score.tokens == len(text) - 1
     assert score.unknown == 0
     assert score.perplexity == pytest.approx(math.exp(score.loss))
-    assert score.bits_per_char == pytest.approx(score.loss / math.log(2))
-    assert set(score.to_dict()) == {"loss", "perplexity", "bits_per_char", "tokens", "unknown"}
+    assert score.bits_per_char == pytest.approx(score.loss / math.log(2))  # one token, one char
+    assert score.characters == len(text) - 1 and score.bytes == len(text.encode()) - 1
+    assert set(score.to_dict()) == {"loss", "perplexity", "bits_per_char", "bits_per_byte", "tokens",
+                                    "characters", "bytes", "unknown"}
 
 
 def test_loss_equals_brute_force_mean(model, tok):
@@ -63,15 +64,14 @@ def test_loss_equals_brute_force_mean(model, tok):
     ids = tok.encode(text)
     assert (len(ids) - 1) % model.cfg.context_length != 0  # a short last window is included
     expected, count = brute_force_loss(model, ids, tok.unk_id)
-    score = evaluate(model, encode(tok, text), batch_size=3, unk_id=tok.unk_id)
+    score = evaluate(model, tok, text, batch_size=3)
     assert score.tokens == count
     assert score.loss == pytest.approx(expected, rel=1e-5)
 
 
 def test_batch_size_does_not_change_the_result(model, tok):
-    ids = encode(tok, EVAL_TEXT)
-    a = evaluate(model, ids, batch_size=1, unk_id=tok.unk_id)
-    b = evaluate(model, ids, batch_size=64, unk_id=tok.unk_id)
+    a = evaluate(model, tok, EVAL_TEXT, batch_size=1)
+    b = evaluate(model, tok, EVAL_TEXT, batch_size=64)
     assert a.tokens == b.tokens
     assert a.loss == pytest.approx(b.loss, rel=1e-5)
 
@@ -81,7 +81,7 @@ def test_unknown_characters_are_counted_not_scored(model, tok):
     n_unknown = EVAL_TEXT.count(UNKNOWN_CHARS)
     assert n_unknown == 2 and ids.count(tok.unk_id) == n_unknown and ids[0] != tok.unk_id
     expected, count = brute_force_loss(model, ids, tok.unk_id)
-    score = evaluate(model, encode(tok, EVAL_TEXT), batch_size=4, unk_id=tok.unk_id)
+    score = evaluate(model, tok, EVAL_TEXT, batch_size=4)
     assert score.unknown == n_unknown
     assert score.tokens == len(ids) - 1 - n_unknown == count
     assert score.loss == pytest.approx(expected, rel=1e-5)
@@ -89,12 +89,37 @@ def test_unknown_characters_are_counted_not_scored(model, tok):
 
 def test_training_mode_is_restored(model, tok):
     model.train()
-    evaluate(model, encode(tok, "the fox"), batch_size=4, unk_id=tok.unk_id)
+    evaluate(model, tok, "the fox", batch_size=4)
     assert model.training
 
 
 def test_too_short_or_all_unknown_text_is_a_user_error(model, tok):
     with pytest.raises(UserError, match="at least 2 tokens"):
-        evaluate(model, encode(tok, "a"), batch_size=4, unk_id=tok.unk_id)
+        evaluate(model, tok, "a", batch_size=4)
     with pytest.raises(UserError, match="no token"):
-        evaluate(model, encode(tok, "a;;;"), batch_size=4, unk_id=tok.unk_id)
+        evaluate(model, tok, "a;;;", batch_size=4)
+
+
+def test_bits_per_char_and_byte_divide_the_same_information_by_what_was_predicted(tiny_model_config):
+    """A byte model on text with two-byte characters: per byte, per character and per token
+    figures all come from one total of nats."""
+    tok = ByteTokenizer()
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(tiny_model_config, vocab_size=256)).eval()
+    text = "café crème, déjà vu. " * 3
+    score = evaluate(model, tok, text, batch_size=4)
+    ids = tok.encode(text)
+    expected, count = brute_force_loss(model, ids, unk_id=-1)
+    total_bits = expected * count / math.log(2)
+    assert score.tokens == count == len(text.encode()) - 1
+    assert score.bytes == len(text.encode()) - 1  # the first byte ("c") is not predicted
+    assert score.characters == len(text) - 1
+    assert score.bits_per_byte == pytest.approx(total_bits / score.bytes, rel=1e-5)
+    assert score.bits_per_char == pytest.approx(total_bits / score.characters, rel=1e-5)
+    assert score.bits_per_char > score.bits_per_byte  # more bytes than characters
+
+
+def test_unknown_characters_count_neither_as_characters_nor_bytes(model, tok):
+    score = evaluate(model, tok, EVAL_TEXT, batch_size=4)
+    assert score.characters == len(EVAL_TEXT) - 1 - 2
+    assert score.bytes == len(EVAL_TEXT.encode()) - 1 - 2

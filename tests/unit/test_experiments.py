@@ -135,3 +135,21 @@ def test_table_shows_formatted_figures(tmp_path):
     text = console.export_text()
     for expected in ("done", "cut *", "1.2346", "1.23M", "0.001", "2m 05s", "667", "1.8000"):
         assert expected in text
+
+
+def test_runs_with_different_tokenizers_compare_by_bits_per_char(tmp_path):
+    """BPE's loss per token is higher (a token holds more text) though per character it is
+    better: the table shows both, and sorting by bits/char puts the better model first."""
+    write_run(tmp_path / "char", summary(1.50, tokenizer="char", best_val_bits_per_char=2.164))
+    write_run(tmp_path / "bpe", summary(3.20, tokenizer="bpe", best_val_bits_per_char=1.923))
+    write_run(tmp_path / "crashed", metrics=[{"step": 5, "train_loss": 3.0, "val_loss": 3.1,
+                                              "val_bits_per_char": 2.5}, {"step": 9, "val_loss": 2.9,
+                                                                          "val_bits_per_char": 2.3}])
+    runs = compare_runs(tmp_path, sort="best_val_bits_per_char").runs
+    assert [r.run for r in runs] == ["bpe", "char", "crashed"]
+    assert [r.tokenizer for r in runs] == ["bpe", "char", None]
+    assert runs[2].best_val_bits_per_char == 2.3
+    console = Console(file=io.StringIO(), width=250)
+    console.print(runs_table(runs))
+    text = console.file.getvalue()
+    assert "val bits/char" in text and "1.9230" in text and "bpe" in text

@@ -54,7 +54,7 @@ def test_build_tokenizer_by_kind():
     assert build_tokenizer("char", "ba").encode("ab") == [1, 2]
 
 
-@pytest.mark.parametrize("data", [{"kind": "bpe", "chars": "ab"}, {"chars": "ab"}, "char", None])
+@pytest.mark.parametrize("data", [{"kind": "wordpiece", "chars": "ab"}, {"chars": "ab"}, "char", None])
 def test_tokenizer_from_dict_rejects_unknown_kind(data):
     with pytest.raises(UserError, match="unknown tokenizer type"):
         tokenizer_from_dict(data)

@@ -163,6 +163,12 @@ def validate(cfg: Config) -> None:
             f"--num-heads {m.num_heads} {reason} --model-dim {m.model_dim}; "
             f"nearest valid head counts: {near}"
         )
+    d = cfg.data
+    if d.vocab_size is not None and d.tokenizer != "bpe":
+        raise UserError(f"--vocab-size applies to --tokenizer bpe only (the {d.tokenizer} "
+                        "tokenizer's vocabulary is fixed by the text)")
+    if d.vocab_size is not None and d.vocab_size < 256:
+        raise UserError(f"--vocab-size {d.vocab_size}: byte-level BPE needs at least 256 (one per byte)")
     o = cfg.optim
     if o.min_lr is not None and o.min_lr > o.learning_rate:
         raise UserError(f"--min-lr {o.min_lr} is above --learning-rate {o.learning_rate}")

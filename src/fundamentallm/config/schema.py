@@ -66,13 +66,24 @@ class ModelConfig:
 class DataConfig:
     """Where the text comes from and how it is split and tokenised."""
 
-    train: list[str] = option([], "training text files or directories", flag=None)
+    train: list[str] = option([], "training text files, directories or JSONL files", flag=None)
     validation_data: str | None = option(None, "held-out text file for validation")
     val_split: float = option(
         0.1, "fraction taken from the end of the training text for validation, "
         "when --validation-data is not given (0 disables validation)", check="fraction"
     )
-    tokenizer: str = option("char", "tokenizer type", choices=("char",))
+    tokenizer: str = option(
+        "char", "char: one token per character; byte: one per UTF-8 byte; bpe: byte-level BPE "
+        "trained on the training text", choices=("char", "byte", "bpe"),
+    )
+    vocab_size: int | None = option(None, "BPE vocabulary size (default 2048)", check="positive")
+    glob: str | None = option(
+        None, "files to read from a data directory, e.g. '*.txt' (default: .txt and .md files)"
+    )
+    text_field: str = option("text", "JSONL data: the field of each record that holds its text")
+    separator: str = option(
+        "\n\n", "text put between documents (files, JSONL records); \\n and \\t are understood"
+    )
 
 
 @dataclass

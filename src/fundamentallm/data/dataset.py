@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from fundamentallm.config.schema import DataConfig
-from fundamentallm.data.text import read_text, read_text_file
+from fundamentallm.data.text import read_text
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import Tokenizer
 
@@ -32,9 +32,10 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     """Read the training text and the validation text (a file, or the end of the training text)."""
     if not cfg.train:
         raise UserError("no training data given")
-    text = read_text(cfg.train)
+    text = read_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field)
     if cfg.validation_data:
-        return Corpus(text, read_text_file(cfg.validation_data), cfg.validation_data)
+        val = read_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field)
+        return Corpus(text, val, cfg.validation_data)
     if cfg.val_split == 0:
         return Corpus(text, None, "none")
     cut = int(len(text) * (1 - cfg.val_split))

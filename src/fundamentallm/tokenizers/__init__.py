@@ -1,23 +1,33 @@
 """Tokenizers: text <-> token ids, saved inside checkpoints as plain Python values.
 
 A tokenizer type is one class registered in `TOKENIZERS`; `build_tokenizer` trains one
-on text and `tokenizer_from_dict` restores one from a checkpoint.
+on text and `tokenizer_from_dict` restores one from a checkpoint or a tokenizer file.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from fundamentallm.atomic import write_text
 from fundamentallm.errors import UserError
-from fundamentallm.tokenizers.base import Tokenizer
+from fundamentallm.tokenizers.base import StreamDecoder, Tokenizer
+from fundamentallm.tokenizers.bpe import BPETokenizer
+from fundamentallm.tokenizers.byte import ByteTokenizer
 from fundamentallm.tokenizers.char import CharTokenizer
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {CharTokenizer.kind: CharTokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {
+    cls.kind: cls for cls in (CharTokenizer, ByteTokenizer, BPETokenizer)
+}
 
 
-def build_tokenizer(kind: str, text: str) -> Tokenizer:
-    """Train a tokenizer of type `kind` on `text`."""
-    return TOKENIZERS[kind].train(text)
+def build_tokenizer(kind: str, texts: Iterable[str] | str, vocab_size: int | None = None) -> Tokenizer:
+    """Train a tokenizer of type `kind` on `texts` (one string, or pieces of one text)."""
+    if kind not in TOKENIZERS:
+        raise UserError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZERS)}")
+    return TOKENIZERS[kind].train(texts, vocab_size)
 
 
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
@@ -27,4 +37,21 @@ def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
     return TOKENIZERS[kind].from_dict(data)
 
 
-__all__ = ["CharTokenizer", "TOKENIZERS", "Tokenizer", "build_tokenizer", "tokenizer_from_dict"]
+def save_tokenizer(tokenizer: Tokenizer, path: str | Path) -> None:
+    write_text(Path(path), json.dumps(tokenizer.to_dict()))
+
+
+def load_tokenizer_file(path: str | Path) -> Tokenizer:
+    """A tokenizer saved by `save_tokenizer` (`fundamentallm tokenizer train`)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{path}: not a tokenizer file (expected the JSON that `tokenizer train` writes)") from None
+    return tokenizer_from_dict(data)
+
+
+__all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "StreamDecoder", "TOKENIZERS", "Tokenizer",
+           "build_tokenizer", "load_tokenizer_file", "save_tokenizer", "tokenizer_from_dict"]

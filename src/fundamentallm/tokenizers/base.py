@@ -1,21 +1,23 @@
-"""The interface every tokenizer implements."""
+"""The interface every tokenizer implements, and streaming decoding for all of them."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Any
 
 
 class Tokenizer(ABC):
-    """Maps text to token ids and back. Id `unk_id` stands for text it cannot represent."""
+    """Maps text to token ids and back. Id `unk_id` stands for text it cannot represent
+    (None: every text can be represented, as with byte-level tokenizers)."""
 
     kind: str  # registry name, stored in checkpoints
     unk_id: int | None = None
 
     @classmethod
     @abstractmethod
-    def train(cls, text: str) -> "Tokenizer":
-        """Build the vocabulary from training text."""
+    def train(cls, texts: Iterable[str], vocab_size: int | None = None) -> "Tokenizer":
+        """Build the vocabulary from training text, given as pieces (streamed, not joined)."""
 
     @classmethod
     @abstractmethod
@@ -35,3 +37,33 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def decode(self, ids: list[int]) -> str: ...
+
+    def describe(self) -> str:
+        """One line for summaries: the type and the vocabulary size."""
+        return f"{self.kind}, {self.vocab_size:,} tokens"
+
+
+class StreamDecoder:
+    """Turns a stream of token ids into text as it arrives.
+
+    A byte-level token can hold part of a multi-byte UTF-8 character (an emoji split over
+    two tokens), which decodes to U+FFFD on its own. Such tokens are held back until the
+    character completes, so streamed text equals the text decoded at once.
+    """
+
+    MAX_HELD = 8  # a character is at most 4 bytes; give up waiting after this many tokens
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer, self.held = tokenizer, []
+
+    def push(self, token: int) -> str:
+        self.held.append(token)
+        text = self.tokenizer.decode(self.held)
+        if text.endswith("\ufffd") and len(self.held) < self.MAX_HELD:
+            return ""
+        self.held = []
+        return text
+
+    def flush(self) -> str:
+        text, self.held = self.tokenizer.decode(self.held), []
+        return text

@@ -7,6 +7,7 @@ characters were unknown), and generation never produces it; it decodes to U+FFFD
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,11 @@ class CharTokenizer(Tokenizer):
         self._table = np.array([UNK_TEXT, *chars], dtype=object)
 
     @classmethod
-    def train(cls, text: str) -> "CharTokenizer":
-        return cls("".join(sorted(set(text))))
+    def train(cls, texts: Iterable[str] | str, vocab_size: int | None = None) -> "CharTokenizer":
+        seen: set[str] = set()
+        for text in [texts] if isinstance(texts, str) else texts:
+            seen.update(text)
+        return cls("".join(sorted(seen)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CharTokenizer":

@@ -22,7 +22,7 @@ from fundamentallm.config import Config, config_from_dict, dump_yaml, validate
 from fundamentallm.console import TrainingConsole
 from fundamentallm.data.dataset import EpochSampler, encode, load_corpus
 from fundamentallm.errors import UserError
-from fundamentallm.evaluation import total_loss
+from fundamentallm.evaluation import bits_per_char, total_loss
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import build_tokenizer, tokenizer_from_dict
 from fundamentallm.tracking import JsonTracker, Tracker
@@ -124,16 +124,19 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     if payload:
         tokenizer = tokenizer_from_dict(payload["tokenizer"])
     else:
-        tokenizer = build_tokenizer(cfg.data.tokenizer, corpus.train)
+        tokenizer = build_tokenizer(cfg.data.tokenizer, corpus.train, cfg.data.vocab_size)
     cfg.model.vocab_size = tokenizer.vocab_size
     validate(cfg)
     if payload:
         resume_config(cfg, payload, resume_path)
     train_ids = encode(tokenizer, corpus.train)
     val_ids = encode(tokenizer, corpus.val) if corpus.val is not None else None
-    if val_ids is not None and not bool((val_ids[1:] != tokenizer.unk_id).any()):
+    if val_ids is not None and not bool((val_ids[1:] != (-1 if tokenizer.unk_id is None
+                                                          else tokenizer.unk_id)).any()):
         raise UserError("validation text has no token to score (it needs at least 2 characters, "
                         "seen in training); give more or use --val-split 0")
+    # Losses are per token; per character they compare across tokenizers (bits/char).
+    val_chars_per_token = len(corpus.val) / len(val_ids) if val_ids is not None else 1.0
     sampler = EpochSampler(train_ids, cfg.model.context_length, t_cfg.batch_size,
                            t_cfg.grad_accum_steps, t_cfg.seed, tokenizer.unk_id)
 
@@ -172,7 +175,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         "parameters": model.num_parameters(),
         "train tokens": len(train_ids),
         "validation": f"{len(val_ids):,} tokens ({corpus.source})" if val_ids is not None else "none",
-        "vocabulary": tokenizer.vocab_size,
+        "tokenizer": tokenizer.describe()
+                     + (f", {val_chars_per_token:.2f} characters/token" if val_ids is not None else ""),
         "device": str(device),
         "precision": precision.note,
         "compile": compilation.note,
@@ -249,6 +253,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
                     record["grad_norm"] = float(grad_norm)
             if evaluate_now:
                 state.last_val_loss = record["val_loss"] = validation_loss()
+                record["val_bits_per_char"] = bits_per_char(state.last_val_loss, val_chars_per_token)
                 if state.stopping_reference - state.last_val_loss > t_cfg.min_delta:
                     state.stopping_reference = state.last_val_loss
                     state.evals_without_improvement = 0
@@ -285,6 +290,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         "final_train_loss": state.last_train_loss,
         "final_val_loss": state.last_val_loss,
         "best_val_loss": state.best_val_loss,
+        "best_val_bits_per_char": bits_per_char(state.best_val_loss, val_chars_per_token),
+        "tokenizer": tokenizer.kind,
         "wall_time_s": round(state.elapsed, 2),
         "tokens_per_s": round(tokens_per_s(), 1),
         "parameters": model.num_parameters(),

@@ -1,0 +1,96 @@
+"""Byte-level BPE (Sennrich et al. 2016; byte-level as in GPT-2), trained on your text.
+
+Text is first split into bytes, so any input is representable and nothing is unknown; the
+trainer then merges the most frequent adjacent pairs until the vocabulary has
+`vocab_size` entries (256 bytes + merges). Common words become one token, so a model sees
+several characters per position: more text per context window and per step.
+
+Training and encoding use the Hugging Face `tokenizers` library (Rust, fast); the trained
+tokenizer is stored in checkpoints as its JSON string, a plain value that loads with
+`weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from fundamentallm.errors import UserError
+from fundamentallm.tokenizers.base import Tokenizer
+
+DEFAULT_VOCAB_SIZE = 2048
+ENCODE_PIECE_CHARS = 1 << 20  # encode long texts in ~1M-character pieces, in parallel
+# A safe place to cut: just before a newline that ends a word. Byte-level pre-tokens group
+# runs of whitespace and look ahead past them, so a cut inside or after "\n\n" would change
+# the tokens; a word or punctuation run ends at a newline whatever follows it.
+_CUT = re.compile(r"(?<=\S)\n")
+
+
+def _library():
+    try:
+        import tokenizers
+    except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
+        raise UserError("--tokenizer bpe needs the `tokenizers` package: pip install tokenizers") from None
+    return tokenizers
+
+
+class BPETokenizer(Tokenizer):
+    kind = "bpe"
+
+    def __init__(self, serialized: str):
+        self.serialized = serialized  # the library's JSON: merges, vocabulary, pre-tokenizer
+        try:
+            self._tok = _library().Tokenizer.from_str(serialized)
+        except Exception as exc:  # the library raises its own exception types
+            raise UserError(f"malformed BPE tokenizer ({exc})") from None
+
+    @classmethod
+    def train(cls, texts: Iterable[str] | str, vocab_size: int | None = None) -> "BPETokenizer":
+        lib = _library()
+        vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
+        if vocab_size < 256:
+            raise UserError(f"--vocab-size {vocab_size}: byte-level BPE needs at least 256 (one per byte)")
+        tok = lib.Tokenizer(lib.models.BPE())
+        tok.pre_tokenizer = lib.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = lib.decoders.ByteLevel()
+        trainer = lib.trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=2, show_progress=False,
+            initial_alphabet=lib.pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, always
+        )
+        tok.train_from_iterator([texts] if isinstance(texts, str) else texts, trainer=trainer)
+        return cls(tok.to_str())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
+        serialized = data.get("tokenizer")
+        if not isinstance(serialized, str):
+            raise UserError("checkpoint holds a malformed BPE tokenizer")
+        return cls(serialized)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tokenizer": self.serialized}
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        if len(text) <= ENCODE_PIECE_CHARS:
+            return self._tok.encode(text).ids
+        # Cut where no pre-token can span the cut, then encode the pieces in parallel; the
+        # result equals encoding the whole text at once.
+        pieces, start = [], 0
+        while start < len(text):
+            cut = _CUT.search(text, start + ENCODE_PIECE_CHARS)
+            end = cut.start() if cut else len(text)
+            pieces.append(text[start:end])
+            start = end
+        return [i for encoding in self._tok.encode_batch(pieces) for i in encoding.ids]
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(list(ids))
+
+    def token_texts(self, ids: list[int]) -> list[str]:
+        """Each token's own text (for `tokenizer encode`), bytes shown as they decode."""
+        return [self.decode([i]) for i in ids]
