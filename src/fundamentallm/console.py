@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fundamentallm.atomic import finite_or_none
@@ -56,6 +58,18 @@ class TrainingConsole:
             self.progress.start()
         elif self.mode == "json":
             self._json("start", info)
+
+    @contextmanager
+    def stage(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """A preparation step before training (tokenizing a large corpus): a progress bar in
+        rich mode; yields `advance(n)`."""
+        if self.mode != "rich":
+            yield lambda n: None
+            return
+        with Progress(TextColumn(f"[bold]{description}"), BarColumn(), TextColumn("{task.completed:,.0f}"),
+                      TimeElapsedColumn(), console=self.err, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
 
     def update(self, progress: float, fields: dict[str, Any]) -> None:
         """progress in [0, 1]; fields shown beside the bar (epoch, step, loss, lr, tok/s)."""

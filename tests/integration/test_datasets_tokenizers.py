@@ -11,6 +11,7 @@ from fundamentallm.tokenizers import tokenizer_from_dict
 from integration_helpers import (
     assert_one_line_error,
     load_pt,
+    losses,
     run_cli,
     run_process,
     sample_text,
@@ -208,3 +209,20 @@ def test_data_split_refuses_to_overwrite_and_bad_fractions(tmp_path):
     assert "--by lines or documents" in assert_one_line_error(
         run_process("data", "split", data, "--by", "chars", "--shuffle", "-o", tmp_path / "y"))
     assert run_cli("data", "split", data, "--overwrite") == 0
+
+
+def test_token_cache_trains_like_memory_and_is_reused(tmp_path, capsys):
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT)
+    cache = tmp_path / "cache"
+    memory = losses(train(data, tmp_path / "memory", "--token-cache", "off", max_steps=6, log_interval=1))
+    capsys.readouterr()
+    first = train(data, tmp_path / "cached", "--json", "--token-cache", cache, quiet=False, max_steps=6,
+                  log_interval=1)
+    assert start_record(capsys)["token cache"].startswith(f"built {cache}")
+    assert losses(first) == memory  # same tokens, same batches, same losses
+    train(data, tmp_path / "again", "--json", "--token-cache", cache, quiet=False, max_steps=2)
+    assert start_record(capsys)["token cache"].startswith(f"reused {cache}")
+    # a resumed run reads the cache too
+    train(data, tmp_path / "cached", "--resume", "--token-cache", cache, max_steps=8, log_interval=1)
+    assert sorted(losses(tmp_path / "cached"))[-1] == 8

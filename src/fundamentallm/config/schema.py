@@ -81,6 +81,10 @@ class DataConfig:
         None, "files to read from a data directory, e.g. '*.txt' (default: .txt and .md files)"
     )
     text_field: str = option("text", "JSONL data: the field of each record that holds its text")
+    token_cache: str = option(
+        "auto", "token cache for large corpora: auto (corpora from 32 MB, in ~/.cache/fundamentallm), "
+        "off (always tokenise in memory), or a directory (always cache there)"
+    )
     separator: str = option(
         "\n\n", "text put between documents (files, JSONL records); \\n and \\t are understood"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from fundamentallm.config.schema import DataConfig
@@ -44,15 +45,20 @@ def load_corpus(cfg: DataConfig) -> Corpus:
 
 def encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
     """Text → 1-D int32 tensor of token ids (int32 halves the memory of int64)."""
-    return torch.tensor(tokenizer.encode(text), dtype=torch.int32)
+    return torch.from_numpy(tokenizer.encode_array(text).astype(np.int32))
 
 
-def make_batch(ids: torch.Tensor, starts: torch.Tensor, length: int, unk_id: int | None):
+def make_batch(ids: torch.Tensor | np.ndarray, starts: torch.Tensor, length: int, unk_id: int | None):
     """Windows of `length` inputs and their next-token targets, gathered in one indexing op.
 
-    ids (N,), starts (B,) → x (B, length), y (B, length), both int64.
+    ids (N,) (a tensor, or a memory-mapped array of cached tokens), starts (B,)
+    → x (B, length), y (B, length), both int64.
     """
-    window = ids[starts[:, None] + torch.arange(length + 1)].long()  # (B, length + 1)
+    index = starts[:, None] + torch.arange(length + 1)  # (B, length + 1)
+    if isinstance(ids, np.ndarray):  # reads only these windows' pages from disk
+        window = torch.from_numpy(ids[index.numpy()].astype(np.int64))
+    else:
+        window = ids[index].long()
     x, y = window[:, :-1], window[:, 1:].clone()
     if unk_id is not None:
         y[y == unk_id] = IGNORE_INDEX  # a character never seen in training is not a target

@@ -7,14 +7,16 @@ Each file or JSONL record is a document; documents are joined with a separator.
 
 from __future__ import annotations
 
+import codecs
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fundamentallm.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl",)
+STREAM_CHUNK_BYTES = 4 << 20
 
 
 def text_files(path: str | Path, glob: str | None = None) -> list[Path]:
@@ -37,34 +39,65 @@ def text_files(path: str | Path, glob: str | None = None) -> list[Path]:
 
 def read_text_file(path: str | Path) -> str:
     """Read one UTF-8 text file; raise `UserError` if it is empty, binary or not UTF-8."""
+    return "".join(stream_text_file(path))
+
+
+def stream_text_file(path: str | Path, chunk_bytes: int = STREAM_CHUNK_BYTES) -> Iterator[str]:
+    """`read_text_file` a piece at a time, with the same checks, in bounded memory.
+
+    An incremental decoder completes a multi-byte character split between two reads."""
     path = Path(path)
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset, has_text, started = 0, False, False
     try:
-        raw = path.read_bytes()
+        source = path.open("rb")
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, expected a text file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    if not raw.strip():
+    with source:
+        while True:
+            raw = source.read(chunk_bytes)
+            if offset < 65536 and b"\x00" in raw[:65536 - offset]:
+                raise UserError(f"{path}: looks like a binary file (contains NUL bytes), expected UTF-8 text")
+            held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last read
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as exc:
+                at = offset - held + exc.start
+                raise UserError(f"{path}: not valid UTF-8 (bad byte 0x{exc.object[exc.start]:02x} at offset "
+                                f"{at}); convert it with `iconv -t utf-8` or scripts/clean_data.py") from None
+            if text and not started:
+                started, text = True, text.removeprefix("\ufeff")
+            offset += len(raw)
+            has_text = has_text or bool(text.strip())
+            if text:
+                yield text
+            if not raw:
+                break
+    if not has_text:
         raise UserError(f"{path}: file is empty")
-    if b"\x00" in raw[:65536]:
-        raise UserError(f"{path}: looks like a binary file (contains NUL bytes), expected UTF-8 text")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(
-            f"{path}: not valid UTF-8 (bad byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-            "convert it with `iconv -t utf-8` or scripts/clean_data.py"
-        ) from None
-    return text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the text
+
+
+def stream_lines(pieces: Iterable[str]) -> Iterator[str]:
+    """Whole lines (with their "\n") from text arriving in pieces."""
+    carry = ""
+    for piece in pieces:
+        lines = (carry + piece).split("\n")
+        carry = lines.pop()
+        for line in lines:
+            yield line + "\n"
+    if carry:
+        yield carry
 
 
 def read_jsonl(path: str | Path, text_field: str = "text") -> Iterator[str]:
-    """The `text_field` of every record of a JSONL file (blank lines are skipped)."""
+    """The `text_field` of every record of a JSONL file (blank lines are skipped), streamed."""
     path = Path(path)
     found = 0
-    for number, line in enumerate(read_text_file(path).splitlines(), 1):
+    for number, line in enumerate(stream_lines(stream_text_file(path)), 1):
         if not line.strip():
             continue
         try:
@@ -95,13 +128,30 @@ def unescape(separator: str) -> str:
     return separator.replace("\\n", "\n").replace("\\t", "\t")
 
 
+def data_files(paths: str | Path | list[str | Path], glob: str | None = None) -> list[Path]:
+    """Every file behind `paths`, in reading order."""
+    return [f for p in ([paths] if isinstance(paths, (str, Path)) else paths) for f in text_files(p, glob)]
+
+
+def stream_text(paths: str | Path | list[str | Path], separator: str = "\n\n", glob: str | None = None,
+                text_field: str = "text") -> Iterator[str]:
+    """The text of files, directories and JSONL files in pieces, documents joined by
+    `separator`: what `read_text` returns, without holding it all."""
+    separator, first = unescape(separator), True
+    for file in data_files(paths, glob):
+        documents = read_jsonl(file, text_field) if file.suffix in JSONL_SUFFIXES else [stream_text_file(file)]
+        for document in documents:
+            if not first:
+                yield separator
+            first = False
+            yield from [document] if isinstance(document, str) else document
+
+
 def read_text(paths: str | Path | list[str | Path], separator: str = "\n\n", glob: str | None = None,
               text_field: str = "text") -> str:
     """Read files, directories and JSONL files as one text, documents joined by `separator`."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    docs = [doc for p in paths for doc in read_documents(p, glob, text_field)]
-    text = unescape(separator).join(docs)
+    text = "".join(stream_text(paths, separator, glob, text_field))
     if not text.strip():
-        raise UserError(f"{', '.join(map(str, paths))}: no text in the documents")
+        names = ", ".join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))
+        raise UserError(f"{names}: no text in the documents")
     return text

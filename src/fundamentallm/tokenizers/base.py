@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+import numpy as np
 
 
 class Tokenizer(ABC):
@@ -37,6 +39,16 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def decode(self, ids: list[int]) -> str: ...
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode` as a 1-D int64 array (tokenizers override this when they can do it faster)."""
+        return np.asarray(self.encode(text), dtype=np.int64)
+
+    def encode_stream(self, pieces: Iterable[str]) -> Iterator[np.ndarray]:
+        """Encode a text that arrives in pieces; the concatenated ids equal `encode` of the
+        whole. Any cut is safe for a tokenizer whose tokens never span characters."""
+        for piece in pieces:
+            yield self.encode_array(piece)
 
     def describe(self) -> str:
         """One line for summaries: the type and the vocabulary size."""

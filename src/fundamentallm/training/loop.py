@@ -20,11 +20,12 @@ from fundamentallm.atomic import write_json, write_text
 from fundamentallm.checkpoint import save_checkpoint
 from fundamentallm.config import Config, config_from_dict, dump_yaml, validate
 from fundamentallm.console import TrainingConsole
-from fundamentallm.data.dataset import EpochSampler, encode, load_corpus
+from fundamentallm.data.dataset import EpochSampler
+from fundamentallm.data.tokens import load_tokens
 from fundamentallm.errors import UserError
 from fundamentallm.evaluation import bits_per_char, total_loss
 from fundamentallm.model import GPT
-from fundamentallm.tokenizers import build_tokenizer, tokenizer_from_dict
+from fundamentallm.tokenizers import tokenizer_from_dict
 from fundamentallm.tracking import JsonTracker, Tracker
 from fundamentallm.training.compilation import resolve_compile
 from fundamentallm.training.optim import build_optimizer
@@ -119,24 +120,20 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     out = Path(c_cfg.output_dir)
 
     # ---- data and tokenizer ----
-    corpus = load_corpus(cfg.data)
+    validate(cfg)  # flag errors before minutes of reading and tokenizing
     payload = resume  # a loaded checkpoint, or None for a fresh run
     if payload:
-        tokenizer = tokenizer_from_dict(payload["tokenizer"])
-    else:
-        tokenizer = build_tokenizer(cfg.data.tokenizer, corpus.train, cfg.data.vocab_size)
-    cfg.model.vocab_size = tokenizer.vocab_size
-    validate(cfg)
-    if payload:
         resume_config(cfg, payload, resume_path)
-    train_ids = encode(tokenizer, corpus.train)
-    val_ids = encode(tokenizer, corpus.val) if corpus.val is not None else None
+    saved_tokenizer = tokenizer_from_dict(payload["tokenizer"]) if payload else None
+    data = load_tokens(cfg.data, saved_tokenizer, console.stage)
+    tokenizer, train_ids, val_ids = data.tokenizer, data.train, data.val
+    cfg.model.vocab_size = tokenizer.vocab_size
     if val_ids is not None and not bool((val_ids[1:] != (-1 if tokenizer.unk_id is None
                                                           else tokenizer.unk_id)).any()):
         raise UserError("validation text has no token to score (it needs at least 2 characters, "
                         "seen in training); give more or use --val-split 0")
     # Losses are per token; per character they compare across tokenizers (bits/char).
-    val_chars_per_token = len(corpus.val) / len(val_ids) if val_ids is not None else 1.0
+    val_chars_per_token = data.val_chars_per_token
     sampler = EpochSampler(train_ids, cfg.model.context_length, t_cfg.batch_size,
                            t_cfg.grad_accum_steps, t_cfg.seed, tokenizer.unk_id)
 
@@ -174,7 +171,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     console.start({
         "parameters": model.num_parameters(),
         "train tokens": len(train_ids),
-        "validation": f"{len(val_ids):,} tokens ({corpus.source})" if val_ids is not None else "none",
+        "validation": f"{len(val_ids):,} tokens ({data.source})" if val_ids is not None else "none",
+        "token cache": data.cache,
         "tokenizer": tokenizer.describe()
                      + (f", {val_chars_per_token:.2f} characters/token" if val_ids is not None else ""),
         "device": str(device),

@@ -1,0 +1,231 @@
+"""From the data flags to token ids: in memory for small corpora, a token cache for large ones.
+
+A small corpus is read, tokenised and kept as one int32 tensor. A large one is streamed
+(never held as text), tokenised once into binary token files in a cache directory keyed
+by a hash of its content and of the data and tokenizer settings, and read back through a
+memory map: the operating system pages in the windows a batch needs, so a corpus larger
+than RAM trains, and the next run on the same data starts at once.
+
+    <cache>/<key>/train.bin, val.bin   token ids, uint16 (vocabulary <= 65,536) or int32
+    <cache>/<key>/tokenizer.json       the tokenizer trained on the training part
+    <cache>/<key>/meta.json            counts, dtype and the settings that made the key
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fundamentallm.atomic import write_text
+from fundamentallm.config.schema import DataConfig
+from fundamentallm.data.dataset import encode, load_corpus
+from fundamentallm.data.text import data_files, stream_text
+from fundamentallm.errors import UserError
+from fundamentallm.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_dict
+
+AUTO_CACHE_BYTES = 32 << 20  # with --token-cache auto, corpora from this size are cached
+CACHE_FORMAT = 1  # part of the key: a new layout never reads an old entry
+
+# A stage is a context manager factory: stage(description, total) -> advance(n) callable.
+Stage = Callable[[str, int | None], object]
+
+
+@dataclass
+class TokenData:
+    tokenizer: Tokenizer
+    train: torch.Tensor | np.ndarray  # 1-D token ids (an np.memmap when cached)
+    val: torch.Tensor | np.ndarray | None
+    val_chars_per_token: float  # to turn a loss per token into one per character
+    source: str  # where the validation text came from
+    cache: str | None  # "built DIR" / "reused DIR", or None when held in memory
+
+
+def cache_root(setting: str) -> Path | None:
+    """Where `--token-cache` puts token files: None (in memory), or a directory."""
+    if setting == "off":
+        return None
+    if setting != "auto":
+        return Path(setting)
+    base = os.environ.get("FUNDAMENTALLM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fundamentallm")
+    return Path(base) / "tokens"
+
+
+def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stage | None = None) -> TokenData:
+    """Token ids for training and validation; `tokenizer` is given when resuming."""
+    if not cfg.train:
+        raise UserError("no training data given")
+    files = data_files(cfg.train, cfg.glob)
+    val_files = data_files(cfg.validation_data, cfg.glob) if cfg.validation_data else []
+    root = cache_root(cfg.token_cache)
+    size = sum(f.stat().st_size for f in files + val_files)
+    if root is None or (cfg.token_cache == "auto" and size < AUTO_CACHE_BYTES):
+        return in_memory(cfg, tokenizer)
+    entry = root / cache_key(files, val_files, cfg, tokenizer)
+    reused = (entry / "meta.json").exists()
+    if not reused:
+        build_entry(entry, cfg, tokenizer, stage or _no_stage)
+    return open_entry(entry, tokenizer, cfg, f"{'reused' if reused else 'built'} {entry}")
+
+
+def in_memory(cfg: DataConfig, tokenizer: Tokenizer | None) -> TokenData:
+    corpus = load_corpus(cfg)
+    tokenizer = tokenizer or build_tokenizer(cfg.tokenizer, corpus.train, cfg.vocab_size)
+    train = encode(tokenizer, corpus.train)
+    val = encode(tokenizer, corpus.val) if corpus.val is not None else None
+    chars_per_token = len(corpus.val) / max(1, len(val)) if val is not None else 1.0
+    return TokenData(tokenizer, train, val, chars_per_token, corpus.source, None)
+
+
+def cache_key(files: list[Path], val_files: list[Path], cfg: DataConfig, tokenizer: Tokenizer | None) -> str:
+    """Content and settings, hashed: the same bytes read the same way give the same key."""
+    h = hashlib.blake2b(digest_size=12)
+    settings = {"format": CACHE_FORMAT, "separator": cfg.separator, "text_field": cfg.text_field,
+                "val_split": None if val_files else cfg.val_split, "tokenizer": cfg.tokenizer,
+                "vocab_size": cfg.vocab_size,
+                "trained": tokenizer.to_dict() if tokenizer is not None else None}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for group in (files, val_files):
+        h.update(b"\x00group")
+        for file in group:
+            h.update(b"\x00file")
+            with file.open("rb") as source:
+                while block := source.read(1 << 22):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def split_at(pieces: Iterable[str], cut: int) -> tuple[Iterator[str], Iterator[str]]:
+    """Two streams: the first `cut` characters of `pieces`, and the rest. The second must be
+    read after the first (each piece is read once)."""
+    state = {"rest": iter(pieces), "tail": ""}
+
+    def head() -> Iterator[str]:
+        left = cut
+        for piece in state["rest"]:
+            if len(piece) >= left:
+                yield piece[:left]
+                state["tail"] = piece[left:]
+                return
+            left -= len(piece)
+            yield piece
+
+    def tail() -> Iterator[str]:
+        if state["tail"]:
+            yield state["tail"]
+        yield from state["rest"]
+
+    return head(), tail()
+
+
+def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage: Stage) -> None:
+    def corpus() -> Iterator[str]:
+        return stream_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field)
+
+    if cfg.validation_data:
+        total = None
+
+        def parts() -> tuple[Iterator[str], Iterator[str] | None]:
+            return corpus(), stream_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field)
+    else:
+        with stage("counting characters", None) as advance:
+            total = 0
+            for piece in corpus():
+                total += len(piece)
+                advance(len(piece))
+        cut = int(total * (1 - cfg.val_split))
+
+        def parts() -> tuple[Iterator[str], Iterator[str] | None]:
+            head, tail = split_at(corpus(), cut)
+            return head, (tail if cfg.val_split > 0 else None)
+
+    if tokenizer is None:
+        with stage(f"training the {cfg.tokenizer} tokenizer", None):
+            tokenizer = build_tokenizer(cfg.tokenizer, parts()[0], cfg.vocab_size)
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
+    try:
+        train_part, val_part = parts()
+        meta = {"dtype": np.dtype(dtype).name, "key_settings": cfg_summary(cfg)}
+        with stage("tokenizing", total) as advance:
+            meta["train_tokens"], meta["train_chars"] = write_tokens(tokenizer, train_part, work / "train.bin",
+                                                                     dtype, advance)
+            if val_part is not None:
+                meta["val_tokens"], meta["val_chars"] = write_tokens(tokenizer, val_part, work / "val.bin",
+                                                                     dtype, advance)
+        write_text(work / "tokenizer.json", json.dumps(tokenizer.to_dict()))
+        write_text(work / "meta.json", json.dumps(meta))  # last: its presence marks a complete entry
+        try:
+            os.replace(work, entry)  # atomic: a reader sees no entry or a whole one
+        except OSError:  # another run built the same entry meanwhile
+            pass
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def write_tokens(tokenizer: Tokenizer, pieces: Iterable[str], path: Path, dtype, advance) -> tuple[int, int]:
+    """Tokenise `pieces` into a flat binary file; return (tokens, characters)."""
+    tokens = chars = 0
+
+    def counted() -> Iterator[str]:
+        nonlocal chars
+        for piece in pieces:
+            chars += len(piece)
+            advance(len(piece))
+            yield piece
+
+    with path.open("wb") as out:
+        for ids in tokenizer.encode_stream(counted()):
+            out.write(ids.astype(dtype).tobytes())
+            tokens += len(ids)
+    return tokens, chars
+
+
+def open_entry(entry: Path, tokenizer: Tokenizer | None, cfg: DataConfig, note: str) -> TokenData:
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        cached = tokenizer_from_dict(json.loads((entry / "tokenizer.json").read_text()))
+        train = _map(entry / "train.bin", meta["dtype"], meta["train_tokens"])
+        val = _map(entry / "val.bin", meta["dtype"], meta["val_tokens"]) if meta.get("val_tokens") else None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{entry}: damaged token cache entry ({exc}); delete it to rebuild") from None
+    chars_per_token = meta["val_chars"] / max(1, meta["val_tokens"]) if val is not None else 1.0
+    source = cfg.validation_data or (f"last {cfg.val_split:.0%} of the training text" if val is not None
+                                     else "none")
+    return TokenData(tokenizer or cached, train, val, chars_per_token, source, note)
+
+
+def _map(path: Path, dtype: str, count: int) -> np.ndarray:
+    """A read-only memory map of `count` ids (an empty array for none: mmap cannot map 0 bytes)."""
+    if count == 0:
+        return np.zeros(0, dtype=dtype)
+    ids = np.memmap(path, dtype=dtype, mode="r")
+    if len(ids) != count:
+        raise ValueError(f"{path.name} holds {len(ids)} tokens, meta.json says {count}")
+    return ids
+
+
+def cfg_summary(cfg: DataConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k != "token_cache"}
+
+
+class _NullStage:
+    def __enter__(self):
+        return lambda n: None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _no_stage(description: str, total: int | None) -> _NullStage:
+    return _NullStage()

@@ -1,0 +1,116 @@
+"""The token cache: streamed tokenisation into memory-mapped files that equal the in-memory path."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import fundamentallm.data.tokens as tokens_module
+from fundamentallm.config import DataConfig
+from fundamentallm.data.tokens import load_tokens, split_at
+from fundamentallm.errors import UserError
+
+SAMPLE = __import__("pathlib").Path(__file__).resolve().parents[2] / "data" / "shakespeare_sample.txt"
+TEXT = SAMPLE.read_text()[:40_000] + "\nnaïve 🙂 end\n"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def data_cfg(corpus, cache, **overrides) -> DataConfig:
+    return dataclasses.replace(DataConfig(train=[str(corpus)], token_cache=str(cache)), **overrides)
+
+
+def as_list(ids) -> list[int]:
+    return np.asarray(ids).tolist() if isinstance(ids, np.ndarray) else ids.tolist()
+
+
+@pytest.mark.parametrize("cut", [0, 1, 3, 4, 6, 8])
+def test_split_at_cuts_a_stream_of_pieces_at_a_character(cut):
+    head, tail = split_at(iter(["abc", "def", "gh"]), cut)
+    first = "".join(head)
+    assert first == "abcdefgh"[:cut] and "".join(tail) == "abcdefgh"[cut:]
+
+
+def test_cached_tokens_equal_the_in_memory_ones_and_are_memory_mapped(corpus, tmp_path):
+    memory = load_tokens(data_cfg(corpus, "off"))
+    cached = load_tokens(data_cfg(corpus, tmp_path / "cache"))
+    assert memory.cache is None and cached.cache.startswith("built ")
+    assert isinstance(cached.train, np.memmap) and cached.train.dtype == np.uint16
+    assert isinstance(memory.train, torch.Tensor)
+    assert as_list(cached.train) == as_list(memory.train)
+    assert as_list(cached.val) == as_list(memory.val)
+    assert cached.tokenizer.to_dict() == memory.tokenizer.to_dict()
+    assert cached.val_chars_per_token == memory.val_chars_per_token == 1.0
+    assert cached.source == memory.source
+
+
+def test_second_load_reuses_the_entry_and_new_content_gets_a_new_one(corpus, tmp_path, monkeypatch):
+    first = load_tokens(data_cfg(corpus, tmp_path / "cache"))
+    monkeypatch.setattr(tokens_module, "build_entry", lambda *a: pytest.fail("rebuilt"))
+    again = load_tokens(data_cfg(corpus, tmp_path / "cache"))
+    assert again.cache == "reused " + first.cache.split(" ", 1)[1]
+    monkeypatch.undo()
+    corpus.write_text(TEXT + "more")
+    changed = load_tokens(data_cfg(corpus, tmp_path / "cache"))
+    assert changed.cache.startswith("built ") and changed.cache != first.cache
+    other_split = load_tokens(data_cfg(corpus, tmp_path / "cache", val_split=0.2))
+    assert other_split.cache.startswith("built ")
+    assert len(list((tmp_path / "cache").iterdir())) == 3  # no leftover build directories
+
+
+def test_bpe_tokens_are_cached_losslessly(corpus, tmp_path):
+    data = load_tokens(data_cfg(corpus, tmp_path / "cache", tokenizer="bpe", vocab_size=300))
+    tok = data.tokenizer
+    assert tok.vocab_size == 300
+    cut = int(len(TEXT) * 0.9)
+    assert tok.decode(as_list(data.train)) == TEXT[:cut]
+    assert tok.decode(as_list(data.val)) == TEXT[cut:]
+    assert data.val_chars_per_token == pytest.approx((len(TEXT) - cut) / len(data.val))
+    assert data.val_chars_per_token > 1.2
+
+
+def test_validation_file_and_jsonl_documents(tmp_path):
+    records = tmp_path / "docs.jsonl"
+    records.write_text("".join(json.dumps({"body": TEXT[i:i + 4000]}) + "\n" for i in range(0, 20_000, 4000)))
+    val = tmp_path / "val.txt"
+    val.write_text(TEXT[30_000:])
+    settings = dict(text_field="body", validation_data=str(val), separator="\\n")
+    memory = load_tokens(data_cfg(records, "off", **settings))
+    cached = load_tokens(data_cfg(records, tmp_path / "cache", **settings))
+    assert as_list(cached.train) == as_list(memory.train)
+    assert len(cached.train) == 20_000 + 4  # five records, four separators
+    assert as_list(cached.val) == as_list(memory.val) and cached.source == str(val)
+
+
+def test_resumed_run_tokenizes_with_its_own_tokenizer(corpus, tmp_path):
+    from fundamentallm.tokenizers import CharTokenizer
+
+    saved = CharTokenizer("abcdefghijklmnopqrstuvwxyz \n")  # fewer characters than the text has
+    data = load_tokens(data_cfg(corpus, tmp_path / "cache"), tokenizer=saved)
+    assert data.tokenizer is saved
+    assert as_list(data.train)[:20] == saved.encode(TEXT[:20])
+
+
+def test_a_damaged_entry_is_a_clear_error(corpus, tmp_path):
+    data = load_tokens(data_cfg(corpus, tmp_path / "cache"))
+    entry = tmp_path / "cache" / data.cache.split("/")[-1]
+    (entry / "train.bin").write_bytes(b"\x00\x01")
+    with pytest.raises(UserError, match="damaged token cache entry"):
+        load_tokens(data_cfg(corpus, tmp_path / "cache"))
+
+
+def test_auto_caches_only_large_corpora_in_the_cache_home(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("FUNDAMENTALLM_CACHE", str(tmp_path / "home"))
+    assert load_tokens(data_cfg(corpus, "auto")).cache is None  # 40 KB: in memory
+    monkeypatch.setattr(tokens_module, "AUTO_CACHE_BYTES", 1000)
+    data = load_tokens(data_cfg(corpus, "auto"))
+    assert data.cache.startswith(f"built {tmp_path / 'home' / 'tokens'}")
