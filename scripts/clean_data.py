@@ -1,20 +1,22 @@
 #!/usr/bin/env python
-"""Clean a corpus into a new file: Unicode normalisation, no control characters, \\n line ends.
+"""Clean a corpus into a new file: one spelling per character, \\n line ends, optional filters.
 
 Usage: scripts/clean_data.py IN OUT [--form NFC|NFKC] [--collapse-whitespace]
-The input is never overwritten.
+       [--invalid repair|replace|drop] [--dedupe] [--min-length N] [--max-length N]
+       [--min-char-count N] [--rare-char-replacement CHAR]
+The input is never overwritten; the output is written atomically and ends with a newline.
 """
 
 from __future__ import annotations
 
 import sys
 
-from fundamentallm.data.cleaning import NORMAL_FORMS, clean_file
+from fundamentallm.data.cleaning import INVALID_MODES, NORMAL_FORMS, clean_file
 from fundamentallm.errors import ArgumentParser, run_reporting_errors
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description="Write a cleaned copy of a UTF-8 text file.")
+    parser = ArgumentParser(description="Write a cleaned copy of a text file.")
     parser.add_argument("input", help="the text file to clean (left untouched)")
     parser.add_argument("output", help="where to write the cleaned text (a different file)")
     parser.add_argument(
@@ -24,12 +26,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--collapse-whitespace", action="store_true", help="turn every run of spaces/tabs into one space"
     )
+    parser.add_argument(
+        "--invalid", choices=INVALID_MODES, default="repair",
+        help="invalid UTF-8 bytes: repair (read them as Windows-1252), replace (U+FFFD) or drop (default repair)",
+    )  # fmt: skip
+    parser.add_argument("--dedupe", action="store_true", help="drop non-empty lines seen before; blank lines stay")
+    parser.add_argument("--min-length", type=int, metavar="N", help="drop non-empty lines shorter than N chars")
+    parser.add_argument("--max-length", type=int, metavar="N", help="drop lines longer than N characters")
+    parser.add_argument(
+        "--min-char-count", type=int, metavar="N", help="drop characters seen fewer than N times in the output"
+    )
+    parser.add_argument(
+        "--rare-char-replacement", metavar="CHAR", help="replace those rare characters by CHAR instead of dropping"
+    )
     args = parser.parse_args(argv)
     return run_reporting_errors(lambda: clean(args))
 
 
 def clean(args) -> int:
-    report = clean_file(args.input, args.output, form=args.form, collapse_whitespace=args.collapse_whitespace)
+    report = clean_file(
+        args.input, args.output, form=args.form, collapse_whitespace=args.collapse_whitespace,
+        invalid=args.invalid, dedupe=args.dedupe, min_length=args.min_length, max_length=args.max_length,
+        min_char_count=args.min_char_count, rare_char_replacement=args.rare_char_replacement,
+    )  # fmt: skip
     print(f"cleaned {args.input} -> {args.output}" + ("" if report.changed else " (no changes needed)"))
     for line in report.summary_lines():
         print(f"  {line}")

@@ -2,29 +2,35 @@
 
 A character-level model makes every distinct character a token, so a stray control
 character, a no-break space or Windows line endings silently join the vocabulary. This
-report makes them visible (and countable) so they can be cleaned out first.
+report makes them visible (and countable) so they can be cleaned out first. It reads
+any file, valid UTF-8 or not, in chunks (see `streaming`), so a 1 GB file fits in memory:
+characters are counted in one array, lines only as a Counter of lengths and one 64-bit
+hash per non-empty line.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Group
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from fundamentallm.data.cleaning import CONTROL_CHARACTERS
-from fundamentallm.data.text import read_text_file, text_files
+from fundamentallm.data.streaming import DEFAULT_CHUNK_BYTES, CorpusCounts, DecodedFile
+from fundamentallm.data.text import text_files
 from fundamentallm.errors import UserError
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+BPE_SAMPLE_CHARS = 2_000_000
+RARE_BELOW = 5  # a character seen fewer times than this is "rare"
+_HISTOGRAM_BINS = 50
 
 
 def visible_char(char: str) -> str:
@@ -56,12 +62,42 @@ class CharCount:
 
 
 @dataclass(frozen=True)
+class InvalidSequence:
+    """One invalid UTF-8 sequence: its file, its byte offset in that file and its bytes (hex)."""
+
+    file: str
+    offset: int
+    bytes: str
+
+
+@dataclass(frozen=True)
+class LineLengths:
+    """Line lengths in characters (line breaks not counted); percentiles are nearest-rank."""
+
+    min: int = 0
+    mean: float = 0.0
+    median: float = 0.0  # the middle length, or the mean of the two middle ones
+    p90: int = 0
+    p99: int = 0
+    max: int = 0
+
+
+@dataclass(frozen=True)
+class LengthBin:
+    """How many lines have a length in [start, stop)."""
+
+    start: int
+    stop: int
+    lines: int
+
+
+@dataclass(frozen=True)
 class TextReport:
     """Figures about a corpus; `control_characters` are what clean_data.py would remove."""
 
     files: int
-    bytes: int  # of the UTF-8 text (a leading byte-order mark is not counted)
-    characters: int
+    bytes: int  # as stored: byte-order marks and invalid bytes included
+    characters: int  # each invalid UTF-8 sequence counts as one U+FFFD
     lines: int
     empty_lines: int  # lines with nothing but whitespace
     words: int  # whitespace-separated
@@ -71,6 +107,20 @@ class TextReport:
     least_common: list[CharCount]
     control_characters: list[CharCount]  # Unicode control characters other than \n and \t
     nonprintable_characters: list[CharCount]  # other invisible ones: odd spaces, format marks
+    likely_encoding: str = "utf-8"  # see CorpusCounts.likely_encoding for the rules
+    invalid_sequences: int = 0  # what errors="replace" would turn into one U+FFFD each
+    invalid_offsets: list[InvalidSequence] = field(default_factory=list)  # the first few per file
+    line_endings: dict[str, int] = field(default_factory=dict)  # "lf", "crlf", "cr"
+    non_empty_lines: int = 0
+    duplicate_lines: int = 0  # non-empty lines equal to an earlier non-empty line
+    duplicate_share: float = 0.0  # of non-empty lines
+    line_length: LineLengths = field(default_factory=LineLengths)
+    line_length_histogram: list[LengthBin] = field(default_factory=list)
+    rare_characters: int = 0  # distinct characters seen fewer than RARE_BELOW times
+    estimated_bpe_tokens: int | None = None  # an extrapolation, see estimate_bpe_tokens
+    bpe_vocab_size: int | None = None
+    bpe_sample_characters: int = 0
+    recommendations: list[str] = field(default_factory=list)
 
     @property
     def control_count(self) -> int:
@@ -88,30 +138,50 @@ class TextReport:
         return data
 
 
-def analyze_text(text: str, top: int = 10) -> TextReport:
+def analyze_text(text: str, top: int = 10, *, bpe_vocab_size: int | None = 4096) -> TextReport:
     """Report on one text; `top` is how many most and least common characters to list."""
-    return analyze_texts([text], top)
+    return analyze_texts([text], top, bpe_vocab_size=bpe_vocab_size)
 
 
-def analyze_path(path: str | Path, top: int = 10) -> TextReport:
-    """Report on a file, or on every .txt file below a directory taken together."""
-    return analyze_texts((read_text_file(f) for f in text_files(path)), top)
-
-
-def analyze_texts(texts: Iterable[str], top: int = 10) -> TextReport:
+def analyze_texts(texts: Iterable[str], top: int = 10, *, bpe_vocab_size: int | None = 4096) -> TextReport:
     """Report on several texts as one corpus, counting each file's lines on their own."""
+    _check_options(top, bpe_vocab_size)
+    corpus = CorpusCounts(BPE_SAMPLE_CHARS)
+    for text in texts:
+        corpus.add_text(text)
+    return _report(corpus, top, bpe_vocab_size)
+
+
+def analyze_path(
+    path: str | Path,
+    top: int = 10,
+    *,
+    bpe_vocab_size: int | None = 4096,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    bpe_sample_chars: int = BPE_SAMPLE_CHARS,
+) -> TextReport:
+    """Report on a file, or on every .txt and .md file below a directory taken together.
+
+    Unlike training, this accepts files that are not UTF-8 or look binary: reporting
+    that is its job. Invalid bytes count as one U+FFFD per invalid sequence.
+    """
+    _check_options(top, bpe_vocab_size)
+    corpus = CorpusCounts(bpe_sample_chars)
+    for file in text_files(path):
+        corpus.add_file(DecodedFile(file, invalid="replace", chunk_bytes=chunk_bytes))
+    return _report(corpus, top, bpe_vocab_size)
+
+
+def _check_options(top: int, bpe_vocab_size: int | None) -> None:
     if top < 0:
         raise UserError(f"--top must be zero or more, not {top}")
-    counts: Counter[str] = Counter()
-    files = size = lines = empty = words = 0
-    for text in texts:
-        files += 1
-        counts.update(text)
-        size += len(text.encode("utf-8"))
-        words += len(text.split())
-        text_lines = _split_lines(text)
-        lines += len(text_lines)
-        empty += sum(1 for line in text_lines if not line.strip())
+    if bpe_vocab_size is not None and bpe_vocab_size < 257:
+        raise UserError(f"--bpe-vocab-size must be above 256 (the byte alphabet), not {bpe_vocab_size}")
+
+
+def _report(corpus: CorpusCounts, top: int, bpe_vocab_size: int | None) -> TextReport:
+    codes = np.flatnonzero(corpus.char_counts)
+    counts = dict(zip(map(chr, codes.tolist()), corpus.char_counts[codes].tolist()))
     total = sum(counts.values())
 
     def entries(items: Iterable[tuple[str, int]]) -> list[CharCount]:
@@ -120,41 +190,172 @@ def analyze_texts(texts: Iterable[str], top: int = 10) -> TextReport:
     by_frequency = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     by_rarity = sorted(counts.items(), key=lambda item: (item[1], item[0]))
     by_char = sorted(counts.items())
-    return TextReport(
-        files=files,
-        bytes=size,
+    # Sorted in place (np.unique would hold two more copies): equal neighbours are repeats.
+    hashes = np.frombuffer(corpus.line_hashes, dtype=np.int64)
+    hashes.sort()
+    duplicates = int(np.count_nonzero(hashes[1:] == hashes[:-1]))
+    bpe_tokens = None
+    if bpe_vocab_size is not None and total:
+        bpe_tokens = estimate_bpe_tokens("".join(corpus.sample), total, bpe_vocab_size)
+    report = TextReport(
+        files=corpus.files,
+        bytes=corpus.bytes,
         characters=total,
-        lines=lines,
-        empty_lines=empty,
-        words=words,
+        lines=corpus.lines,
+        empty_lines=corpus.empty_lines,
+        words=corpus.words,
         distinct_characters=len(counts),
         estimated_tokens=total,
         most_common=entries(by_frequency[:top]),
         least_common=entries(by_rarity[:top]),
         control_characters=entries((ch, n) for ch, n in by_char if CONTROL_CHARACTERS.fullmatch(ch)),
         nonprintable_characters=entries((ch, n) for ch, n in by_char if _is_invisible(ch)),
+        likely_encoding=corpus.likely_encoding(),
+        invalid_sequences=corpus.invalid_sequences,
+        invalid_offsets=[InvalidSequence(file, at, raw.hex(" ")) for file, at, raw in corpus.invalid_offsets],
+        line_endings=dict(corpus.endings),
+        non_empty_lines=len(hashes),
+        duplicate_lines=duplicates,
+        duplicate_share=duplicates / len(hashes) if len(hashes) else 0.0,
+        line_length=_line_lengths(corpus.line_lengths),
+        line_length_histogram=_histogram(corpus.line_lengths),
+        rare_characters=sum(1 for n in counts.values() if n < RARE_BELOW),
+        estimated_bpe_tokens=bpe_tokens,
+        bpe_vocab_size=bpe_vocab_size,
+        bpe_sample_characters=min(total, sum(map(len, corpus.sample))),
     )
+    return _with_recommendations(report)
+
+
+def _line_lengths(lengths: Counter[int]) -> LineLengths:
+    """Exact statistics from the Counter of lengths, without listing every line."""
+    if not lengths:
+        return LineLengths()
+    values, counts = np.array(sorted(lengths.items()), dtype=np.int64).T
+    ends = np.cumsum(counts)  # the k-th smallest length (from 1) is values[searchsorted(ends, k)]
+    n = int(ends[-1])
+    ranks = ((n + 1) // 2, n // 2 + 1, -(-9 * n // 10), -(-99 * n // 100))  # two middles, ceil(0.9n), ceil(0.99n)
+    kth = [int(values[np.searchsorted(ends, k)]) for k in ranks]
+    mean = float((values * counts).sum() / n)
+    return LineLengths(int(values[0]), mean, (kth[0] + kth[1]) / 2, kth[2], kth[3], int(values[-1]))
+
+
+def _histogram(lengths: Counter[int]) -> list[LengthBin]:
+    """At most _HISTOGRAM_BINS equal-width bins from 0 to the longest line."""
+    if not lengths:
+        return []
+    width = -(-(max(lengths) + 1) // _HISTOGRAM_BINS)
+    bins = np.bincount([length // width for length in lengths], weights=list(lengths.values())).astype(int)
+    return [LengthBin(b * width, (b + 1) * width, int(n)) for b, n in enumerate(bins)]
+
+
+def estimate_bpe_tokens(sample: str, total_characters: int, vocab_size: int = 4096) -> int:
+    """Tokens a byte-level BPE would make of the corpus: an estimate, not a count.
+
+    A BPE with `vocab_size` tokens is trained on `sample` (the start of the corpus) with
+    Hugging Face `tokenizers`, and its tokens per character on that sample are scaled up
+    to `total_characters`; when the sample is the whole corpus it is an exact count.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if not sample:
+        return 0
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    pieces = sample.splitlines(keepends=True)
+    tokenizer.train_from_iterator(pieces, trainer)
+    # Encoded a few thousand lines at a time: one batch of everything costs ~200 MB more.
+    batches = (tokenizer.encode_batch(pieces[i : i + 2000]) for i in range(0, len(pieces), 2000))
+    tokens = sum(len(encoding.ids) for batch in batches for encoding in batch)
+    return round(tokens * total_characters / len(sample))
+
+
+# Rule for the size advice. Chinchilla (Hoffmann et al. 2022) found ~20 tokens per
+# parameter compute-optimal for one pass over fresh data; repeating data helps up to about
+# 4 epochs (Muennighoff et al. 2023), so a corpus of T tokens supports about 4T/20 = T/5
+# parameters before a model mostly memorises it. We use T/5, with T in characters.
+_TOKENS_PER_PARAMETER = 5
+_SIZE_ADVICE_BELOW = 500_000_000  # characters; above this the project's models are too small to overfit
+
+
+def _with_recommendations(report: TextReport) -> TextReport:
+    """The report with one-line advice, each line triggered by a figure measured above."""
+    advice = []
+    if report.duplicate_lines and report.duplicate_share >= 0.01:
+        share = f"{report.duplicate_share:.1%}"
+        advice.append(f"{share} of non-empty lines are duplicates: consider clean_data.py --dedupe")
+    controls = sum(c.count for c in report.control_characters if c.char != "\r")  # \r is a line ending
+    if controls:
+        advice.append(f"{controls:,} control character(s) other than \\r: clean_data.py removes them")
+    if report.invalid_sequences:
+        advice.append(
+            f"invalid UTF-8 ({report.invalid_sequences:,} sequences): clean_data.py --invalid repair|replace|drop"
+        )
+    if report.likely_encoding == "utf-16 (BOM)":
+        advice.append("the text looks like UTF-16: convert it first with iconv -f utf-16 -t utf-8")
+    elif report.likely_encoding == "binary":
+        advice.append("many NUL bytes: this looks like a binary file, not text")
+    endings = [(report.line_endings.get(key, 0), shown) for key, shown in (("crlf", "\\r\\n"), ("cr", "\\r"))]
+    if any(n for n, _ in endings):
+        foreign = " and ".join(f"{n:,} {shown}" for n, shown in endings if n)
+        advice.append(f"{foreign} line endings: clean_data.py normalises them to \\n")
+    if report.rare_characters:
+        advice.append(
+            f"{report.rare_characters:,} characters occur fewer than {RARE_BELOW} times: "
+            f"consider clean_data.py --min-char-count {RARE_BELOW}"
+        )
+    if 0 < report.characters < _SIZE_ADVICE_BELOW:
+        what = "file" if report.files == 1 else "corpus"
+        limit = report.characters // _TOKENS_PER_PARAMETER
+        advice.append(
+            f"{what} is {_amount(report.bytes, ' B')} (~{_amount(report.characters)} char tokens): "
+            f"expect overfitting above ~{_amount(limit)} parameters; use --dropout 0.1-0.2 and a small model"
+        )
+    return replace(report, recommendations=advice)
+
+
+def _amount(n: int, unit: str = "") -> str:
+    """With a decimal prefix: 512 -> "512", 40_960 -> "41K", 1_500_000 -> "1.5M"; a unit follows the prefix."""
+    for factor, prefix in ((10**9, "G"), (10**6, "M"), (10**3, "K")):
+        if n >= factor:
+            value = n / factor
+            number = f"{value:.1f}" if value < 9.95 else f"{value:.0f}"
+            return f"{number}{unit[:1]}{prefix}{unit[1:]}"
+    return f"{n}{unit}"
 
 
 def render_report(report: TextReport) -> Group:
-    """The report as rich tables: a summary, the character tables and any oddities."""
-    summary = Table(title="Corpus", show_header=False)
-    summary.add_column("figure")
-    summary.add_column("value", justify="right")
+    """The report as rich tables: a summary, the character tables, oddities and advice."""
+    summary = Table("figure", Column("value", justify="right"), title="Corpus", show_header=False)
+    bpe = "-" if report.estimated_bpe_tokens is None else f"~{report.estimated_bpe_tokens:,}"
+    endings = report.line_endings
     for label, value in (
-        ("files", report.files),
-        ("bytes (UTF-8)", report.bytes),
-        ("characters", report.characters),
-        ("lines", report.lines),
-        ("empty lines", report.empty_lines),
-        ("words", report.words),
-        ("distinct characters", report.distinct_characters),
-        ("estimated tokens (char tokenizer)", report.estimated_tokens),
-        ("control characters", report.control_count),
-        ("other non-printable characters", report.nonprintable_count),
+        ("files", f"{report.files:,}"),
+        ("bytes", f"{report.bytes:,}"),
+        ("likely encoding", report.likely_encoding),
+        ("invalid UTF-8 sequences", f"{report.invalid_sequences:,}"),
+        ("characters", f"{report.characters:,}"),
+        ("lines", f"{report.lines:,}"),
+        ("empty lines (whitespace only)", f"{report.empty_lines:,}"),
+        ("duplicate non-empty lines", f"{report.duplicate_lines:,} ({report.duplicate_share:.1%})"),
+        ("line endings \\n / \\r\\n / \\r", f"{endings['lf']:,} / {endings['crlf']:,} / {endings['cr']:,}"),
+        ("words", f"{report.words:,}"),
+        ("distinct characters", f"{report.distinct_characters:,}"),
+        (f"characters seen fewer than {RARE_BELOW} times", f"{report.rare_characters:,}"),
+        ("control characters", f"{report.control_count:,}"),
+        ("other non-printable characters", f"{report.nonprintable_count:,}"),
+        ("tokens (char tokenizer)", f"{report.estimated_tokens:,}"),
+        (f"estimated tokens (byte-level BPE, vocab {report.bpe_vocab_size})", bpe),
     ):
-        summary.add_row(label, f"{value:,}")
-    parts: list[Table | Text] = [summary]
+        summary.add_row(label, value)
+    lengths = Table(*(Column(name, justify="right") for name in asdict(report.line_length)),
+                    title="Line length (characters)")  # fmt: skip
+    lengths.add_row(*(f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" for v in asdict(report.line_length).values()))
+    parts: list[Table | Text] = [summary, lengths]
     parts.append(_char_table(f"{len(report.most_common)} most common characters", report.most_common))
     parts.append(_char_table(f"{len(report.least_common)} least common characters", report.least_common))
     if report.control_characters:
@@ -164,15 +365,45 @@ def render_report(report: TextReport) -> Group:
         parts.append(_char_table("Other non-printable characters", report.nonprintable_characters))
     if not report.control_characters and not report.nonprintable_characters:
         parts.append(Text("No control or non-printable characters (besides \\n and \\t)."))
+    if report.invalid_offsets:
+        title = f"First invalid UTF-8 sequences (of {report.invalid_sequences:,})"
+        invalid = Table("file", "byte offset", "bytes", title=title)
+        for seq in report.invalid_offsets:
+            invalid.add_row(Text(seq.file), f"{seq.offset:,}", seq.bytes)
+        parts.append(invalid)
+    if report.estimated_bpe_tokens is not None:
+        parts.append(Text(f"The BPE token count is an estimate: a BPE trained on the first "
+                          f"{report.bpe_sample_characters:,} characters, its ratio scaled to the whole."))
+    parts.extend(Text(f"- {line}") for line in report.recommendations)
     return Group(*parts)
+
+
+def write_plot(report: TextReport, path: str | Path) -> None:
+    """A PNG with the line-length histogram and the most common characters (matplotlib's Agg renderer)."""
+    import warnings
+
+    from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global figure state
+
+    figure = Figure(figsize=(12, 4.5), layout="tight")
+    lengths, chars = figure.subplots(1, 2)
+    bins, top = report.line_length_histogram, report.most_common
+    lengths.bar([b.start for b in bins], [b.lines for b in bins], [b.stop - b.start for b in bins], align="edge")
+    lengths.set(title="Line lengths", xlabel="characters", ylabel="lines")
+    chars.bar(range(len(top)), [c.count for c in top])
+    chars.set_xticks(range(len(top)), [c.shown for c in top], rotation=90)
+    chars.set(title=f"{len(top)} most common characters", ylabel="count")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # glyphs (emoji) missing from the font
+            figure.savefig(path, format="png")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the plot ({exc.strerror})") from None
 
 
 def _char_table(title: str, rows: list[CharCount]) -> Table:
     table = Table(title=title, min_width=len(title))
-    table.add_column("char")
-    table.add_column("code point")
-    table.add_column("count", justify="right")
-    table.add_column("share", justify="right")
+    for name in ("char", "code point", "count", "share"):
+        table.add_column(name, justify="right" if name in ("count", "share") else "left")
     for row in rows:
         # Text(), not a str: rich would read a shown "'['" as markup.
         table.add_row(Text(row.shown), f"U+{ord(row.char):04X}", f"{row.count:,}", f"{row.share:.2%}")
@@ -182,11 +413,3 @@ def _char_table(title: str, rows: list[CharCount]) -> Table:
 def _is_invisible(char: str) -> bool:
     """Not printable and not a control character: odd spaces, zero-width and format marks."""
     return not char.isprintable() and unicodedata.category(char) != "Cc"
-
-
-def _split_lines(text: str) -> list[str]:
-    """Lines as an editor shows them: any of \\r\\n, \\r, \\n ends one; a final break adds none."""
-    lines = _LINE_BREAK.split(text)
-    if lines[-1] == "":
-        lines.pop()
-    return lines

@@ -4,11 +4,21 @@ A character-level model gives each distinct character its own token, so invisibl
 differences become real ones: `é` as one code point or as `e` plus an accent, `\\r\\n`
 versus `\\n`, a stray bell character. Cleaning removes those differences up front.
 
-The rules run in a fixed order chosen so that cleaning is idempotent
-(`clean_text(clean_text(x)) == clean_text(x)`): line endings first (so no `\\r` is left
-for the control-character rule to half-handle), then control characters (removing one
-can bring a base letter and its accent together), then Unicode normalisation (NFKC can
-turn exotic spaces into plain ones), then the optional whitespace collapsing.
+Cleaning streams: the text goes through in line-aligned segments of a few MB, and every
+rule works on a whole segment at once (regular expressions, `unicodedata.normalize`) or
+on its list of lines, never character by character in Python. Text rules run in a fixed
+order chosen so that they are idempotent: invalid bytes (while decoding), line endings
+(so no `\\r` is left for the control rule to half-handle), control characters and stray
+byte-order marks (removing one can bring a letter and its accent together), Unicode
+normalisation (NFKC can turn exotic spaces into plain ones), then whitespace collapsing.
+Line rules follow: duplicate lines, then line length. All of them act within a line, so
+applying them again to their own output changes nothing. The output ends with a newline.
+
+The rare-character rule needs counts over the cleaned output, so it runs as a further
+pass, followed by all the other rules again: removing characters can create duplicates,
+shorten lines below the minimum, or (through dedupe) make another character rare. Passes
+repeat until no character is rare, so the result is a fixed point of a whole pass:
+cleaning it again with the same options changes nothing (idempotence, tested).
 """
 
 from __future__ import annotations
@@ -16,11 +26,17 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 
-from fundamentallm.data.text import read_text_file
+import numpy as np
+
+from fundamentallm.data.streaming import (
+    DEFAULT_CHUNK_BYTES, INVALID_MODES, DecodedFile, SeenLines, TemporaryTextFile, add_counts, code_points_of,
+    line_segments, text_pieces,
+)  # fmt: skip
 from fundamentallm.errors import UserError
 
 NORMAL_FORMS = ("NFC", "NFKC")
@@ -32,36 +48,68 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _LINE_ENDING = re.compile(r"\r\n?")
 # Two or more blanks, or a single tab: everything that is not already one plain space.
 _BLANK_RUN = re.compile(r"[ \t]{2,}|\t")
+_HANGUL_JAMO = (("\u1100", "\u11ff"), ("\ua960", "\ua97f"), ("\ud7b0", "\ud7ff"))
+_MAX_PASSES = 100  # each rare-character pass removes characters for good; this is a safety net
 
 
-@dataclass(frozen=True)
+@dataclass
 class CleaningReport:
-    """What each cleaning rule changed, so a user can see whether cleaning mattered."""
+    """The options, and what each rule changed (summed over passes), so a user sees whether cleaning mattered."""
 
-    form: str
-    characters_before: int
-    characters_after: int
-    line_endings: int
-    control_characters: int
-    normalized_sequences: int
-    collapse_whitespace: bool
-    whitespace_runs: int
+    form: str = "NFC"
+    characters_before: int = 0
+    characters_after: int = 0
+    line_endings: int = 0
+    control_characters: int = 0
+    normalized_sequences: int = 0
+    collapse_whitespace: bool = False
+    whitespace_runs: int = 0
+    invalid: str = "repair"
+    invalid_sequences: int = 0
+    byte_order_marks: int = 0
+    final_newline_added: bool = False
+    dedupe: bool = False
+    duplicate_lines: int = 0
+    min_length: int | None = None
+    max_length: int | None = None
+    short_lines: int = 0
+    long_lines: int = 0
+    min_char_count: int | None = None
+    rare_char_replacement: str | None = None  # None: rare characters are dropped
+    rare_characters: int = 0  # occurrences dropped or replaced
+    rare_distinct: int = 0  # how many different characters that was
+    passes: int = 1
 
     @property
     def changed(self) -> bool:
         """Whether any rule altered the text."""
-        return any(
-            (self.line_endings, self.control_characters, self.normalized_sequences, self.whitespace_runs)
-        )
+        counts = (self.invalid_sequences, self.byte_order_marks, self.line_endings, self.control_characters,
+                  self.normalized_sequences, self.whitespace_runs, self.duplicate_lines, self.short_lines,
+                  self.long_lines, self.rare_characters)  # fmt: skip
+        return any(counts) or self.final_newline_added
 
     def summary_lines(self) -> list[str]:
-        """One line per rule, in the order the rules ran, for printing."""
-        whitespace = f"{self.whitespace_runs:,}" if self.collapse_whitespace else "off"
+        """One line per rule, in the order the rules run, for printing; "off" for rules not asked for."""
+        verb = {"repair": "repaired (cp1252)", "replace": "replaced by U+FFFD", "drop": "dropped"}[self.invalid]
+        limits = [f"{self.short_lines:,} shorter than {self.min_length}"] if self.min_length is not None else []
+        limits += [f"{self.long_lines:,} longer than {self.max_length}"] if self.max_length is not None else []
+        rare = ("rare characters", "off")
+        if self.min_char_count is not None:
+            action = "dropped" if self.rare_char_replacement is None else f"-> {self.rare_char_replacement!r}"
+            rare = (f"characters seen < {self.min_char_count} times {action}",
+                    f"{self.rare_characters:,} ({self.rare_distinct:,} distinct characters)")  # fmt: skip
         rows = [
+            (f"invalid UTF-8 sequences {verb}", f"{self.invalid_sequences:,}"),
+            ("byte-order marks (U+FEFF) removed", f"{self.byte_order_marks:,}"),
             ("line endings normalised (\\r\\n, \\r -> \\n)", f"{self.line_endings:,}"),
             ("control characters removed", f"{self.control_characters:,}"),
             (f"sequences changed by {self.form}", f"{self.normalized_sequences:,}"),
-            ("space/tab runs collapsed", whitespace),
+            ("space/tab runs collapsed", f"{self.whitespace_runs:,}" if self.collapse_whitespace else "off"),
+            ("duplicate lines removed", f"{self.duplicate_lines:,}" if self.dedupe else "off"),
+            ("lines removed for length", ", ".join(limits) or "off"),
+            rare,
+            ("final newline added", "yes" if self.final_newline_added else "no"),
+            ("passes", f"{self.passes}"),
             ("characters", f"{self.characters_before:,} -> {self.characters_after:,}"),
         ]
         width = max(len(label) for label, _ in rows)
@@ -76,26 +124,24 @@ def check_form(form: str) -> str:
     return canonical
 
 
-def clean_text(text: str, form: str = "NFC", collapse_whitespace: bool = False) -> tuple[str, CleaningReport]:
-    """Clean `text` and count what each rule changed; see the module docstring for the order."""
-    form = check_form(form)
-    cleaned, line_endings = _LINE_ENDING.subn("\n", text)
-    cleaned, controls = CONTROL_CHARACTERS.subn("", cleaned)
-    cleaned, normalized = _normalize(cleaned, form)
-    blank_runs = 0
-    if collapse_whitespace:
-        cleaned, blank_runs = _BLANK_RUN.subn(" ", cleaned)
-    report = CleaningReport(
-        form=form,
-        characters_before=len(text),
-        characters_after=len(cleaned),
-        line_endings=line_endings,
-        control_characters=controls,
-        normalized_sequences=normalized,
-        collapse_whitespace=collapse_whitespace,
-        whitespace_runs=blank_runs,
-    )
-    return cleaned, report
+def clean_text(
+    text: str,
+    form: str = "NFC",
+    collapse_whitespace: bool = False,
+    *,
+    dedupe: bool = False,
+    min_length: int | None = None,
+    max_length: int | None = None,
+    min_char_count: int | None = None,
+    rare_char_replacement: str | None = None,
+    chunk_chars: int = DEFAULT_CHUNK_BYTES,
+) -> tuple[str, CleaningReport]:
+    """Clean `text` and count what each rule changed: exactly what `clean_file` writes for it."""
+    report = _checked(CleaningReport(form, collapse_whitespace=collapse_whitespace, dedupe=dedupe,
+                                     min_length=min_length, max_length=max_length, min_char_count=min_char_count,
+                                     rare_char_replacement=rare_char_replacement))  # fmt: skip
+    sink, _ = _run_passes(report, text_pieces(text, chunk_chars), _MemorySink)
+    return "".join(sink.parts), report
 
 
 def clean_file(
@@ -103,27 +149,234 @@ def clean_file(
     destination: str | Path,
     form: str = "NFC",
     collapse_whitespace: bool = False,
+    *,
+    invalid: str = "repair",
+    dedupe: bool = False,
+    min_length: int | None = None,
+    max_length: int | None = None,
+    min_char_count: int | None = None,
+    rare_char_replacement: str | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> CleaningReport:
-    """Clean one UTF-8 file into another, refusing to touch the original.
+    """Clean one text file into another, refusing to touch the original.
 
     Writing over the input would make a wrong flag (say NFKC where NFC was meant)
-    impossible to undo, so the destination must be a different file.
+    impossible to undo, so the destination must be a different file. The output is
+    written to a temporary file beside the destination and renamed into place, so an
+    interrupted run never leaves half a file.
     """
     source, destination = Path(source), Path(destination)
-    form = check_form(form)
+    report = _checked(CleaningReport(form, collapse_whitespace=collapse_whitespace, invalid=invalid, dedupe=dedupe,
+                                     min_length=min_length, max_length=max_length, min_char_count=min_char_count,
+                                     rare_char_replacement=rare_char_replacement))  # fmt: skip
     if _same_file(source, destination):
         raise UserError(f"{destination}: is the input file; write the cleaned text to a new file")
     if destination.is_dir():
         raise UserError(f"{destination}: is a directory, expected an output file path")
-    cleaned, report = clean_text(read_text_file(source), form, collapse_whitespace)
-    if not cleaned.strip():
-        raise UserError(f"{source}: nothing but control characters and whitespace; nothing written")
+    _check_source(source)
+    decoded = DecodedFile(source, invalid=invalid, chunk_bytes=chunk_bytes)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_text(cleaned, encoding="utf-8", newline="")
+        sink, has_text = _run_passes(report, decoded, lambda: TemporaryTextFile(destination, chunk_bytes))
     except OSError as exc:
         raise UserError(f"{destination}: cannot write ({exc.strerror})") from None
+    report.invalid_sequences = decoded.invalid_sequences
+    report.byte_order_marks += decoded.has_utf8_bom
+    if not has_text:
+        sink.discard()
+        raise UserError(f"{source}: nothing but control characters and whitespace; nothing written")
+    sink.commit(destination)
     return report
+
+
+def _checked(report: CleaningReport) -> CleaningReport:
+    """The report of a run about to start, its options checked (one clear message each)."""
+    report.form = check_form(report.form)
+    if report.invalid not in INVALID_MODES:
+        raise UserError(f"unknown --invalid mode {report.invalid!r}; choose one of {', '.join(INVALID_MODES)}")
+    for name in ("min_length", "max_length", "min_char_count"):
+        if (getattr(report, name) or 0) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be zero or more, not {getattr(report, name)}")
+    if report.min_length is not None and report.max_length is not None and report.min_length > report.max_length:
+        raise UserError(f"--min-length {report.min_length} is above --max-length {report.max_length}")
+    char = report.rare_char_replacement
+    if char is not None and report.min_char_count is None:
+        raise UserError("--rare-char-replacement needs --min-char-count")
+    # The replacement must come out of every rule unchanged and must not merge with its
+    # neighbours (combining marks and Hangul jamo do), or passes could go on forever.
+    if char is not None and not (
+        len(char) == 1
+        and char.isprintable()
+        and not unicodedata.category(char).startswith("M")
+        and not any(low <= char <= high for low, high in _HANGUL_JAMO)
+        and unicodedata.normalize("NFKD", char) == char
+    ):
+        raise UserError(f"--rare-char-replacement must be one printable character that no rule changes, not {char!r}")
+    return report
+
+
+def _check_source(source: Path) -> None:
+    """The problems worth one clear message before any output is created."""
+    if source.is_dir():
+        raise UserError(f"{source}: is a directory, expected a text file")
+    try:
+        with source.open("rb") as f:
+            head = f.read(65536)
+    except FileNotFoundError:
+        raise UserError(f"{source}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{source}: cannot read ({exc.strerror})") from None
+    if not head:
+        raise UserError(f"{source}: file is empty")
+    if b"\x00" in head:
+        raise UserError(f"{source}: looks like a binary file (contains NUL bytes), expected text")
+
+
+class _MemorySink:
+    """Where a pass writes when cleaning a text in memory (TemporaryTextFile for a file)."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+        self.write = self.parts.append
+
+    def read(self) -> Iterable[str]:
+        return self.parts
+
+    def discard(self) -> None:
+        self.parts = []
+
+
+_Sink = _MemorySink | TemporaryTextFile
+
+
+def _run_passes(report: CleaningReport, source: Iterable[str], new_sink: Callable[[], _Sink]):
+    """Clean `source` into a new sink, then again while rare characters remain.
+
+    Returns the last sink and whether it holds anything but whitespace.
+    """
+    sink = new_sink()
+    try:
+        result = _clean_pass(report, source, sink.write, rare=None)
+        report.characters_before = result.read
+        while (rare := _rare_pattern(result.char_counts, report)) is not None:
+            if report.passes >= _MAX_PASSES:
+                raise UserError(f"cleaning did not settle after {_MAX_PASSES} passes; please report this")
+            previous, sink = sink, new_sink()
+            try:
+                result = _clean_pass(report, previous.read(), sink.write, rare)
+            finally:
+                previous.discard()
+            report.passes += 1
+    except BaseException:
+        sink.discard()
+        raise
+    report.characters_after = result.written
+    return sink, result.has_text
+
+
+@dataclass
+class _Pass:
+    """What one pass has read and written so far, and the lines it has seen."""
+
+    read: int = 0
+    written: int = 0
+    has_text: bool = False
+    last: str = ""
+    char_counts: np.ndarray | None = None  # of the output, kept only for the rare-character rule
+    seen: SeenLines = field(default_factory=SeenLines)  # for --dedupe
+
+
+def _clean_pass(report: CleaningReport, chunks: Iterable[str], write: Callable[[str], object], rare) -> _Pass:
+    state = _Pass(char_counts=None if report.min_char_count is None else np.zeros(0, dtype=np.int64))
+    for segment in line_segments(chunks):
+        state.read += len(segment)
+        segment = _clean_segment(report, segment, rare, state)
+        if segment:
+            _emit(segment, write, state)
+    if state.last not in ("", "\n"):
+        report.final_newline_added = True
+        _emit("\n", write, state)
+    return state
+
+
+def _emit(text: str, write: Callable[[str], object], state: _Pass) -> None:
+    write(text)
+    state.written += len(text)
+    state.last = text[-1]
+    state.has_text = state.has_text or not text.isspace()
+    if state.char_counts is not None:
+        state.char_counts = add_counts(state.char_counts, code_points_of(text))
+
+
+def _clean_segment(report: CleaningReport, segment: str, rare: re.Pattern[str] | None, state: _Pass) -> str:
+    """All rules on a line-aligned segment, in the order the module docstring gives."""
+    if rare is not None:
+        replacement = report.rare_char_replacement or ""
+        segment, n = rare.subn(lambda _: replacement, segment)  # a function: no backslash escapes
+        report.rare_characters += n
+    segment, n = _LINE_ENDING.subn("\n", segment)
+    report.line_endings += n
+    segment, n = CONTROL_CHARACTERS.subn("", segment)
+    report.control_characters += n
+    if "\ufeff" in segment:  # a byte-order mark anywhere but at the start is a stray
+        report.byte_order_marks += segment.count("\ufeff")
+        segment = segment.replace("\ufeff", "")
+    segment, n = _normalize(segment, report.form)
+    report.normalized_sequences += n
+    if report.collapse_whitespace:
+        segment, n = _BLANK_RUN.subn(" ", segment)
+        report.whitespace_runs += n
+    if report.dedupe or report.min_length is not None or report.max_length is not None:
+        segment = _line_rules(report, segment, state)
+    return segment
+
+
+def _line_rules(report: CleaningReport, segment: str, state: _Pass) -> str:
+    """Drop repeated non-empty lines, then non-empty lines outside the length limits.
+
+    Blank (whitespace-only) lines are always kept: they separate paragraphs. The work is
+    done on numpy arrays over the segment's lines rather than line by line.
+    """
+    ends = segment.endswith("\n")
+    lines = segment.split("\n")
+    if ends:
+        lines.pop()
+    count = len(lines)
+    non_blank = np.fromiter(map(bool, map(str.strip, lines)), dtype=bool, count=count)
+    keep = np.ones(count, dtype=bool)
+    if report.dedupe:
+        where = np.flatnonzero(non_blank)
+        first = state.seen.first_seen(np.fromiter(map(hash, lines), dtype=np.int64, count=count)[where])
+        keep[where] = first
+        report.duplicate_lines += len(where) - int(first.sum())
+    if report.min_length is not None or report.max_length is not None:
+        lengths = np.fromiter(map(len, lines), dtype=np.int64, count=count)
+        checked = keep & non_blank
+        none = np.zeros_like(keep)
+        short = checked & (lengths < report.min_length) if report.min_length is not None else none
+        long = checked & (lengths > report.max_length) if report.max_length is not None else none
+        report.short_lines += int(short.sum())
+        report.long_lines += int(long.sum())
+        keep &= ~(short | long)
+    if keep.all():
+        return segment
+    kept = list(compress(lines, keep.tolist()))
+    return "\n".join(kept) + ("\n" if ends and kept else "")
+
+
+def _rare_pattern(char_counts: np.ndarray | None, report: CleaningReport) -> re.Pattern[str] | None:
+    """A pattern matching the characters seen fewer than --min-char-count times, if any.
+
+    "\\n" is never rare (it holds the lines apart), nor is the replacement character.
+    """
+    if char_counts is None or report.min_char_count is None:
+        return None
+    codes = np.flatnonzero((char_counts > 0) & (char_counts < report.min_char_count)).tolist()
+    rare = [chr(c) for c in codes if chr(c) not in ("\n", report.rare_char_replacement)]
+    if not rare:
+        return None
+    report.rare_distinct += len(rare)
+    return re.compile("[" + "".join(map(re.escape, rare)) + "]")
 
 
 def _same_file(first: Path, second: Path) -> bool:
