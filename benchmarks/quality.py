@@ -7,11 +7,12 @@ then, for each seed, runs exactly what a user would type:
     fundamentallm train train.txt --validation-data val.txt --max-time 105 --seed S
     fundamentallm evaluate OUT/final.pt val.txt --json
 
-with our defaults (plus any extra train flags after `--`), and the classic recipe (nanoGPT's
-"baby GPT" on CPU: learned positions, LayerNorm, GELU, AdamW at 1e-3 with cosine decay,
+with our defaults (plus any extra train flags after `--`, e.g. `--tokenizer bpe`), and the
+classic recipe (nanoGPT's "baby GPT" on CPU: learned positions, LayerNorm, GELU, AdamW at 1e-3 with cosine decay,
 4 layers x 4 heads x 128 dim, context 64, batch 12, eager as in nanoGPT's CPU recipe) for
-the same time on the same machine, so the gain is a same-machine comparison. Loss is in nats per character over the whole
-validation split.
+the same time on the same machine, so the gain is a same-machine comparison. Loss is in
+nats per token over the whole validation split (per character with the default tokenizer);
+`bits_per_char` compares runs with different tokenizers.
 
     python benchmarks/quality.py --data ../shared/data/shakespeare.txt --json
 
@@ -62,7 +63,8 @@ def one_run(train: Path, val: Path, out: Path, seed: int, max_time: float, flags
                   "--seed", str(seed), "-o", str(out), "--overwrite", "--quiet", *flags)
     score = json.loads(fundamentallm("evaluate", str(out / "final.pt"), str(val), "--json"))
     summary = json.loads((out / "summary.json").read_text())
-    result = {"seed": seed, "val_loss": round(score["loss"], 4), "steps": summary["steps"],
+    result = {"seed": seed, "val_loss": round(score["loss"], 4),
+              "bits_per_char": round(score["bits_per_char"], 4), "steps": summary["steps"],
               "tokens_per_s": summary["tokens_per_s"], "wall_time_s": summary["wall_time_s"]}
     if target is not None:
         result["time_to_target_s"] = time_to_target(out, target)
@@ -71,7 +73,9 @@ def one_run(train: Path, val: Path, out: Path, seed: int, max_time: float, flags
 
 def recipe(name: str, runs: list[dict]) -> dict:
     losses = [r["val_loss"] for r in runs]
-    return {"name": name, "median_val_loss": statistics.median(losses), "runs": runs}
+    bits = [r["bits_per_char"] for r in runs]
+    return {"name": name, "median_val_loss": statistics.median(losses),
+            "median_bits_per_char": statistics.median(bits), "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> int:
