@@ -16,6 +16,7 @@ from fundamentallm import __version__
 from fundamentallm.errors import ArgumentParser, UserError, run_reporting_errors
 
 CFG_PREFIX = "cfg:"
+SAMPLING_PREFIX = "sampling:"
 
 
 # ---------------------------------------------------------------- train
@@ -33,13 +34,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quiet", "-q", action="store_true", help="print only warnings and errors")
     mode.add_argument("--json", action="store_true", help="print JSON lines (start, metrics, end)")
-    for info in fields():
+    add_field_flags(p, fields(), CFG_PREFIX)
+
+
+def add_field_flags(p: argparse.ArgumentParser, infos, prefix: str) -> None:
+    """One flag per `option(...)` field; parsed values land in `prefix + key`, unset ones
+    are absent (so a file or a saved setting is not overridden by a default)."""
+    for info in infos:
         if info.flag is None:
             continue
         names = [info.flag, *info.meta["aliases"]]
-        common = {"dest": CFG_PREFIX + info.key, "default": argparse.SUPPRESS, "help": info.meta["help"]}
+        common = {"dest": prefix + info.key, "default": argparse.SUPPRESS, "help": info.meta["help"]}
         if info.kind is bool:
             p.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
+        elif info.kind is list:  # repeatable
+            p.add_argument(*names, action="append", metavar="TEXT", **common)
         else:
             p.add_argument(*names, type=info.kind, choices=info.meta["choices"],
                            metavar=info.name.upper() if not info.meta["choices"] else None, **common)
@@ -133,49 +142,111 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- generate
 def add_generate_args(p: argparse.ArgumentParser) -> None:
+    from fundamentallm.config.loading import class_fields
+    from fundamentallm.sampling import SamplingOptions
+
     p.add_argument("checkpoint", help="a .pt file written by train (e.g. OUTPUT_DIR/final.pt)")
-    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-tokens", "--max-length", type=int, default=200, help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
-    p.add_argument("--seed", type=int, default=None, help="same seed, same text")
-    p.add_argument("--num-samples", type=int, default=1, help="independent samples")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default=None, help="text to continue (default: a newline)")
+    prompt.add_argument("--prompt-file", help="continue the text of this file")
+    p.add_argument("--output", help="write the output to this file instead of stdout")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: each sample's text, token count, mean log-probability and tokens/s")
+    p.add_argument("--interactive", action="store_true", help="a prompt loop that keeps the settings")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    add_field_flags(p, class_fields(SamplingOptions), SAMPLING_PREFIX)
+
+
+def sampling_options(args: argparse.Namespace):
+    from fundamentallm.sampling import SamplingOptions
+
+    chosen = {k[len(SAMPLING_PREFIX) + 1:]: v for k, v in vars(args).items() if k.startswith(SAMPLING_PREFIX)}
+    return SamplingOptions().updated(chosen)
+
+
+def load_sampler(checkpoint: str, device: str):
+    from fundamentallm.checkpoint import load_model
+    from fundamentallm.generation import Sampler
+    from fundamentallm.training.precision import resolve_device
+
+    model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
+    return Sampler(model, tokenizer)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from fundamentallm.checkpoint import load_model
-    from fundamentallm.generation import SamplingOptions, generate
-    from fundamentallm.tokenizers import StreamDecoder
-    from fundamentallm.training.precision import resolve_device
+    import json
 
-    options = SamplingOptions(args.max_tokens, args.temperature, args.top_k, args.top_p,
-                              args.seed, args.num_samples)
-    options.check()
-    model, tokenizer, _ = load_model(args.checkpoint, resolve_device(args.device))
-    prompt = tokenizer.encode(args.prompt)
-    unknown = prompt.count(tokenizer.unk_id) if tokenizer.unk_id is not None else 0
+    from fundamentallm.atomic import write_text
+    from fundamentallm.data.text import read_text_file
+
+    options = sampling_options(args)
+    sampler = load_sampler(args.checkpoint, args.device)
+    if args.interactive:
+        from fundamentallm.interactive import Repl
+
+        return Repl(sampler, options).run()
+    prompt = read_text_file(args.prompt_file) if args.prompt_file else args.prompt
+    prompt = "\n" if prompt is None else prompt
+    _, unknown = sampler.encode_prompt(prompt)
     if unknown:
         print(f"note: {unknown} prompt character(s) never seen in training were replaced by <unk>",
               file=sys.stderr)
-    banned = [tokenizer.unk_id] if tokenizer.unk_id is not None else []
-    stream = StreamDecoder(tokenizer) if options.num_samples == 1 else None
-    samples: list[list[int]] = [[] for _ in range(options.num_samples)]
-    if stream:
-        sys.stdout.write(args.prompt)
-    for tokens in generate(model, prompt, options, banned):
-        for sample, token in zip(samples, tokens.tolist()):
-            sample.append(token)
-        if stream:
-            sys.stdout.write(stream.push(samples[0][-1]))
+    live = not (args.json or args.output) and options.num_samples == 1 and options.beam_width == 1
+    if live:  # stream to the terminal as tokens arrive
+        sys.stdout.write(prompt)
+    for event in sampler.stream(prompt, options):
+        if live and not isinstance(event, list):
+            sys.stdout.write(event[1])
             sys.stdout.flush()
-    if stream:
-        sys.stdout.write(stream.flush() + "\n")
+    completions = event
+    if args.json:
+        text = json.dumps({"prompt": prompt, "samples": [c.to_dict() for c in completions]}, ensure_ascii=False)
+    elif len(completions) == 1:
+        text = prompt + completions[0].text
     else:
-        for i, sample in enumerate(samples, 1):
-            sys.stdout.write(f"--- sample {i} ---\n{args.prompt}{tokenizer.decode(sample)}\n")
+        text = "\n".join(f"--- sample {i} ---\n{prompt}{c.text}" for i, c in enumerate(completions, 1))
+    if args.output:
+        write_text(Path(args.output), text + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(("" if live else text) + "\n")
     return 0
+
+
+# ---------------------------------------------------------------- interactive, serve
+def add_interactive_args(p: argparse.ArgumentParser) -> None:
+    from fundamentallm.config.loading import class_fields
+    from fundamentallm.sampling import SamplingOptions
+
+    p.add_argument("checkpoint", help="a .pt file written by train (e.g. OUTPUT_DIR/final.pt)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    add_field_flags(p, class_fields(SamplingOptions), SAMPLING_PREFIX)
+
+
+def cmd_interactive(args: argparse.Namespace) -> int:
+    from fundamentallm.interactive import Repl
+
+    return Repl(load_sampler(args.checkpoint, args.device), sampling_options(args)).run()
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a .pt file written by train (e.g. OUTPUT_DIR/final.pt)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--max-tokens-limit", type=int, default=1000,
+                   help="the largest max_tokens a request may ask for")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fundamentallm.server import serve
+
+    if not 0 <= args.port < 65536:
+        raise UserError(f"--port must be between 0 and 65535 (got {args.port})")
+    if args.max_tokens_limit < 1:
+        raise UserError(f"--max-tokens-limit must be at least 1 (got {args.max_tokens_limit})")
+    return serve(load_sampler(args.checkpoint, args.device), args.checkpoint, args.host, args.port,
+                 args.max_tokens_limit)
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -280,6 +351,9 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a model on text", add_train_args, cmd_train),
     "evaluate": ("score a checkpoint on a text file", add_evaluate_args, cmd_evaluate),
     "generate": ("sample text from a checkpoint", add_generate_args, cmd_generate),
+    "interactive": ("a prompt loop over a checkpoint that keeps its settings", add_interactive_args,
+                    cmd_interactive),
+    "serve": ("an HTTP API and web page for a checkpoint", add_serve_args, cmd_serve),
     "tokenizer": ("train, inspect or apply a tokenizer", add_tokenizer_args, cmd_tokenizer),
     "data": ("prepare data: split a corpus into train/validation/test", add_data_args, cmd_data),
 }

@@ -1,141 +1,281 @@
-"""Sampling text from a model, token by token, with a KV cache.
+"""Generating text: KV-cached decoding, sampling, beam search and stop strings.
 
-The next-token distribution passes through a chain of logits rules (temperature, top-k,
-top-p, banned tokens); a new sampling control is one new rule class. The cache holds at
-most `context_length` positions: when it is full, it restarts from the most recent half
-of the text, so any length can be generated at an amortised cost well below recomputing
-the whole context for every token.
+Three layers, each usable on its own:
+- `Decoder` feeds tokens to the model and returns next-token logits. Its KV cache holds at
+  most `context_length` positions; when full it restarts from the most recent half of the
+  text, so any length can be generated at an amortised cost far below recomputing the
+  whole context for every token.
+- `generate` (token ids in, token ids out) samples all samples of a batch together, one
+  forward pass per step; `beam_search` keeps the `beam_width` most likely continuations.
+- `Sampler` (text in, text out) adds the tokenizer: prompt encoding, `--ban` text, stop
+  strings, streaming text and per-sample figures. The CLI, the REPL and the server all
+  call it, so every option means the same everywhere.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol
 
 import torch
 
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
+from fundamentallm.sampling import SamplingOptions, logits_rules
+from fundamentallm.tokenizers import StreamDecoder, Tokenizer
+
+__all__ = ["Completion", "Decoder", "SamplingOptions", "Sampler", "beam_search", "generate"]
 
 
-class LogitsRule(Protocol):
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        """logits (B, V) → logits (B, V); -inf removes a token."""
+class Decoder:
+    """The text so far (B, n) and the model's logits for the next token (B, V)."""
+
+    def __init__(self, model: GPT, prompt: torch.Tensor, use_cache: bool = True):
+        self.model, self.context = model, model.cfg.context_length
+        self.text = prompt  # (B, P)
+        self.cache = model.new_cache(prompt.shape[0]) if use_cache else None
+        self.logits = self.model(self.text[:, -self.context:], cache=self.cache)[:, -1].float()
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """Append token (B,); return the logits for the one after it (B, V)."""
+        self.text = torch.cat([self.text, token[:, None]], dim=1)  # (B, n + 1)
+        if self.cache is None:  # no cache: the whole (latest) context again
+            logits = self.model(self.text[:, -self.context:])
+        elif self.cache.length == self.context:  # full: restart from the most recent half
+            self.cache.reset()
+            logits = self.model(self.text[:, -max(1, self.context // 2):], cache=self.cache)
+        else:
+            logits = self.model(token[:, None], cache=self.cache)
+        self.logits = logits[:, -1].float()
+        return self.logits
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep the sequences `index` (B,), e.g. the beams chosen to extend."""
+        self.text, self.logits = self.text[index], self.logits[index]
+        if self.cache is not None:
+            self.cache.reorder(index)
 
 
-class BanTokens:
-    def __init__(self, ids: list[int]):
-        self.ids = ids
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        logits[:, self.ids] = float("-inf")
-        return logits
-
-
-class Temperature:
-    """Divides logits by T: below 1 sharpens the distribution, above 1 flattens it."""
-
-    def __init__(self, temperature: float):
-        self.temperature = temperature
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits / self.temperature
-
-
-class TopK:
-    """Keeps the k most likely tokens (Fan et al. 2018)."""
-
-    def __init__(self, k: int):
-        self.k = k
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        kth = torch.topk(logits, min(self.k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
-        return logits.masked_fill(logits < kth, float("-inf"))
-
-
-class TopP:
-    """Nucleus sampling (Holtzman et al. 2020): the smallest set of tokens whose
-    probabilities add up to at least p."""
-
-    def __init__(self, p: float):
-        self.p = p
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)  # (B, V) each
-        probs = sorted_logits.softmax(dim=-1)
-        before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
-        sorted_logits[before >= self.p] = float("-inf")  # the top token always stays
-        return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-
-
-@dataclass
-class SamplingOptions:
-    max_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    num_samples: int = 1
-    use_cache: bool = True  # False recomputes the whole context for every token (benchmarks)
-
-    def check(self) -> None:
-        if self.max_tokens < 0:
-            raise UserError(f"--max-tokens must be 0 or more (got {self.max_tokens})")
-        if self.temperature < 0:
-            raise UserError(f"--temperature must be 0 or more (got {self.temperature})")
-        if self.top_k is not None and self.top_k < 1:
-            raise UserError(f"--top-k must be at least 1 (got {self.top_k})")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise UserError(f"--top-p must be above 0 and at most 1 (got {self.top_p})")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise UserError(f"--seed must be between 0 and 2**63 - 1 (got {self.seed})")
-        if self.num_samples < 1:
-            raise UserError(f"--num-samples must be at least 1 (got {self.num_samples})")
-
-    def rules(self, banned: list[int]) -> list[LogitsRule]:
-        rules: list[LogitsRule] = [BanTokens(banned)] if banned else []
-        if self.temperature > 0:
-            rules.append(Temperature(self.temperature))
-        if self.top_k is not None:
-            rules.append(TopK(self.top_k))
-        if self.top_p is not None:
-            rules.append(TopP(self.top_p))
-        return rules
-
-
-@torch.inference_mode()  # like no_grad, minus the version-counter bookkeeping per op
-def generate(model: GPT, prompt: list[int], options: SamplingOptions,
-             banned: list[int] | None = None) -> Iterator[torch.Tensor]:
-    """Yield the next token of every sample, (num_samples,), `max_tokens` times."""
+def _start(model: GPT, prompt: list[int], batch: int, options: SamplingOptions):
     options.check()
     if not prompt:
         raise UserError("the prompt must hold at least one token")
     device = model.embed.weight.device
-    context = model.cfg.context_length
-    generator = torch.Generator(device)
+    ids = torch.tensor([prompt], device=device).repeat(batch, 1)  # (B, P)
+    counts = torch.zeros(batch, model.cfg.vocab_size, device=device)  # each sample's token counts
+    counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=counts.dtype))
+    return Decoder(model, ids, options.use_cache), counts
+
+
+@torch.inference_mode()  # like no_grad, minus the version-counter bookkeeping per op
+def generate(model: GPT, prompt: list[int], options: SamplingOptions,
+             banned: list[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (tokens, log-probabilities) of every sample, each (num_samples,), up to
+    `max_tokens` times. Log-probabilities are the model's own (before any sampling rule)."""
+    decoder, counts = _start(model, prompt, options.num_samples, options)
+    rules = logits_rules(options, banned or [])
+    generator = torch.Generator(decoder.text.device)
     if options.seed is None:
         generator.seed()  # fresh entropy, without touching torch's global generator
     else:
         generator.manual_seed(options.seed)
-    rules = options.rules(banned or [])
-    text = torch.tensor([prompt], device=device).repeat(options.num_samples, 1)  # (B, P)
-    cache = model.new_cache(options.num_samples) if options.use_cache else None
-    logits = model(text[:, -context:], cache=cache)[:, -1].float()  # (B, V)
+    rows = torch.arange(options.num_samples, device=decoder.text.device)
     for i in range(options.max_tokens):
+        logits = decoder.logits.clone()
         for rule in rules:
-            logits = rule(logits)
-        if options.temperature == 0:
+            logits = rule(logits, counts)
+        if options.is_greedy:
             token = logits.argmax(dim=-1)  # (B,)
         else:
             token = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)  # (B,)
-        yield token
+        yield token, decoder.logits.log_softmax(-1)[rows, token]
         if i == options.max_tokens - 1:
             break
-        text = torch.cat([text, token[:, None]], dim=1)  # (B, n + 1)
-        if cache is None:  # no cache: the whole (latest) context again
-            logits = model(text[:, -context:])[:, -1].float()
-        elif cache.length == context:  # full: restart from the most recent half
-            cache.reset()
-            logits = model(text[:, -max(1, context // 2):], cache=cache)[:, -1].float()
-        else:
-            logits = model(token[:, None], cache=cache)[:, -1].float()
+        counts[rows, token] += 1
+        decoder.step(token)
+
+
+@torch.inference_mode()
+def beam_search(model: GPT, prompt: list[int], options: SamplingOptions, banned: list[int] | None = None,
+                stop_at=lambda ids: None) -> tuple[list[int], float]:
+    """The most likely continuation found by a beam of `beam_width`; (ids, sum of log-probs).
+
+    Beams are ranked by total log-probability; finished ones (cut by `stop_at(ids)`, which
+    returns how many ids to keep when a stop string appears, or by `max_tokens`) by total /
+    length^length_penalty, so a penalty above 0 stops short beams from winning by default.
+    Width 1 is greedy decoding.
+    """
+    width = options.beam_width
+    decoder, counts = _start(model, prompt, width, options)
+    rules = logits_rules(options, banned or [], sampling=False)
+    device = decoder.text.device
+    scores = torch.full((width,), float("-inf"), device=device)
+    scores[0] = 0.0  # all beams start as the same prompt: expand only the first
+    beams = torch.zeros(width, 0, dtype=torch.long, device=device)  # generated ids (K, t)
+    finished: list[tuple[float, list[int], float]] = []
+
+    def rank(ids: list[int], total: float) -> float:
+        return total / max(1, len(ids)) ** options.length_penalty
+
+    for step in range(options.max_tokens):
+        logits = decoder.logits.clone()
+        for rule in rules:
+            logits = rule(logits, counts)
+        candidates = scores[:, None] + logits.log_softmax(-1)  # (K, V)
+        values, flat = candidates.flatten().topk(width)
+        if not torch.isfinite(values[0]):
+            break  # every beam finished
+        beam, token = flat // logits.shape[1], flat % logits.shape[1]
+        decoder.reorder(beam)
+        beams = torch.cat([beams[beam], token[:, None]], dim=1)
+        counts = counts[beam]
+        counts[torch.arange(width, device=device), token] += 1
+        scores = values.clone()
+        for k in range(width):
+            if not torch.isfinite(scores[k]):
+                continue
+            keep = stop_at(beams[k].tolist())
+            if keep is not None:
+                finished.append((rank(beams[k, :keep].tolist(), float(scores[k])),
+                                 beams[k, :keep].tolist(), float(scores[k])))
+                scores[k] = float("-inf")  # a finished beam is not extended
+        if step < options.max_tokens - 1:
+            decoder.step(token)
+    for k in range(width):
+        if torch.isfinite(scores[k]):
+            finished.append((rank(beams[k].tolist(), float(scores[k])), beams[k].tolist(), float(scores[k])))
+    _, ids, total = max(finished, key=lambda f: f[0]) if finished else (0.0, [], 0.0)
+    return ids, total
+
+
+@dataclass
+class Completion:
+    """One sample's result."""
+
+    text: str
+    tokens: int
+    mean_logprob: float  # mean log-probability per generated token, under the model
+    tokens_per_s: float
+    stop_reason: str  # "stop" (a stop string) or "length" (max_tokens)
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "tokens": self.tokens, "mean_logprob": round(self.mean_logprob, 4),
+                "tokens_per_s": round(self.tokens_per_s, 1), "stop_reason": self.stop_reason}
+
+
+class StopScanner:
+    """Cuts one sample's text at the first stop string, holding back any tail that could
+    be the start of one, so streamed text never shows part of a stop string."""
+
+    def __init__(self, stops: list[str]):
+        self.stops, self.pending, self.done = [s for s in stops if s], "", False
+
+    def feed(self, text: str) -> str:
+        """New text in; the text that is safe to show out."""
+        self.pending += text
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.pending, self.done = self.pending[:min(hits)], "", True
+            return out
+        hold = max((n for s in self.stops for n in range(1, len(s)) if self.pending.endswith(s[:n])),
+                   default=0)
+        out = self.pending[:len(self.pending) - hold]
+        self.pending = self.pending[len(out):]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class Sampler:
+    """Text generation from a trained model: prompt text in, completions (or a stream) out."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self._token_texts: list[str] | None = None
+
+    def encode_prompt(self, prompt: str) -> tuple[list[int], int]:
+        """Prompt ids, and how many characters were unknown to the model (<unk>)."""
+        ids = self.tokenizer.encode(prompt)
+        unk = self.tokenizer.unk_id
+        return ids, (ids.count(unk) if unk is not None else 0)
+
+    def banned_ids(self, ban: list[str]) -> list[int]:
+        """<unk>, and for each --ban text: every token holding that character, or the one
+        token spelled exactly so."""
+        if self._token_texts is None and ban:
+            self._token_texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
+        banned = {self.tokenizer.unk_id} if self.tokenizer.unk_id is not None else set()
+        for text in ban:
+            if len(text) == 1:
+                banned.update(i for i, t in enumerate(self._token_texts) if text in t)
+            elif text in self._token_texts:
+                banned.add(self._token_texts.index(text))
+            else:
+                raise UserError(f"--ban {text!r}: neither one character nor one token of this model")
+        return sorted(banned)
+
+    def stream(self, prompt: str, options: SamplingOptions) -> Iterator[tuple[int, str] | list[Completion]]:
+        """Yield (sample, new text) as it is generated, then the list of completions."""
+        ids, _ = self.encode_prompt(prompt)
+        banned = self.banned_ids(options.ban)
+        start = time.perf_counter()
+        if options.beam_width > 1:
+            yield from self._beam(ids, options, banned, start)
+            return
+        n = options.num_samples
+        decoders = [StreamDecoder(self.tokenizer) for _ in range(n)]
+        scanners = [StopScanner(options.stop) for _ in range(n)]
+        texts, tokens, logprob = [""] * n, [0] * n, [0.0] * n
+        ended = [0.0] * n
+        for step_tokens, step_logprobs in generate(self.model, ids, options, banned):
+            for i, (token, lp) in enumerate(zip(step_tokens.tolist(), step_logprobs.tolist())):
+                if scanners[i].done:
+                    continue
+                tokens[i] += 1
+                logprob[i] += lp
+                new = scanners[i].feed(decoders[i].push(token))
+                if scanners[i].done:
+                    ended[i] = time.perf_counter() - start
+                if new:
+                    texts[i] += new
+                    yield i, new
+            if all(s.done for s in scanners):
+                break
+        elapsed = time.perf_counter() - start
+        for i in range(n):
+            if not scanners[i].done:
+                new = scanners[i].feed(decoders[i].flush())
+                new += "" if scanners[i].done else scanners[i].flush()
+                if new:
+                    texts[i] += new
+                    yield i, new
+        yield [Completion(texts[i], tokens[i], logprob[i] / max(1, tokens[i]),
+                          tokens[i] / max(ended[i] or elapsed, 1e-9),
+                          "stop" if scanners[i].done else "length") for i in range(n)]
+
+    def _beam(self, ids: list[int], options: SamplingOptions, banned: list[int], start: float):
+        def stop_at(generated: list[int]) -> int | None:
+            if not options.stop:
+                return None
+            scanner = StopScanner(options.stop)
+            scanner.feed(self.tokenizer.decode(generated))
+            return len(generated) if scanner.done else None
+
+        best, total = beam_search(self.model, ids, options, banned, stop_at)
+        scanner = StopScanner(options.stop)
+        text = scanner.feed(self.tokenizer.decode(best))
+        text += "" if scanner.done else scanner.flush()
+        yield 0, text
+        yield [Completion(text, len(best), total / max(1, len(best)),
+                          len(best) / max(time.perf_counter() - start, 1e-9),
+                          "stop" if scanner.done else "length")]
+
+    def complete(self, prompt: str, options: SamplingOptions) -> list[Completion]:
+        """Generate and return the completions (no streaming)."""
+        for event in self.stream(prompt, options):
+            if isinstance(event, list):
+                return event
+        raise AssertionError("stream ended without completions")  # pragma: no cover

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY_SHAPE = ["--model-dim", "32", "--num-layers", "2", "--num-heads", "2", "--context-length", "16"]
 
@@ -58,6 +60,9 @@ def test_quality_trains_both_recipes_and_reports_the_median(tmp_path):
         assert [r["seed"] for r in recipe["runs"]] == [1, 2]
         losses = sorted(r["val_loss"] for r in recipe["runs"])
         assert recipe["median_val_loss"] == sum(losses) / 2  # the median of two
+        # char tokenizer: bits per char = nats per char / ln 2
+        for r in recipe["runs"]:
+            assert r["bits_per_char"] == pytest.approx(r["val_loss"] / 0.6931471805599453, abs=2e-4)
         assert all(r["wall_time_s"] >= 2 for r in recipe["runs"])
     # Every loss is under 99: the target is met at the first evaluation of each run.
     first_eval = [r for r in json.loads((tmp_path / "work" / "recipe0-seed1" / "metrics.json").read_text())

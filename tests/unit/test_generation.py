@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from fundamentallm.errors import UserError
-from fundamentallm.generation import BanTokens, SamplingOptions, Temperature, TopK, TopP, generate
+from fundamentallm.generation import generate
+from fundamentallm.sampling import BanTokens, SamplingOptions, Temperature, TopK, TopP
 from fundamentallm.model import GPT
 
 PROMPT = [3, 1, 4]
@@ -32,7 +33,7 @@ def sharp_model(tiny_model_config) -> GPT:
 def run(model: GPT, prompt: list[int] = PROMPT, banned: list[int] | None = None,
         **options) -> torch.Tensor:
     """All generated tokens, (num_samples, max_tokens)."""
-    steps = list(generate(model, prompt, SamplingOptions(**options), banned))
+    steps = [token for token, _ in generate(model, prompt, SamplingOptions(**options), banned)]
     return torch.stack(steps, dim=1) if steps else torch.empty(0)
 
 
@@ -50,7 +51,7 @@ def greedy_reference(model: GPT, prompt: list[int], n: int) -> list[int]:
 # ------------------------------------------------------------------ logits rules
 def test_top_k_keeps_exactly_k_finite_logits():
     logits = torch.randn(3, 30, generator=torch.Generator().manual_seed(0))
-    kept = TopK(5)(logits.clone())
+    kept = TopK(5)(logits.clone(), torch.zeros_like(logits))
     assert (torch.isfinite(kept).sum(dim=-1) == 5).all()
     top = logits.topk(5, dim=-1).indices
     assert torch.equal(kept.gather(-1, top), logits.gather(-1, top))  # the 5 largest, unchanged
@@ -58,7 +59,7 @@ def test_top_k_keeps_exactly_k_finite_logits():
 
 def test_top_k_larger_than_vocab_keeps_everything():
     logits = torch.randn(2, 4)
-    assert torch.equal(TopK(10)(logits.clone()), logits)
+    assert torch.equal(TopK(10)(logits.clone(), torch.zeros_like(logits)), logits)
 
 
 @pytest.mark.parametrize(("p", "kept"), [(0.3, {0}), (0.5, {0}), (0.7, {0, 1}),
@@ -67,7 +68,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p(p, kept):
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     perm = torch.tensor([2, 0, 3, 1])  # shuffled, so the rule must sort and scatter back
     logits = probs.log()[perm][None]
-    out = TopP(p)(logits.clone())
+    out = TopP(p)(logits.clone(), torch.zeros_like(logits))
     finite = {int(perm[i]) for i in torch.isfinite(out[0]).nonzero().flatten()}
     assert finite == kept
     assert torch.equal(out[torch.isfinite(out)], logits[torch.isfinite(out)])
@@ -75,9 +76,9 @@ def test_top_p_keeps_the_smallest_set_reaching_p(p, kept):
 
 def test_ban_tokens_and_temperature():
     logits = torch.zeros(2, 6)
-    banned = BanTokens([1, 4])(logits.clone())
+    banned = BanTokens([1, 4])(logits.clone(), torch.zeros_like(logits))
     assert torch.isinf(banned[:, [1, 4]]).all() and torch.isfinite(banned[:, [0, 2, 3, 5]]).all()
-    assert torch.equal(Temperature(0.5)(torch.ones(1, 3)), torch.full((1, 3), 2.0))
+    assert torch.equal(Temperature(0.5)(torch.ones(1, 3), torch.zeros(1, 3)), torch.full((1, 3), 2.0))
 
 
 # ------------------------------------------------------------------ generate
@@ -149,7 +150,7 @@ def test_context_length_one_can_generate(tiny_model_config):
 def test_num_samples_gives_that_many_rows(tiny_model):
     steps = list(generate(tiny_model, PROMPT, SamplingOptions(max_tokens=7, num_samples=3, seed=0)))
     assert len(steps) == 7
-    assert all(step.shape == (3,) for step in steps)
+    assert all(token.shape == (3,) and logprob.shape == (3,) for token, logprob in steps)
 
 
 def test_zero_tokens_yields_nothing(tiny_model):
@@ -188,8 +189,8 @@ def test_sampling_follows_the_model_distribution(tiny_model):
 def test_cached_and_uncached_generation_give_the_same_tokens(tiny_model, tiny_model_config):
     # Within the context both see the same text, so with one seed they sample the same tokens.
     fits = tiny_model_config.context_length - 3
-    runs = [torch.stack(list(generate(tiny_model, [1, 2, 3], SamplingOptions(
-        max_tokens=fits, temperature=1.0, seed=5, num_samples=2, use_cache=use_cache))), dim=1)
+    runs = [torch.stack([t for t, _ in generate(tiny_model, [1, 2, 3], SamplingOptions(
+        max_tokens=fits, temperature=1.0, seed=5, num_samples=2, use_cache=use_cache))], dim=1)
         for use_cache in (True, False)]
     assert runs[0].shape == (2, fits)
     assert torch.equal(runs[0], runs[1])

@@ -39,17 +39,21 @@ class FieldInfo:
         return ("--" + self.name.replace("_", "-")) if flag == "" else flag
 
 
+def class_fields(cls: type, section: str = "") -> Iterator[FieldInfo]:
+    """Every `option(...)` field of one dataclass (a config section, SamplingOptions)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        kind = args[0] if optional else (typing.get_origin(hint) or hint)
+        yield FieldInfo(section, f.name, kind, optional, f.metadata)
+
+
 def fields() -> Iterator[FieldInfo]:
     """Every field of the config tree, section by section."""
     for section in dataclasses.fields(Config):
-        cls = section.default_factory
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            hint = hints[f.name]
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            optional = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-            kind = args[0] if optional else (typing.get_origin(hint) or hint)
-            yield FieldInfo(section.name, f.name, kind, optional, f.metadata)
+        yield from class_fields(section.default_factory, section.name)
 
 
 def field_by_key() -> dict[str, FieldInfo]:

@@ -17,6 +17,7 @@ CHECKS = {
     "non_negative": (lambda v: v >= 0, "must be 0 or more"),
     "fraction": (lambda v: 0 <= v < 1, "must be at least 0 and below 1"),
     "seed": (lambda v: 0 <= v < 2**63, "must be between 0 and 2**63 - 1"),
+    "probability": (lambda v: 0 < v <= 1, "must be above 0 and at most 1"),
 }
 
 

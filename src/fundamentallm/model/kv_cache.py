@@ -36,3 +36,8 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep the sequences `index` (B,) in that order (beam search picks the beams to extend)."""
+        self.keys = self.keys.index_select(1, index)
+        self.values = self.values.index_select(1, index)
