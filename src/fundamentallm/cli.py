@@ -160,7 +160,12 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
 def sampling_options(args: argparse.Namespace):
     from fundamentallm.sampling import SamplingOptions
 
+    from fundamentallm.data.text import unescape
+
     chosen = {k[len(SAMPLING_PREFIX) + 1:]: v for k, v in vars(args).items() if k.startswith(SAMPLING_PREFIX)}
+    for name in ("stop", "ban"):  # typed on a command line, \n means a newline
+        if name in chosen:
+            chosen[name] = [unescape(text) for text in chosen[name]]
     return SamplingOptions().updated(chosen)
 
 

@@ -47,6 +47,12 @@ def test_generate_compares_cached_and_uncached():
     assert report["same_tokens_within_context"] is True
 
 
+def test_generate_cached_only_with_several_samples():
+    report = bench("generate.py", *TINY_SHAPE, "--tokens", "30", "--num-samples", "3", "--cached-only")
+    assert report["num_samples"] == 3 and report["cached"]["tokens_per_s"] > 0
+    assert "uncached" not in report and "speedup" not in report
+
+
 def test_quality_trains_both_recipes_and_reports_the_median(tmp_path):
     data = tmp_path / "text.txt"
     data.write_text((ROOT / "data" / "shakespeare_sample.txt").read_text(encoding="utf-8")[:60_000],

@@ -69,6 +69,13 @@ def test_stop_strings_end_the_output_exactly(ckpt, capsys):
         == "A" + full[:full.index(stop)] + "\n"
 
 
+def test_stop_typed_with_backslash_n_means_a_newline(ckpt, capsys):
+    full = samples(capsys, ckpt, "--greedy", "--max-tokens", "120", "--prompt", "A")[0]["text"]
+    assert "\n" in full
+    cut = samples(capsys, ckpt, "--greedy", "--max-tokens", "120", "--prompt", "A", "--stop", "\\n")[0]
+    assert cut["text"] == full[:full.index("\n")]
+
+
 def test_banned_characters_never_appear(ckpt, capsys):
     out = samples(capsys, ckpt, "--max-tokens", "150", "--temperature", "1.5", "--seed", "2",
                   "--num-samples", "4", "--ban", "e", "--ban", " ")

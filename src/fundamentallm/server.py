@@ -1,0 +1,283 @@
+"""`fundamentallm serve`: an HTTP API and a small web page over one checkpoint.
+
+Endpoints:
+- `POST /generate`: JSON `{"prompt": "...", "stream": false, ...}` where every other key is
+  a `SamplingOptions` field, read by `SamplingOptions.updated`, so each option means what
+  the same `generate` flag means. The answer is `{"prompt", "samples": [...]}`; with
+  `"stream": true` it is server-sent events: `data: {"sample": i, "text": "..."}` per new
+  piece of text, then `event: done` whose data is the non-streaming answer.
+- `GET /health`, `GET /info` (the model, tokenizer, checkpoint and request limits), `GET /`
+  (the page in web/index.html).
+
+Every error is JSON `{"error": "one line"}`: 400 unreadable JSON, 413 a body over
+`MAX_BODY_BYTES`, 422 a request that cannot be served as asked.
+
+The model is not thread-safe, so one lock serialises generations (others wait their turn).
+Generation steps run in the thread pool, so the event loop keeps answering (e.g. /health)
+while a long generation runs; a streaming client that disconnects stops its generation.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from importlib import resources
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from fundamentallm.errors import UserError
+from fundamentallm.generation import Sampler
+from fundamentallm.sampling import SamplingOptions
+
+__all__ = ["MAX_BODY_BYTES", "MAX_SAMPLES", "create_app", "serve"]
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_SAMPLES = 16  # num_samples and beam_width: both multiply the work of one request
+# The page may only talk to this server and load nothing from elsewhere: it must work offline.
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+               "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'")
+
+
+class RequestError(Exception):
+    """A request the server refuses: HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed the limit: from
+    Content-Length before reading anything, otherwise (chunked) while reading."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+def parse_request(body: bytes, defaults: SamplingOptions, max_tokens_limit: int
+                  ) -> tuple[str, bool, SamplingOptions]:
+    """(prompt, stream, options) from a /generate body, or a RequestError."""
+    try:
+        values = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(400, f"the body is not valid JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise RequestError(422, "the body must be a JSON object")
+    prompt = values.pop("prompt", None)
+    if not isinstance(prompt, str) or not prompt:
+        raise RequestError(422, "prompt must be a non-empty string")
+    stream = values.pop("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError(422, "stream must be true or false")
+    try:
+        options = defaults.updated(values, source="request")
+    except UserError as exc:
+        raise RequestError(422, str(exc)) from None
+    if options.max_tokens > max_tokens_limit:
+        raise RequestError(422, f"request: max_tokens must be at most {max_tokens_limit} "
+                                f"(got {options.max_tokens})")
+    for name in ("num_samples", "beam_width"):
+        if getattr(options, name) > MAX_SAMPLES:
+            raise RequestError(422, f"request: {name} must be at most {MAX_SAMPLES} "
+                                    f"(got {getattr(options, name)})")
+    return prompt, stream, options
+
+
+def sse(data: Any, event: str | None = None) -> str:
+    # json.dumps escapes newlines, so each payload is a single `data:` line.
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+class Generation:
+    """One request's turn at the model: holds the lock until closed (exactly once), and
+    steps the sampler's generator in the thread pool."""
+
+    def __init__(self, lock: anyio.Semaphore, events: Iterator):
+        self.lock, self.events, self.closed = lock, events, False
+
+    async def next(self) -> Any:
+        # The thread call cannot be cancelled halfway, so close() never meets a running step.
+        event = await run_in_threadpool(next, self.events, None)
+        if event is None:
+            raise RuntimeError("generation ended without its completions")
+        return event
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.events.close()  # ends generation; the sampler's state stays consistent
+            self.lock.release()
+
+
+class EventStream(StreamingResponse):
+    """A streaming response that ends its generation however the response ends, even if
+    the client left before the first byte was sent (then the body is never iterated)."""
+
+    def __init__(self, content: AsyncIterator[str], generation: Generation):
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.generation = generation
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.generation.close()
+
+
+def create_app(sampler: Sampler, checkpoint: str, max_tokens_limit: int = 1000,
+               should_stop: Callable[[], bool] = lambda: False) -> Starlette:
+    """The ASGI app. `should_stop()` true (the server is shutting down) ends generations early."""
+    lock = anyio.Semaphore(1)  # a semaphore, not a Lock: a stream releases it from another task
+    defaults = SamplingOptions(max_tokens=min(SamplingOptions().max_tokens, max_tokens_limit))
+    page = resources.files("fundamentallm").joinpath("web/index.html").read_text(encoding="utf-8")
+    model, tokenizer = sampler.model, sampler.tokenizer
+    info = {
+        "checkpoint": checkpoint,
+        "model": {"model_dim": model.cfg.model_dim, "num_layers": model.cfg.num_layers,
+                  "num_heads": model.cfg.num_heads, "context_length": model.cfg.context_length,
+                  "vocab_size": model.cfg.vocab_size, "parameters": model.num_parameters()},
+        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
+        "context_length": model.cfg.context_length,
+        "limits": {"max_tokens": max_tokens_limit, "num_samples": MAX_SAMPLES,
+                   "beam_width": MAX_SAMPLES, "body_bytes": MAX_BODY_BYTES},
+        "defaults": {k: v for k, v in defaults.to_dict().items() if k != "use_cache"},
+    }
+
+    async def start(prompt: str, options: SamplingOptions) -> tuple[Generation, Any]:
+        """Wait for the model; return the generation and its first event. Problems the
+        sampler finds (e.g. a --ban text it does not know) surface here, before any reply."""
+        await lock.acquire()
+        generation = Generation(lock, sampler.stream(prompt, options))
+        try:
+            return generation, await generation.next()
+        except BaseException:
+            generation.close()
+            raise
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def get_info(request: Request) -> Response:
+        return JSONResponse(info)
+
+    async def generate(request: Request) -> Response:
+        try:
+            prompt, stream, options = parse_request(await read_body(request), defaults, max_tokens_limit)
+            generation, first = await start(prompt, options)
+        except RequestError as exc:
+            return error_response(exc.status, str(exc))
+        except UserError as exc:
+            return error_response(422, f"request: {exc}")
+        if stream:
+            return EventStream(stream_events(generation, first, prompt), generation)
+        try:
+            event = first
+            while not isinstance(event, list):
+                # Nobody to answer, or shutting down: stop rather than keep others waiting.
+                if should_stop() or await request.is_disconnected():
+                    return error_response(503, "generation stopped: the server is shutting down "
+                                               "or the client left")
+                event = await generation.next()
+        finally:
+            generation.close()
+        return JSONResponse({"prompt": prompt, "samples": [c.to_dict() for c in event]})
+
+    async def stream_events(generation: Generation, event: Any, prompt: str) -> AsyncIterator[str]:
+        # If the client disconnects, Starlette cancels this iteration and EventStream closes
+        # the generation.
+        try:
+            while not isinstance(event, list):
+                if should_stop():
+                    return
+                yield sse({"sample": event[0], "text": event[1]})
+                event = await generation.next()
+            yield sse({"prompt": prompt, "samples": [c.to_dict() for c in event]}, "done")
+        except Exception as exc:  # headers are sent: report in-band, one line
+            yield sse({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}, "error")
+        finally:
+            generation.close()
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error_response(exc.status_code, exc.detail)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
+
+    routes = [Route("/", index), Route("/health", health), Route("/info", get_info),
+              Route("/generate", generate, methods=["POST"])]
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound and listening on host:port (0: a free port); a UserError if not possible."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def serve(sampler: Sampler, checkpoint: str, host: str = "127.0.0.1", port: int = 8000,
+          max_tokens_limit: int = 1000) -> int:
+    """Serve until Ctrl-C or SIGTERM, then return 0. Prints `serving on http://HOST:PORT`
+    (the real port, also for port 0) once connections are accepted."""
+    import uvicorn
+
+    sock = listening_socket(host, port)
+    server: uvicorn.Server | None = None
+    app = create_app(sampler, checkpoint, max_tokens_limit, lambda: bool(server and server.should_exit))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    # Connections queue on the listening socket until the loop starts: safe to announce now.
+    print(f"serving on http://{shown}:{bound_port}", flush=True)
+    # uvicorn re-raises the signal that stopped it, to the handlers it found: make those
+    # ignore it, so a stop is a clean exit (status 0, no "interrupted", no traceback).
+    in_main = threading.current_thread() is threading.main_thread()  # where signals can be set
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)
+                if in_main}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+    print("server stopped", file=sys.stderr)
+    return 0
