@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -61,6 +63,10 @@ class Repl:
             import readline  # noqa: F401  (line editing and history for input(), where available)
         except ImportError:  # pragma: no cover - not on every platform
             pass
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C must stop a generation even when this process was started with SIGINT
+            # ignored (as background jobs of a non-interactive shell are).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         self.say("FundamentaLLM interactive: type a prompt; /help for commands, /quit to leave.")
         while True:
             try:

@@ -119,6 +119,7 @@ class Terminal:
     def __init__(self, *argv: str):
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: becomes the program, the pty its controlling terminal
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in a terminal, whatever runs the tests
             os.chdir(ROOT)
             os.execve(sys.executable, [sys.executable, "-m", "fundamentallm", *argv], process_env())
         self.seen = ""
