@@ -63,7 +63,7 @@ class TrainingConsole:
     def stage(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
         """A preparation step before training (tokenizing a large corpus): a progress bar in
         rich mode; yields `advance(n)`."""
-        if self.mode != "rich":
+        if self.mode != "rich" or not self.err.is_terminal:  # a log file gets no bar
             yield lambda n: None
             return
         with Progress(TextColumn(f"[bold]{description}"), BarColumn(), TextColumn("{task.completed:,.0f}"),

@@ -107,6 +107,8 @@ def beam_search(model: GPT, prompt: list[int], options: SamplingOptions, banned:
     Width 1 is greedy decoding.
     """
     width = options.beam_width
+    if width > model.cfg.vocab_size:
+        raise UserError(f"--beam-width {width} is more than the model's {model.cfg.vocab_size} tokens")
     decoder, counts = _start(model, prompt, width, options)
     rules = logits_rules(options, banned or [], sampling=False)
     device = decoder.text.device

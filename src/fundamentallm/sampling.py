@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
+from fundamentallm.config.loading import class_fields, coerce
 from fundamentallm.config.schema import option
 from fundamentallm.errors import UserError
 
@@ -51,8 +52,6 @@ class SamplingOptions:
 
     def check(self) -> None:
         """Each field's own check, and the combinations that make no sense."""
-        from fundamentallm.config.loading import class_fields, coerce
-
         for info in class_fields(SamplingOptions):
             coerce(info, getattr(self, info.name), info.flag or info.name)
         if self.beam_width > 1 and self.num_samples > 1:
@@ -66,8 +65,6 @@ class SamplingOptions:
         """A copy with `values` (name -> value, e.g. parsed JSON) applied and checked.
         Unknown names and bad values are errors that name the option: by its flag, or as
         `source: name` when the values came from elsewhere (a REPL command, a request)."""
-        from fundamentallm.config.loading import class_fields, coerce
-
         known = {info.name: info for info in class_fields(SamplingOptions) if info.flag is not None}
         changes = {}
         for name, value in values.items():

@@ -226,3 +226,31 @@ def test_token_cache_trains_like_memory_and_is_reused(tmp_path, capsys):
     # a resumed run reads the cache too
     train(data, tmp_path / "cached", "--resume", "--token-cache", cache, max_steps=8, log_interval=1)
     assert sorted(losses(tmp_path / "cached"))[-1] == 8
+
+
+def test_evaluate_text_field_overrides_the_runs(tmp_path, jsonl, capsys):
+    out = train(jsonl, tmp_path / "run", "--text-field", "body", val_split=0)
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"content": TEXT[:3000]}) + "\n")
+    assert score(out / "final.pt", other, capsys, "--text-field", "content")["characters"] <= 2999
+    message = assert_one_line_error(run_process("evaluate", out / "final.pt", other, "--device", "cpu"))
+    assert "record has no 'body' field" in message
+
+
+def test_tokenizer_encode_show_tokens_lists_each_tokens_text(tmp_path, capsys):
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT)
+    out = train(data, tmp_path / "run", "--tokenizer", "byte", max_steps=1)
+    capsys.readouterr()
+    assert run_cli("tokenizer", "encode", out / "final.pt", "hé", "--show-tokens") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "104 195 169"
+    assert lines[1].split() == ["104", '"h"'] and len(lines) == 4
+
+
+def test_unwritable_token_cache_is_a_one_line_error(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT)
+    (tmp_path / "file").write_text("not a directory")
+    result = run_process("train", data, "--token-cache", tmp_path / "file" / "cache", *tiny_args())
+    assert "cannot write the token cache" in assert_one_line_error(result)

@@ -193,3 +193,20 @@ def test_updated_from_a_request_names_the_source_and_rejects_beams_with_samples(
     with pytest.raises(UserError, match="cannot be combined"):
         SamplingOptions().updated({"beam_width": 3, "num_samples": 2})
     assert SamplingOptions().updated({"max-tokens": 5, "stop": "x"}).stop == ["x"]
+
+
+@pytest.mark.parametrize("stop_token", [3, 5, 6, 11])
+def test_length_penalty_lets_longer_finished_beams_win(model, stop_token):
+    """A beam ends when it writes `stop_token`. Ranked by total log-probability (penalty 0)
+    short finished beams win; dividing by length^3 favours the long ones."""
+    lengths = {}
+    for penalty in (0.0, 3.0):
+        ids, _ = beam_search(model, [1, 2, 3], SamplingOptions(max_tokens=12, beam_width=4, length_penalty=penalty),
+                             stop_at=lambda ids: len(ids) if ids[-1] == stop_token else None)
+        lengths[penalty] = len(ids)
+    assert lengths[0.0] < lengths[3.0] == 12
+
+
+def test_beam_wider_than_the_vocabulary_is_refused(model, tokenizer):
+    with pytest.raises(UserError, match="more than the model's"):
+        beam_search(model, [1], SamplingOptions(beam_width=tokenizer.vocab_size + 1))

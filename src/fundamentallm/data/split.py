@@ -52,7 +52,7 @@ def part_sizes(total: int, val: float, test: float, by: str) -> tuple[int, int, 
     n_val, n_test = max(1, round(total * val)), (max(1, round(total * test)) if test else 0)
     n_train = total - n_val - n_test
     if n_train < 1:
-        raise UserError(f"only {total} {by}: too few to split into train, validation"
+        raise UserError(f"only {total} {by.rstrip('s')}(s): too few to split into train, validation"
                         + (" and test" if test else ""))
     return n_train, n_val, n_test
 

@@ -66,12 +66,13 @@ class DecodedFile:
     """One file as a stream of decoded text chunks, with a record of its invalid bytes.
 
     `invalid` says what an invalid sequence becomes: "replace" (U+FFFD, what analysis
-    shows), "repair" (see `repair_bytes`) or "drop". A leading UTF-8 byte-order mark is
+    shows), "repair" (see `repair_bytes`) or "drop"; "error" (reading training text) stops
+    with a UserError naming the byte and its offset. A leading UTF-8 byte-order mark is
     not part of the text and is skipped. The figures are complete once iteration ends.
     """
 
     def __init__(self, path: str | Path, invalid: str = "replace", chunk_bytes: int = DEFAULT_CHUNK_BYTES):
-        if invalid not in INVALID_MODES:
+        if invalid not in (*INVALID_MODES, "error"):
             raise UserError(f"unknown --invalid mode {invalid!r}; choose one of {', '.join(INVALID_MODES)}")
         if chunk_bytes < 1:
             raise ValueError("chunk_bytes must be positive")
@@ -130,6 +131,10 @@ class DecodedFile:
 
     def _on_invalid(self, exc: UnicodeDecodeError) -> tuple[str, int]:
         raw = exc.object[exc.start : exc.end]
+        if self.invalid == "error":
+            raise UserError(f"{self.path}: not valid UTF-8 (bad byte 0x{raw[0]:02x} at offset "
+                            f"{self._data_start + exc.start}); convert it with `iconv -t utf-8` or "
+                            "scripts/clean_data.py")
         self.invalid_sequences += 1
         if len(self.invalid_offsets) < MAX_RECORDED_OFFSETS:
             self.invalid_offsets.append((self._data_start + exc.start, bytes(raw)))

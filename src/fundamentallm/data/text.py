@@ -7,11 +7,11 @@ Each file or JSONL record is a document; documents are joined with a separator.
 
 from __future__ import annotations
 
-import codecs
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from fundamentallm.data.streaming import DecodedFile
 from fundamentallm.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -43,40 +43,17 @@ def read_text_file(path: str | Path) -> str:
 
 
 def stream_text_file(path: str | Path, chunk_bytes: int = STREAM_CHUNK_BYTES) -> Iterator[str]:
-    """`read_text_file` a piece at a time, with the same checks, in bounded memory.
-
-    An incremental decoder completes a multi-byte character split between two reads."""
+    """`read_text_file` a piece at a time, with the same checks, in bounded memory."""
     path = Path(path)
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    offset, has_text, started = 0, False, False
-    try:
-        source = path.open("rb")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a text file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    with source:
-        while True:
-            raw = source.read(chunk_bytes)
-            if offset < 65536 and b"\x00" in raw[:65536 - offset]:
-                raise UserError(f"{path}: looks like a binary file (contains NUL bytes), expected UTF-8 text")
-            held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last read
-            try:
-                text = decoder.decode(raw, final=not raw)
-            except UnicodeDecodeError as exc:
-                at = offset - held + exc.start
-                raise UserError(f"{path}: not valid UTF-8 (bad byte 0x{exc.object[exc.start]:02x} at offset "
-                                f"{at}); convert it with `iconv -t utf-8` or scripts/clean_data.py") from None
-            if text and not started:
-                started, text = True, text.removeprefix("\ufeff")
-            offset += len(raw)
-            has_text = has_text or bool(text.strip())
-            if text:
-                yield text
-            if not raw:
-                break
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a text file")
+    seen, has_text = 0, False
+    for text in DecodedFile(path, invalid="error", chunk_bytes=chunk_bytes):
+        if seen < 65536 and "\x00" in text[:65536 - seen]:  # NUL is valid UTF-8, but not text
+            raise UserError(f"{path}: looks like a binary file (contains NUL bytes), expected UTF-8 text")
+        seen += len(text)
+        has_text = has_text or not text.isspace()
+        yield text
     if not has_text:
         raise UserError(f"{path}: file is empty")
 

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,7 +74,11 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
     entry = root / cache_key(files, val_files, cfg, tokenizer)
     reused = (entry / "meta.json").exists()
     if not reused:
-        build_entry(entry, cfg, tokenizer, stage or _no_stage)
+        try:
+            build_entry(entry, cfg, tokenizer, stage or _no_stage)
+        except OSError as exc:
+            raise UserError(f"--token-cache {root}: cannot write the token cache there "
+                            f"({exc.strerror or exc}); choose another directory or --token-cache off") from None
     return open_entry(entry, tokenizer, cfg, f"{'reused' if reused else 'built'} {entry}")
 
 
@@ -219,13 +224,5 @@ def cfg_summary(cfg: DataConfig) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k != "token_cache"}
 
 
-class _NullStage:
-    def __enter__(self):
-        return lambda n: None
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def _no_stage(description: str, total: int | None) -> _NullStage:
-    return _NullStage()
+def _no_stage(description: str, total: int | None):
+    return nullcontext(lambda n: None)
