@@ -26,13 +26,15 @@ from fundamentallm.model import GPT
 from fundamentallm.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "fundamentallm"
-VERSION = 2
-# Version 1 checkpoints predate the architecture and optimizer options; they were all this
-# model. Their configs are read with these values under the stored ones.
-VERSION_1_SETTINGS = {
-    "model": {"norm": "rmsnorm", "position": "rope", "activation": "gelu", "qk_norm": False,
-              "zero_init": False},
-    "optim": {"optimizer": "adamw"},
+VERSION = 3
+# Settings that older checkpoints predate, by version: such a config is read with these
+# values under the stored ones, so the file still loads as the model it was.
+# Version 1: before the architecture and optimizer options. Version 2: before --norm-gain.
+LEGACY_SETTINGS = {
+    1: {"model": {"norm": "rmsnorm", "position": "rope", "activation": "gelu", "qk_norm": False,
+                  "zero_init": False, "norm_gain": True},
+        "optim": {"optimizer": "adamw"}},
+    2: {"model": {"norm_gain": True}},
 }
 
 
@@ -62,15 +64,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a FundamentaLLM checkpoint")
-    if payload.get("version") not in (1, VERSION):
+    if payload.get("version") not in (*LEGACY_SETTINGS, VERSION):
         raise UserError(f"{path}: checkpoint version {payload.get('version')!r} is not supported "
                         f"(this FundamentaLLM reads versions 1 to {VERSION})")
     malformed = [k for k in ("config", "tokenizer", "model") if not isinstance(payload.get(k), dict)]
     if malformed:
         raise UserError(f"{path}: checkpoint is missing or has malformed {', '.join(malformed)}")
-    if payload["version"] == 1:
+    if payload["version"] in LEGACY_SETTINGS:
         config = dict(payload["config"])
-        for section, legacy in VERSION_1_SETTINGS.items():
+        for section, legacy in LEGACY_SETTINGS[payload["version"]].items():
             stored = config.get(section) or {}
             if isinstance(stored, dict):  # anything else is reported when the config is read
                 config[section] = {**legacy, **stored}

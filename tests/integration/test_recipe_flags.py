@@ -29,6 +29,7 @@ def first_losses(out) -> list[float]:
     ("activation", "gelu", lambda m: type(m.blocks[0].mlp).__name__ == "GeluMLP"),
     ("activation", "swiglu", lambda m: type(m.blocks[0].mlp).__name__ == "SwiGLU"),
     ("qk_norm", False, lambda m: type(m.blocks[0].attn.q_norm).__name__ == "Identity"),
+    ("norm_gain", False, lambda m: not any(name.endswith("norm.weight") for name in m.state_dict())),
 ])
 def test_architecture_flags_build_that_model(tmp_path, corpus, baseline, flag, value, check):
     out = run(corpus, tmp_path, max_steps=2, **{flag: value})

@@ -239,7 +239,7 @@ def test_version_1_checkpoints_load_as_the_model_they_were(saved, tiny_config):
     path = saved[0]
     payload = torch.load(path, weights_only=True)
     payload["version"] = 1
-    for key in ("norm", "position", "activation", "qk_norm", "zero_init"):
+    for key in ("norm", "position", "activation", "qk_norm", "zero_init", "norm_gain"):
         payload["config"]["model"].pop(key)
     payload["config"]["optim"].pop("optimizer")
     old_cfg = dataclasses.replace(tiny_config.model, activation="gelu", qk_norm=False, zero_init=False)
@@ -252,3 +252,16 @@ def test_version_1_checkpoints_load_as_the_model_they_were(saved, tiny_config):
     model, _, cfg = load_model(path)
     assert (cfg.model.activation, cfg.model.qk_norm, cfg.model.zero_init) == ("gelu", False, False)
     assert type(model.blocks[0].mlp).__name__ == "GeluMLP"
+
+
+def test_version_2_checkpoints_load_with_norm_gains(saved, tiny_config):
+    """Version 2 predates --norm-gain: every norm had a gain, whatever the new default."""
+    path = saved[0]
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 2
+    payload["config"]["model"].pop("norm_gain")
+    payload["model"] = GPT(dataclasses.replace(tiny_config.model, norm_gain=True)).state_dict()
+    torch.save(payload, path)
+    model, _, cfg = load_model(path)
+    assert cfg.model.norm_gain is True
+    assert "blocks.0.attn_norm.weight" in model.state_dict()

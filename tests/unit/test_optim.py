@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fundamentallm.config import OptimConfig
 from fundamentallm.training.muon import Muon
-from fundamentallm.training.optim import build_optimizer, param_groups
+from fundamentallm.training.optim import build_optimizer, clip_gradients, param_groups
 
 
 def names_by_group(model: torch.nn.Module, groups: list[dict]) -> list[set[str]]:
@@ -57,3 +58,32 @@ def test_muon_is_the_default_optimizer(tiny_model):
     opt = build_optimizer(tiny_model, OptimConfig(), torch.device("cpu"))
     assert isinstance(opt, Muon)
     assert [g["weight_decay"] for g in opt.param_groups] == [OptimConfig().weight_decay, 0.0]
+
+
+def with_grads(model, scale: float, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=g) * scale
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_clip_gradients_scales_large_gradients_like_torch(tiny_model):
+    params = list(tiny_model.parameters())
+    before = with_grads(tiny_model, 1.0)
+    norm = clip_gradients(params, 0.5)
+    ours = [p.grad.clone() for p in params]
+    with_grads(tiny_model, 1.0)
+    reference = torch.nn.utils.clip_grad_norm_(params, 0.5)
+    assert float(norm) == pytest.approx(float(reference)) and float(norm) > 0.5
+    assert all(torch.allclose(a, b) for a, b in zip(ours, (p.grad for p in params)))
+    total = torch.linalg.vector_norm(torch.stack([g.norm() for g in ours]))
+    assert float(total) == pytest.approx(0.5, rel=1e-4)
+    assert not torch.equal(ours[0], before[0])
+
+
+def test_clip_gradients_leaves_small_gradients_untouched(tiny_model):
+    params = list(tiny_model.parameters())
+    before = with_grads(tiny_model, 1e-4)
+    norm = clip_gradients(params, 1.0)
+    assert 0 < float(norm) < 1.0
+    assert all(torch.equal(a, p.grad) for a, p in zip(before, params))

@@ -57,6 +57,8 @@ class ModelConfig:
     activation: str = option(
         "relu2", "MLP nonlinearity: ReLU squared, GELU, or a SwiGLU gate", choices=("relu2", "gelu", "swiglu")
     )
+    norm_gain: bool = option(True, "learn a per-channel gain in every norm (--no-norm-gain: "
+                             "normalise only)")
     qk_norm: bool = option(True, "normalise queries and keys per head before attention")
     zero_init: bool = option(
         True, "start the projections that write into the residual stream at zero"

@@ -30,10 +30,10 @@ from torch import nn
 from fundamentallm.config.schema import ModelConfig
 from fundamentallm.model.kv_cache import KVCache
 
-# ---- norms ----
+# ---- norms: (dim, gain) → module; `gain` learns a per-channel scale after normalising ----
 NORMS = {
-    "rmsnorm": nn.RMSNorm,
-    "layernorm": lambda dim: nn.LayerNorm(dim, bias=False),
+    "rmsnorm": lambda dim, gain: nn.RMSNorm(dim, elementwise_affine=gain),
+    "layernorm": lambda dim, gain: nn.LayerNorm(dim, bias=False, elementwise_affine=gain),
 }
 
 
@@ -87,8 +87,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         head_dim = cfg.model_dim // cfg.num_heads
         self.qkv = nn.Linear(cfg.model_dim, 3 * cfg.model_dim, bias=False)
-        self.q_norm = NORMS[cfg.norm](head_dim) if cfg.qk_norm else nn.Identity()
-        self.k_norm = NORMS[cfg.norm](head_dim) if cfg.qk_norm else nn.Identity()
+        self.q_norm = NORMS[cfg.norm](head_dim, cfg.norm_gain) if cfg.qk_norm else nn.Identity()
+        self.k_norm = NORMS[cfg.norm](head_dim, cfg.norm_gain) if cfg.qk_norm else nn.Identity()
         self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
         self.proj_dropout = nn.Dropout(cfg.dropout)
 
@@ -157,9 +157,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.attn_norm = NORMS[cfg.norm](cfg.model_dim)
+        self.attn_norm = NORMS[cfg.norm](cfg.model_dim, cfg.norm_gain)
         self.attn = CausalSelfAttention(cfg)
-        self.mlp_norm = NORMS[cfg.norm](cfg.model_dim)
+        self.mlp_norm = NORMS[cfg.norm](cfg.model_dim, cfg.norm_gain)
         self.mlp = MLPS[cfg.activation](cfg)
 
     def forward(self, x: torch.Tensor, positions: nn.Module, cache: KVCache | None,
@@ -176,7 +176,7 @@ class GPT(nn.Module):
         self.positions = POSITIONS[cfg.position](cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
-        self.norm = NORMS[cfg.norm](cfg.model_dim)
+        self.norm = NORMS[cfg.norm](cfg.model_dim, cfg.norm_gain)
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied input/output embedding
         self.apply(self._init_weights)

@@ -28,10 +28,10 @@ from fundamentallm.model import GPT
 from fundamentallm.tokenizers import tokenizer_from_dict
 from fundamentallm.tracking import JsonTracker, Tracker
 from fundamentallm.training.compilation import resolve_compile
-from fundamentallm.training.optim import build_optimizer
+from fundamentallm.training.optim import build_optimizer, clip_gradients
 from fundamentallm.training.precision import resolve_device, resolve_precision
 from fundamentallm.training.schedule import LRSchedule
-from fundamentallm.training.state import TrainState, seed_everything
+from fundamentallm.training.state import TrainState, deterministic_kernels, seed_everything
 
 RESUME_NAME = "resume_checkpoint.pt"
 # Files a run writes; a fresh run with --overwrite removes those an earlier run left.
@@ -144,6 +144,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     compilation = resolve_compile(t_cfg.compile, device)
     forward = compilation.wrap(model)  # evaluation uses `model`: its shapes vary, no recompiles
     optimizer = build_optimizer(model, cfg.optim, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     precision = resolve_precision(t_cfg.mixed_precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     state = TrainState(model, optimizer, scaler)
@@ -191,7 +192,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         return (state.step - start_step) * tokens_per_step / max(state.elapsed - start_elapsed, 1e-9)
 
     model.train()
-    with deferred_interrupt() as interrupt:
+    with deferred_interrupt() as interrupt, deterministic_kernels(device):
         while stop_reason is None:
             # ---- one optimizer step ----
             time_fraction = state.elapsed / t_cfg.max_time if t_cfg.max_time else 0.0
@@ -210,7 +211,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
             grad_norm = None
             if cfg.optim.gradient_clip > 0:
                 scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.gradient_clip)
+                grad_norm = clip_gradients(trainable, cfg.optim.gradient_clip)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,32 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def deterministic_kernels(device: torch.device):
+    """Same seed, same data → same losses on a CPU, compiled or not.
+
+    Compiled, the embedding's gradient (a scatter-add over the batch's tokens) is generated
+    with atomic float adds, whose order, and so whose rounding, changes from run to run.
+    Deterministic mode makes Inductor and PyTorch use ordered kernels instead (on this
+    model it is also faster: no atomics). Not on CUDA, where it would slow cuBLAS and
+    scatter kernels and needs CUBLAS_WORKSPACE_CONFIG. The previous mode is restored after.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    previous = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.utils.deterministic.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    # Filling every new tensor with NaN is a debugging aid, not needed for the same results.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[2]
 
 
 @dataclass
