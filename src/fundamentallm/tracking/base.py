@@ -11,6 +11,9 @@ class Tracker:
     def log(self, record: dict[str, Any]) -> None:
         pass
 
+    def flush(self) -> None:
+        """Make everything logged so far durable (the loop calls this at every checkpoint)."""
+
     def finish(self) -> None:
         pass
 
@@ -24,6 +27,10 @@ class MultiTracker(Tracker):
     def log(self, record: dict[str, Any]) -> None:
         for tracker in self.trackers:
             tracker.log(record)
+
+    def flush(self) -> None:
+        for tracker in self.trackers:
+            tracker.flush()
 
     def finish(self) -> None:
         for tracker in self.trackers:

@@ -162,6 +162,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     tracker = tracker or JsonTracker(out, resume_step=state.step if payload else None)
 
     def checkpoint(path: Path, with_state: bool = True) -> None:
+        tracker.flush()  # metrics.json holds every record up to the checkpoint
         save_checkpoint(path, cfg, tokenizer, model, state.state_dict() if with_state else None)
 
     def validation_loss() -> float:
