@@ -10,8 +10,9 @@ The input is never overwritten; the output is written atomically and ends with a
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 
-from fundamentallm.data.cleaning import INVALID_MODES, NORMAL_FORMS, clean_file
+from fundamentallm.data.cleaning import INVALID_MODES, NORMAL_FORMS, CleaningOptions, clean_file
 from fundamentallm.errors import ArgumentParser, run_reporting_errors
 
 
@@ -44,11 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def clean(args) -> int:
-    report = clean_file(
-        args.input, args.output, form=args.form, collapse_whitespace=args.collapse_whitespace,
-        invalid=args.invalid, dedupe=args.dedupe, min_length=args.min_length, max_length=args.max_length,
-        min_char_count=args.min_char_count, rare_char_replacement=args.rare_char_replacement,
-    )  # fmt: skip
+    options = CleaningOptions(**{f.name: getattr(args, f.name) for f in fields(CleaningOptions)})
+    report = clean_file(args.input, args.output, options)
     print(f"cleaned {args.input} -> {args.output}" + ("" if report.changed else " (no changes needed)"))
     for line in report.summary_lines():
         print(f"  {line}")

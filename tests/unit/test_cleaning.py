@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import pytest
 
-from fundamentallm.data.cleaning import CONTROL_CHARACTERS, clean_file, clean_text
+from fundamentallm.data.cleaning import CONTROL_CHARACTERS, CleaningOptions, clean_file, clean_text
 from fundamentallm.errors import UserError
 
 SAMPLE = "Hello\tworld\x07\r\nsecond\u00a0line\r\nold mac\rcafe\u0301  end\n"
@@ -28,16 +28,16 @@ def test_default_rules_and_counts():
 
 
 def test_nfkc_and_whitespace_collapsing():
-    cleaned, report = clean_text("\ufb01ne\u00a0 \tx\t y", form="nfkc", collapse_whitespace=True)
+    cleaned, report = clean_text("\ufb01ne\u00a0 \tx\t y", CleaningOptions(form="nfkc", collapse_whitespace=True))
     assert cleaned == "fine x y\n"
-    assert report.form == "NFKC"
+    assert report.options.form == "NFKC"
     assert report.normalized_sequences == 2  # the "fi" ligature and the no-break space
     assert report.whitespace_runs == 2
     assert report.final_newline_added
 
 
 def test_single_space_is_not_counted_as_collapsed():
-    cleaned, report = clean_text("a b\tc\n", collapse_whitespace=True)
+    cleaned, report = clean_text("a b\tc\n", CleaningOptions(collapse_whitespace=True))
     assert cleaned == "a b c\n"
     assert report.whitespace_runs == 1
 
@@ -60,13 +60,13 @@ def test_final_newline_is_added_once():
 
 
 def test_dedupe_keeps_first_occurrences_and_blank_lines():
-    cleaned, report = clean_text("b\na\n\nb\n  \n\na\nc\n  \n", dedupe=True)
+    cleaned, report = clean_text("b\na\n\nb\n  \n\na\nc\n  \n", CleaningOptions(dedupe=True))
     assert cleaned == "b\na\n\n  \n\nc\n  \n"
     assert report.duplicate_lines == 2
 
 
 def test_length_limits_apply_to_non_empty_lines_only():
-    cleaned, report = clean_text("a\nabc\n\nabcdef\n     \nabcd", min_length=2, max_length=4)
+    cleaned, report = clean_text("a\nabc\n\nabcdef\n     \nabcd", CleaningOptions(min_length=2, max_length=4))
     assert cleaned == "abc\n\n     \nabcd\n"
     assert (report.short_lines, report.long_lines) == (1, 1)
 
@@ -80,7 +80,7 @@ def test_invalid_bytes(tmp_path, invalid, expected, controls):
     # character that is then removed; e2 82 is one cut-off sequence, repaired byte by byte.
     source = tmp_path / "in.txt"
     source.write_bytes(b"a\xe9b\x81c\xe2\x82d\n")
-    report = clean_file(source, tmp_path / "out.txt", invalid=invalid)
+    report = clean_file(source, tmp_path / "out.txt", CleaningOptions(invalid=invalid))
     assert (tmp_path / "out.txt").read_text(encoding="utf-8") == expected
     assert report.invalid_sequences == 3
     assert report.control_characters == controls
@@ -103,27 +103,27 @@ CRAFTED_CLEAN = "caf\u00e9 ok\ncaf\u00e9 end\ndup line\n\n \n"
 
 
 def crafted_expectations() -> dict:
-    return dict(form="NFC", characters_before=10 + 12 + 10 + 9 + 1 + 3 + 2 + 9 + 15, characters_after=29,
-                line_endings=2, control_characters=2, normalized_sequences=1, collapse_whitespace=True,
-                whitespace_runs=2, invalid="repair", invalid_sequences=2, byte_order_marks=2,
-                final_newline_added=False, dedupe=True, duplicate_lines=2, min_length=2, max_length=12,
-                short_lines=1, long_lines=1, min_char_count=None, rare_char_replacement=None, rare_characters=0,
-                rare_distinct=0, passes=1)  # fmt: skip
+    options = dict(form="NFC", collapse_whitespace=True, invalid="repair", dedupe=True, min_length=2,
+                   max_length=12, min_char_count=None, rare_char_replacement=None)
+    return dict(options=options, characters_before=10 + 12 + 10 + 9 + 1 + 3 + 2 + 9 + 15, characters_after=29,
+                line_endings=2, control_characters=2, normalized_sequences=1, whitespace_runs=2,
+                invalid_sequences=2, byte_order_marks=2, final_newline_added=False, duplicate_lines=2,
+                short_lines=1, long_lines=1, rare_characters=0, rare_distinct=0, passes=1)  # fmt: skip
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 7, 11, 1 << 20])
 def test_every_count_on_a_crafted_file_whatever_the_chunk_size(tmp_path, chunk_bytes):
     source, out = tmp_path / "in.txt", tmp_path / "out.txt"
     source.write_bytes(CRAFTED)
-    report = clean_file(source, out, collapse_whitespace=True, dedupe=True, min_length=2, max_length=12,
-                        chunk_bytes=chunk_bytes)  # fmt: skip
+    options = CleaningOptions(collapse_whitespace=True, dedupe=True, min_length=2, max_length=12)
+    report = clean_file(source, out, options, chunk_bytes=chunk_bytes)
     assert out.read_text(encoding="utf-8") == CRAFTED_CLEAN
     assert len(CRAFTED_CLEAN) == 29
     assert asdict(report) == crafted_expectations()
 
 
 def test_summary_shows_every_rule_with_zeros_and_offs():
-    _, report = clean_text("ok\n", dedupe=True)
+    _, report = clean_text("ok\n", CleaningOptions(dedupe=True))
     lines = report.summary_lines()
     assert len(lines) == 12
     labels = [line.split(":")[0] for line in lines]
@@ -140,24 +140,25 @@ def test_rare_characters_interact_with_dedupe_and_min_length():
     # Pass 1 finds Z and Q rare. Pass 2 drops them: line 2 becomes a duplicate of line 1
     # and "heQ" becomes "he", too short; losing line 2 leaves "w" once, so pass 3 drops it.
     text = "hello world\nhello worldZ\n\nold hero\nheQ\n"
-    cleaned, report = clean_text(text, dedupe=True, min_length=3, min_char_count=2)
+    cleaned, report = clean_text(text, CleaningOptions(dedupe=True, min_length=3, min_char_count=2))
     assert cleaned == "hello orld\n\nold hero\n"
     assert (report.passes, report.rare_characters, report.rare_distinct) == (3, 3, 3)
     assert (report.duplicate_lines, report.short_lines) == (1, 1)
-    again, second = clean_text(cleaned, dedupe=True, min_length=3, min_char_count=2)
+    again, second = clean_text(cleaned, CleaningOptions(dedupe=True, min_length=3, min_char_count=2))
     assert again == cleaned and not second.changed and second.passes == 1
 
 
 def test_rare_character_replacement_is_never_rare_itself():
     # Z and Q become "?", making three equal lines; dedupe leaves a and b once each,
     # so they are replaced too. "?" stays although it is seen only once at first.
-    cleaned, report = clean_text("abZ\nabQ\nab?\n", dedupe=True, min_char_count=2, rare_char_replacement="?")
+    options = CleaningOptions(dedupe=True, min_char_count=2, rare_char_replacement="?")
+    cleaned, report = clean_text("abZ\nabQ\nab?\n", options)
     assert cleaned == "???\n"
     assert (report.passes, report.rare_characters, report.rare_distinct, report.duplicate_lines) == (3, 4, 4, 2)
 
 
 def test_newline_is_never_rare():
-    assert clean_text("aaa\nbbb", min_char_count=2)[0] == "aaa\nbbb\n"
+    assert clean_text("aaa\nbbb", CleaningOptions(min_char_count=2))[0] == "aaa\nbbb\n"
 
 
 ALL_OPTIONS = [
@@ -179,8 +180,8 @@ def test_cleaning_is_idempotent_on_random_texts(options, seed):
     rng = random.Random(seed)
     for _ in range(150):
         text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 40)))
-        once, _ = clean_text(text, **options)
-        twice, second_report = clean_text(once, **options)
+        once, _ = clean_text(text, CleaningOptions(**options))
+        twice, second_report = clean_text(once, CleaningOptions(**options))
         assert twice == once, repr(text)
         assert not second_report.changed, repr(text)
         form = options.get("form", "NFC")
@@ -192,8 +193,8 @@ def test_cleaning_is_idempotent_on_random_texts(options, seed):
 @pytest.mark.parametrize("options", ALL_OPTIONS[:3])
 def test_cleaning_is_idempotent_on_the_crafted_traps(options):
     for text in ("hello world\nhello worldZ\n\nold hero\nheQ\n", "abZ\nabQ\nab?\n", CRAFTED.decode("latin-1")):
-        once, _ = clean_text(text, **options)
-        assert clean_text(once, **options)[0] == once
+        once, _ = clean_text(text, CleaningOptions(**options))
+        assert clean_text(once, CleaningOptions(**options))[0] == once
 
 
 def test_files_and_texts_clean_alike_whatever_the_chunk_size(tmp_path):
@@ -206,12 +207,12 @@ def test_files_and_texts_clean_alike_whatever_the_chunk_size(tmp_path):
         source.write_bytes(b"x" + b"".join(rng.choice(pieces) for _ in range(60)))
         results = set()
         for chunk_bytes in (1, 3, 8, 1 << 20):
-            report = clean_file(source, tmp_path / "out.txt", invalid="replace", chunk_bytes=chunk_bytes,
-                                **options)
-            results.add(((tmp_path / "out.txt").read_bytes(), tuple(asdict(report).items())))
+            report = clean_file(source, tmp_path / "out.txt", CleaningOptions(invalid="replace", **options),
+                                chunk_bytes=chunk_bytes)
+            results.add(((tmp_path / "out.txt").read_bytes(), repr(asdict(report))))
         assert len(results) == 1
         text = source.read_bytes().decode("utf-8", errors="replace")
-        assert clean_text(text, **options)[0].encode() == results.pop()[0]
+        assert clean_text(text, CleaningOptions(**options))[0].encode() == results.pop()[0]
 
 
 def test_control_pattern_is_unicode_cc_without_newline_and_tab():
@@ -232,7 +233,7 @@ def test_control_pattern_is_unicode_cc_without_newline_and_tab():
 )  # fmt: skip
 def test_bad_options_are_user_errors(options, message):
     with pytest.raises(UserError, match=message):
-        clean_text("x", **options)
+        clean_text("x", CleaningOptions(**options))
 
 
 def test_clean_file_writes_a_new_file_and_creates_its_directory(tmp_path):
@@ -269,7 +270,7 @@ def test_clean_file_rejects_unusable_input_and_leaves_nothing_behind(tmp_path):
                                    ("rare.txt", b"abc\n", "nothing written")]:  # fmt: skip
         (tmp_path / name).write_bytes(content)
         with pytest.raises(UserError, match=message):
-            clean_file(tmp_path / name, out, min_char_count=2)
+            clean_file(tmp_path / name, out, CleaningOptions(min_char_count=2))
     assert not out.exists()
     assert not out.parent.exists() or os.listdir(out.parent) == []
 

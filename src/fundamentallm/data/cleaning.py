@@ -27,7 +27,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import compress
 from pathlib import Path
 
@@ -52,30 +52,66 @@ _HANGUL_JAMO = (("\u1100", "\u11ff"), ("\ua960", "\ua97f"), ("\ud7b0", "\ud7ff")
 _MAX_PASSES = 100  # each rare-character pass removes characters for good; this is a safety net
 
 
+@dataclass(frozen=True)
+class CleaningOptions:
+    """What to clean; each field is the flag of the same name in scripts/clean_data.py."""
+
+    form: str = "NFC"  # Unicode normal form: NFC or NFKC
+    collapse_whitespace: bool = False
+    invalid: str = "repair"  # undecodable bytes in a file: repair (cp1252), replace or drop
+    dedupe: bool = False
+    min_length: int | None = None
+    max_length: int | None = None
+    min_char_count: int | None = None
+    rare_char_replacement: str | None = None  # None: rare characters are dropped
+
+    @property
+    def has_length_limits(self) -> bool:
+        return self.min_length is not None or self.max_length is not None
+
+    def checked(self) -> CleaningOptions:
+        """These options with the form spelled canonically; a bad value is a one-line UserError."""
+        form = check_form(self.form)
+        if self.invalid not in INVALID_MODES:
+            raise UserError(f"unknown --invalid mode {self.invalid!r}; choose one of {', '.join(INVALID_MODES)}")
+        for name in ("min_length", "max_length", "min_char_count"):
+            if (getattr(self, name) or 0) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be zero or more, not {getattr(self, name)}")
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise UserError(f"--min-length {self.min_length} is above --max-length {self.max_length}")
+        char = self.rare_char_replacement
+        if char is not None and self.min_char_count is None:
+            raise UserError("--rare-char-replacement needs --min-char-count")
+        # The replacement must come out of every rule unchanged and must not merge with its
+        # neighbours (combining marks and Hangul jamo do), or passes could go on forever.
+        if char is not None and not (
+            len(char) == 1
+            and char.isprintable()
+            and not unicodedata.category(char).startswith("M")
+            and not any(low <= char <= high for low, high in _HANGUL_JAMO)
+            and unicodedata.normalize("NFKD", char) == char
+        ):
+            raise UserError(f"--rare-char-replacement must be one printable character that no rule changes, not {char!r}")
+        return replace(self, form=form)
+
+
 @dataclass
 class CleaningReport:
     """The options, and what each rule changed (summed over passes), so a user sees whether cleaning mattered."""
 
-    form: str = "NFC"
+    options: CleaningOptions = field(default_factory=CleaningOptions)
     characters_before: int = 0
     characters_after: int = 0
     line_endings: int = 0
     control_characters: int = 0
     normalized_sequences: int = 0
-    collapse_whitespace: bool = False
     whitespace_runs: int = 0
-    invalid: str = "repair"
     invalid_sequences: int = 0
     byte_order_marks: int = 0
     final_newline_added: bool = False
-    dedupe: bool = False
     duplicate_lines: int = 0
-    min_length: int | None = None
-    max_length: int | None = None
     short_lines: int = 0
     long_lines: int = 0
-    min_char_count: int | None = None
-    rare_char_replacement: str | None = None  # None: rare characters are dropped
     rare_characters: int = 0  # occurrences dropped or replaced
     rare_distinct: int = 0  # how many different characters that was
     passes: int = 1
@@ -90,22 +126,23 @@ class CleaningReport:
 
     def summary_lines(self) -> list[str]:
         """One line per rule, in the order the rules run, for printing; "off" for rules not asked for."""
-        verb = {"repair": "repaired (cp1252)", "replace": "replaced by U+FFFD", "drop": "dropped"}[self.invalid]
-        limits = [f"{self.short_lines:,} shorter than {self.min_length}"] if self.min_length is not None else []
-        limits += [f"{self.long_lines:,} longer than {self.max_length}"] if self.max_length is not None else []
+        o = self.options
+        verb = {"repair": "repaired (cp1252)", "replace": "replaced by U+FFFD", "drop": "dropped"}[o.invalid]
+        limits = [f"{self.short_lines:,} shorter than {o.min_length}"] if o.min_length is not None else []
+        limits += [f"{self.long_lines:,} longer than {o.max_length}"] if o.max_length is not None else []
         rare = ("rare characters", "off")
-        if self.min_char_count is not None:
-            action = "dropped" if self.rare_char_replacement is None else f"-> {self.rare_char_replacement!r}"
-            rare = (f"characters seen < {self.min_char_count} times {action}",
+        if o.min_char_count is not None:
+            action = "dropped" if o.rare_char_replacement is None else f"-> {o.rare_char_replacement!r}"
+            rare = (f"characters seen < {o.min_char_count} times {action}",
                     f"{self.rare_characters:,} ({self.rare_distinct:,} distinct characters)")  # fmt: skip
         rows = [
             (f"invalid UTF-8 sequences {verb}", f"{self.invalid_sequences:,}"),
             ("byte-order marks (U+FEFF) removed", f"{self.byte_order_marks:,}"),
             ("line endings normalised (\\r\\n, \\r -> \\n)", f"{self.line_endings:,}"),
             ("control characters removed", f"{self.control_characters:,}"),
-            (f"sequences changed by {self.form}", f"{self.normalized_sequences:,}"),
-            ("space/tab runs collapsed", f"{self.whitespace_runs:,}" if self.collapse_whitespace else "off"),
-            ("duplicate lines removed", f"{self.duplicate_lines:,}" if self.dedupe else "off"),
+            (f"sequences changed by {o.form}", f"{self.normalized_sequences:,}"),
+            ("space/tab runs collapsed", f"{self.whitespace_runs:,}" if o.collapse_whitespace else "off"),
+            ("duplicate lines removed", f"{self.duplicate_lines:,}" if o.dedupe else "off"),
             ("lines removed for length", ", ".join(limits) or "off"),
             rare,
             ("final newline added", "yes" if self.final_newline_added else "no"),
@@ -124,40 +161,16 @@ def check_form(form: str) -> str:
     return canonical
 
 
-def clean_text(
-    text: str,
-    form: str = "NFC",
-    collapse_whitespace: bool = False,
-    *,
-    dedupe: bool = False,
-    min_length: int | None = None,
-    max_length: int | None = None,
-    min_char_count: int | None = None,
-    rare_char_replacement: str | None = None,
-    chunk_chars: int = DEFAULT_CHUNK_BYTES,
-) -> tuple[str, CleaningReport]:
+def clean_text(text: str, options: CleaningOptions | None = None, *,
+               chunk_chars: int = DEFAULT_CHUNK_BYTES) -> tuple[str, CleaningReport]:
     """Clean `text` and count what each rule changed: exactly what `clean_file` writes for it."""
-    report = _checked(CleaningReport(form, collapse_whitespace=collapse_whitespace, dedupe=dedupe,
-                                     min_length=min_length, max_length=max_length, min_char_count=min_char_count,
-                                     rare_char_replacement=rare_char_replacement))  # fmt: skip
+    report = CleaningReport((options or CleaningOptions()).checked())
     sink, _ = _run_passes(report, text_pieces(text, chunk_chars), _MemorySink)
     return "".join(sink.parts), report
 
 
-def clean_file(
-    source: str | Path,
-    destination: str | Path,
-    form: str = "NFC",
-    collapse_whitespace: bool = False,
-    *,
-    invalid: str = "repair",
-    dedupe: bool = False,
-    min_length: int | None = None,
-    max_length: int | None = None,
-    min_char_count: int | None = None,
-    rare_char_replacement: str | None = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> CleaningReport:
+def clean_file(source: str | Path, destination: str | Path, options: CleaningOptions | None = None,
+               *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> CleaningReport:
     """Clean one text file into another, refusing to touch the original.
 
     Writing over the input would make a wrong flag (say NFKC where NFC was meant)
@@ -166,15 +179,13 @@ def clean_file(
     interrupted run never leaves half a file.
     """
     source, destination = Path(source), Path(destination)
-    report = _checked(CleaningReport(form, collapse_whitespace=collapse_whitespace, invalid=invalid, dedupe=dedupe,
-                                     min_length=min_length, max_length=max_length, min_char_count=min_char_count,
-                                     rare_char_replacement=rare_char_replacement))  # fmt: skip
+    report = CleaningReport((options or CleaningOptions()).checked())
     if _same_file(source, destination):
         raise UserError(f"{destination}: is the input file; write the cleaned text to a new file")
     if destination.is_dir():
         raise UserError(f"{destination}: is a directory, expected an output file path")
     _check_source(source)
-    decoded = DecodedFile(source, invalid=invalid, chunk_bytes=chunk_bytes)
+    decoded = DecodedFile(source, invalid=report.options.invalid, chunk_bytes=chunk_bytes)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         sink, has_text = _run_passes(report, decoded, lambda: TemporaryTextFile(destination, chunk_bytes))
@@ -186,32 +197,6 @@ def clean_file(
         sink.discard()
         raise UserError(f"{source}: nothing but control characters and whitespace; nothing written")
     sink.commit(destination)
-    return report
-
-
-def _checked(report: CleaningReport) -> CleaningReport:
-    """The report of a run about to start, its options checked (one clear message each)."""
-    report.form = check_form(report.form)
-    if report.invalid not in INVALID_MODES:
-        raise UserError(f"unknown --invalid mode {report.invalid!r}; choose one of {', '.join(INVALID_MODES)}")
-    for name in ("min_length", "max_length", "min_char_count"):
-        if (getattr(report, name) or 0) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be zero or more, not {getattr(report, name)}")
-    if report.min_length is not None and report.max_length is not None and report.min_length > report.max_length:
-        raise UserError(f"--min-length {report.min_length} is above --max-length {report.max_length}")
-    char = report.rare_char_replacement
-    if char is not None and report.min_char_count is None:
-        raise UserError("--rare-char-replacement needs --min-char-count")
-    # The replacement must come out of every rule unchanged and must not merge with its
-    # neighbours (combining marks and Hangul jamo do), or passes could go on forever.
-    if char is not None and not (
-        len(char) == 1
-        and char.isprintable()
-        and not unicodedata.category(char).startswith("M")
-        and not any(low <= char <= high for low, high in _HANGUL_JAMO)
-        and unicodedata.normalize("NFKD", char) == char
-    ):
-        raise UserError(f"--rare-char-replacement must be one printable character that no rule changes, not {char!r}")
     return report
 
 
@@ -287,7 +272,7 @@ class _Pass:
 
 
 def _clean_pass(report: CleaningReport, chunks: Iterable[str], write: Callable[[str], object], rare) -> _Pass:
-    state = _Pass(char_counts=None if report.min_char_count is None else np.zeros(0, dtype=np.int64))
+    state = _Pass(char_counts=None if report.options.min_char_count is None else np.zeros(0, dtype=np.int64))
     for segment in line_segments(chunks):
         state.read += len(segment)
         segment = _clean_segment(report, segment, rare, state)
@@ -311,7 +296,7 @@ def _emit(text: str, write: Callable[[str], object], state: _Pass) -> None:
 def _clean_segment(report: CleaningReport, segment: str, rare: re.Pattern[str] | None, state: _Pass) -> str:
     """All rules on a line-aligned segment, in the order the module docstring gives."""
     if rare is not None:
-        replacement = report.rare_char_replacement or ""
+        replacement = report.options.rare_char_replacement or ""
         segment, n = rare.subn(lambda _: replacement, segment)  # a function: no backslash escapes
         report.rare_characters += n
     segment, n = _LINE_ENDING.subn("\n", segment)
@@ -321,12 +306,12 @@ def _clean_segment(report: CleaningReport, segment: str, rare: re.Pattern[str] |
     if "\ufeff" in segment:  # a byte-order mark anywhere but at the start is a stray
         report.byte_order_marks += segment.count("\ufeff")
         segment = segment.replace("\ufeff", "")
-    segment, n = _normalize(segment, report.form)
+    segment, n = _normalize(segment, report.options.form)
     report.normalized_sequences += n
-    if report.collapse_whitespace:
+    if report.options.collapse_whitespace:
         segment, n = _BLANK_RUN.subn(" ", segment)
         report.whitespace_runs += n
-    if report.dedupe or report.min_length is not None or report.max_length is not None:
+    if report.options.dedupe or report.options.has_length_limits:
         segment = _line_rules(report, segment, state)
     return segment
 
@@ -341,20 +326,20 @@ def _line_rules(report: CleaningReport, segment: str, state: _Pass) -> str:
     lines = segment.split("\n")
     if ends:
         lines.pop()
-    count = len(lines)
+    count, options = len(lines), report.options
     non_blank = np.fromiter(map(bool, map(str.strip, lines)), dtype=bool, count=count)
     keep = np.ones(count, dtype=bool)
-    if report.dedupe:
+    if options.dedupe:
         where = np.flatnonzero(non_blank)
         first = state.seen.first_seen(np.fromiter(map(hash, lines), dtype=np.int64, count=count)[where])
         keep[where] = first
         report.duplicate_lines += len(where) - int(first.sum())
-    if report.min_length is not None or report.max_length is not None:
+    if options.has_length_limits:
         lengths = np.fromiter(map(len, lines), dtype=np.int64, count=count)
         checked = keep & non_blank
         none = np.zeros_like(keep)
-        short = checked & (lengths < report.min_length) if report.min_length is not None else none
-        long = checked & (lengths > report.max_length) if report.max_length is not None else none
+        short = checked & (lengths < options.min_length) if options.min_length is not None else none
+        long = checked & (lengths > options.max_length) if options.max_length is not None else none
         report.short_lines += int(short.sum())
         report.long_lines += int(long.sum())
         keep &= ~(short | long)
@@ -369,10 +354,10 @@ def _rare_pattern(char_counts: np.ndarray | None, report: CleaningReport) -> re.
 
     "\\n" is never rare (it holds the lines apart), nor is the replacement character.
     """
-    if char_counts is None or report.min_char_count is None:
+    if char_counts is None or report.options.min_char_count is None:
         return None
-    codes = np.flatnonzero((char_counts > 0) & (char_counts < report.min_char_count)).tolist()
-    rare = [chr(c) for c in codes if chr(c) not in ("\n", report.rare_char_replacement)]
+    codes = np.flatnonzero((char_counts > 0) & (char_counts < report.options.min_char_count)).tolist()
+    rare = [chr(c) for c in codes if chr(c) not in ("\n", report.options.rare_char_replacement)]
     if not rare:
         return None
     report.rare_distinct += len(rare)
