@@ -149,7 +149,7 @@ def test_analyze_script_json_plot_and_table(tmp_path):
     [(["{tmp}/missing.txt"], "no such file"), (["{tmp}/empty.txt"], "file is empty"),
      (["{tmp}/emptydir"], "no .txt or .md files"), (["{tmp}/ok.txt", "--top", "-1"], "--top"),
      (["{tmp}/ok.txt", "--bpe-vocab-size", "10"], "--bpe-vocab-size"),
-     (["{tmp}/ok.txt", "--plot", "{tmp}/no/dir.png"], "cannot write")],
+     (["{tmp}/ok.txt", "--plot", "{tmp}/ok.txt/plot.png"], "cannot write")],
 )  # fmt: skip
 def test_analyze_script_errors_are_one_line(tmp_path, args, fragment):
     (tmp_path / "empty.txt").write_bytes(b"")

@@ -161,3 +161,16 @@ def test_sampler_masks_unknown_targets():
     x, y = s.batch_at(0, 0)
     assert (y != 0).all()
     assert ((y == IGNORE_INDEX) == (torch.roll(x, -1, dims=1) == 0))[:, :-1].all()
+
+
+def test_overfit_batches_repeat_the_same_windows_every_epoch():
+    ids = torch.arange(5000, dtype=torch.int32)
+    sampler = EpochSampler(ids, 16, 4, grad_accum_steps=2, seed=0, unk_id=None, overfit_batches=4)
+    assert (sampler.micro_per_epoch, sampler.steps_per_epoch) == (4, 2)
+    first = [sampler.batch_at(0, i)[0] for i in range(4)]
+    assert len({tuple(x[:, 0].tolist()) for x in first}) == 4  # four different batches...
+    for epoch in (1, 7):
+        for i in range(4):  # ...and the same four in every epoch
+            assert torch.equal(sampler.batch_at(epoch, i)[0], first[i])
+    normal = EpochSampler(ids, 16, 4, grad_accum_steps=2, seed=0, unk_id=None)
+    assert not torch.equal(normal.batch_at(1, 0)[0], normal.batch_at(0, 0)[0])

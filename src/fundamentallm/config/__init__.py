@@ -14,6 +14,7 @@ from fundamentallm.config.schema import (
     DataConfig,
     ModelConfig,
     OptimConfig,
+    TrackingConfig,
     TrainingConfig,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
+    "TrackingConfig",
     "TrainingConfig",
     "apply_mapping",
     "config_from_dict",

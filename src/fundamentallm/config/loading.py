@@ -173,6 +173,16 @@ def validate(cfg: Config) -> None:
                         "tokenizer's vocabulary is fixed by the text)")
     if d.vocab_size is not None and d.vocab_size < 256:
         raise UserError(f"--vocab-size {d.vocab_size}: byte-level BPE needs at least 256 (one per byte)")
+    tr = cfg.training
+    if tr.overfit_batches % tr.grad_accum_steps:
+        raise UserError(f"--overfit-batches {tr.overfit_batches} must be a multiple of --grad-accum-steps "
+                        f"{tr.grad_accum_steps} (each step uses that many micro-batches)")
+    t = cfg.tracking
+    if t.histogram_interval and not (t.tensorboard or t.wandb):
+        raise UserError(f"--histogram-interval {t.histogram_interval} needs --tensorboard or --wandb "
+                        "(histograms are drawn there)")
+    if t.wandb_log_model and not t.wandb:
+        raise UserError("--wandb-log-model needs --wandb")
     o = cfg.optim
     if o.min_lr is not None and o.min_lr > o.learning_rate:
         raise UserError(f"--min-lr {o.min_lr} is above --learning-rate {o.learning_rate}")

@@ -141,6 +141,10 @@ class TrainingConfig:
     grad_accum_steps: int = option(
         1, "micro-batches per optimizer step (effective batch = batch x this)", check="positive"
     )
+    overfit_batches: int = option(
+        0, "debugging: train on the same N micro-batches every epoch; a sound model and optimizer "
+        "drive their loss towards zero (0: off; use with --epochs)", check="non_negative"
+    )
     eval_interval: int = option(250, "steps between validation evaluations", check="positive")
     eval_iters: int = option(20, "validation batches per evaluation", check="positive")
     log_interval: int = option(10, "steps between metrics records", check="positive")
@@ -172,6 +176,30 @@ class CheckpointConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where metrics go besides metrics.json and loss_curve.png (always written)."""
+
+    tensorboard: bool = option(
+        False, "also write TensorBoard event files into the output directory "
+        "(view them with: tensorboard --logdir OUTPUT_DIR/..)"
+    )
+    wandb: bool = option(
+        False, "also log to Weights & Biases (needs the wandb package; logs offline into "
+        "OUTPUT_DIR/wandb, to sync later, when no API key is set or WANDB_MODE=offline)"
+    )
+    wandb_project: str = option("fundamentallm", "W&B project name")
+    wandb_log_model: bool = option(False, "log final.pt to the W&B run at the end, as a model artifact")
+    grad_check_interval: int = option(
+        0, "steps between gradient checks: per-parameter gradient and weight norms in the metrics, "
+        "gradient_flow.png, and a warning for NaN, Inf or large gradients (0: none)", check="non_negative"
+    )
+    histogram_interval: int = option(
+        0, "steps between histograms of every weight and gradient in TensorBoard / W&B "
+        "(0: none)", check="non_negative"
+    )
+
+
+@dataclass
 class Config:
     """The whole run. Saved as config.yaml and inside every checkpoint."""
 
@@ -180,3 +208,4 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)

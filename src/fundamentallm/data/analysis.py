@@ -26,6 +26,7 @@ from fundamentallm.data.cleaning import CONTROL_CHARACTERS
 from fundamentallm.data.streaming import DEFAULT_CHUNK_BYTES, CorpusCounts, DecodedFile
 from fundamentallm.data.text import text_files
 from fundamentallm.errors import UserError
+from fundamentallm.plots import new_figure, save_figure
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
 BPE_SAMPLE_CHARS = 2_000_000
@@ -379,25 +380,15 @@ def render_report(report: TextReport) -> Group:
 
 
 def write_plot(report: TextReport, path: str | Path) -> None:
-    """A PNG with the line-length histogram and the most common characters (matplotlib's Agg renderer)."""
-    import warnings
-
-    from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global figure state
-
-    figure = Figure(figsize=(12, 4.5), layout="tight")
-    lengths, chars = figure.subplots(1, 2)
+    """A PNG with the line-length histogram and the most common characters."""
+    figure, (lengths, chars) = new_figure(12, 4.5, columns=2)
     bins, top = report.line_length_histogram, report.most_common
     lengths.bar([b.start for b in bins], [b.lines for b in bins], [b.stop - b.start for b in bins], align="edge")
     lengths.set(title="Line lengths", xlabel="characters", ylabel="lines")
     chars.bar(range(len(top)), [c.count for c in top])
     chars.set_xticks(range(len(top)), [c.shown for c in top], rotation=90)
     chars.set(title=f"{len(top)} most common characters", ylabel="count")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # glyphs (emoji) missing from the font
-            figure.savefig(path, format="png")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write the plot ({exc.strerror})") from None
+    save_figure(figure, path)
 
 
 def _char_table(title: str, rows: list[CharCount]) -> Table:

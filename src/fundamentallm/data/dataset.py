@@ -69,7 +69,7 @@ class EpochSampler:
     """Random non-overlapping windows, epoch by epoch, reproducible from (seed, epoch)."""
 
     def __init__(self, ids: torch.Tensor, context_length: int, batch_size: int,
-                 grad_accum_steps: int, seed: int, unk_id: int | None):
+                 grad_accum_steps: int, seed: int, unk_id: int | None, overfit_batches: int = 0):
         if len(ids) < context_length + 1:
             raise UserError(
                 f"training data has {len(ids)} tokens; --context-length {context_length} needs "
@@ -81,9 +81,14 @@ class EpochSampler:
         # Whole optimizer steps per epoch; at least one, even if that repeats windows.
         self.steps_per_epoch = max(1, windows // (batch_size * grad_accum_steps))
         self.micro_per_epoch = self.steps_per_epoch * grad_accum_steps
+        self.overfit = overfit_batches > 0
+        if self.overfit:  # every epoch is epoch 0's first `overfit_batches` micro-batches
+            self.micro_per_epoch = overfit_batches
+            self.steps_per_epoch = overfit_batches // grad_accum_steps
         self._epoch, self._starts = -1, torch.empty(0)
 
     def _epoch_starts(self, epoch: int) -> torch.Tensor:
+        epoch = 0 if self.overfit else epoch
         if epoch != self._epoch:
             g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
             need = self.micro_per_epoch * self.batch

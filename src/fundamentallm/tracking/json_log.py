@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from fundamentallm.atomic import atomic_write, write_json
+from fundamentallm.atomic import write_json
+from fundamentallm.plots import new_figure, save_figure
 from fundamentallm.tracking.base import Tracker
 
 
@@ -23,12 +24,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = new_figure(9, 5)
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     if train:
@@ -40,9 +36,7 @@ def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = ""
     ax.set_title(title or "loss")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 class JsonTracker(Tracker):
@@ -57,6 +51,7 @@ class JsonTracker(Tracker):
     are dropped, so the file reads as one uninterrupted run.
     """
 
+    name = "metrics.json"
     WRITE_GAP = 50  # wait at least this many times the last write's duration before the next
 
     def __init__(self, output_dir: str | Path, resume_step: int | None = None,

@@ -18,7 +18,7 @@ import torch
 
 from fundamentallm.atomic import write_json, write_text
 from fundamentallm.checkpoint import save_checkpoint
-from fundamentallm.config import Config, config_from_dict, dump_yaml, validate
+from fundamentallm.config import Config, config_from_dict, config_to_dict, dump_yaml, validate
 from fundamentallm.console import TrainingConsole
 from fundamentallm.data.dataset import EpochSampler
 from fundamentallm.data.tokens import load_tokens
@@ -26,8 +26,9 @@ from fundamentallm.errors import UserError
 from fundamentallm.evaluation import bits_per_char, total_loss
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import tokenizer_from_dict
-from fundamentallm.tracking import JsonTracker, Tracker
+from fundamentallm.tracking import Tracker, build_tracker, weights_and_gradients
 from fundamentallm.training.compilation import resolve_compile
+from fundamentallm.training.gradients import check_gradients
 from fundamentallm.training.optim import build_optimizer, clip_gradients
 from fundamentallm.training.precision import resolve_device, resolve_precision
 from fundamentallm.training.schedule import LRSchedule
@@ -36,7 +37,8 @@ from fundamentallm.training.state import TrainState, deterministic_kernels, seed
 RESUME_NAME = "resume_checkpoint.pt"
 # Files a run writes; a fresh run with --overwrite removes those an earlier run left.
 RUN_FILES = ("final.pt", "best_model.pt", RESUME_NAME, "metrics.json", "summary.json",
-             "loss_curve.png", "config.yaml", "checkpoint_epoch_*.pt")
+             "loss_curve.png", "gradient_flow.png", "config.yaml", "checkpoint_epoch_*.pt",
+             "events.out.tfevents.*")
 
 
 def every(step: int, interval: int) -> bool:
@@ -116,7 +118,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     `overwrite` lets a fresh run replace an earlier run's files in the output directory.
     """
     console = console or TrainingConsole("quiet")
-    t_cfg, c_cfg = cfg.training, cfg.checkpoint
+    t_cfg, c_cfg, tr_cfg = cfg.training, cfg.checkpoint, cfg.tracking
     out = Path(c_cfg.output_dir)
 
     # ---- data and tokenizer ----
@@ -135,7 +137,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     # Losses are per token; per character they compare across tokenizers (bits/char).
     val_chars_per_token = data.val_chars_per_token
     sampler = EpochSampler(train_ids, cfg.model.context_length, t_cfg.batch_size,
-                           t_cfg.grad_accum_steps, t_cfg.seed, tokenizer.unk_id)
+                           t_cfg.grad_accum_steps, t_cfg.seed, tokenizer.unk_id, t_cfg.overfit_batches)
 
     # ---- model, optimizer, precision, state ----
     device = resolve_device(t_cfg.device)
@@ -159,7 +161,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
 
     claim_output_dir(out, resuming=payload is not None, overwrite=overwrite)
     write_text(out / "config.yaml", dump_yaml(cfg))
-    tracker = tracker or JsonTracker(out, resume_step=state.step if payload else None)
+    tracker = tracker or build_tracker(cfg.tracking, out, config_to_dict(cfg),
+                                       resume_step=state.step if payload else None)
 
     def checkpoint(path: Path, with_state: bool = True) -> None:
         tracker.flush()  # metrics.json holds every record up to the checkpoint
@@ -181,9 +184,12 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         "precision": precision.note,
         "compile": compilation.note,
         "steps": f"{total_steps:,} ({sampler.steps_per_epoch:,}/epoch, {tokens_per_step:,} tokens/step)"
-                 + (f", at most {t_cfg.max_time:g} s" if t_cfg.max_time else ""),
+                 + (f", at most {t_cfg.max_time:g} s" if t_cfg.max_time else "")
+                 + (f"; the same {t_cfg.overfit_batches} micro-batch(es) every epoch (--overfit-batches)"
+                    if t_cfg.overfit_batches else ""),
         "resumed at step": state.step if payload else None,
         "output": str(out),
+        "tracking": tracker.describe(),
     })
     stop_reason = "max_steps" if state.step >= total_steps else None
     start_step, start_elapsed = state.step, state.elapsed
@@ -200,6 +206,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
             lr = schedule(state.step, total_steps, time_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
+            optimizer.zero_grad(set_to_none=True)  # gradients live on until the next step (histograms)
             step_loss = torch.zeros((), device=device)
             for _ in range(t_cfg.grad_accum_steps):
                 x, y = sampler.batch_at(state.epoch, state.micro_batch)
@@ -209,13 +216,14 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
                 scaler.scale(loss).backward()
                 step_loss += loss.detach()
                 state.micro_batch += 1
+            scaler.unscale_(optimizer)  # true gradients from here on (a no-op without fp16 scaling)
+            check_now = tr_cfg.grad_check_interval and every(state.step + 1, tr_cfg.grad_check_interval)
+            gradient_check = check_gradients(model) if check_now else None  # before clipping
             grad_norm = None
             if cfg.optim.gradient_clip > 0:
-                scaler.unscale_(optimizer)
                 grad_norm = clip_gradients(trainable, cfg.optim.gradient_clip)
             scaler.step(optimizer)
             scaler.update()
-            optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.tokens += tokens_per_step
             state.elapsed = time.perf_counter() - clock
@@ -234,7 +242,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
             # ---- optional work of this step ----
             evaluate_now = val_ids is not None and (every(state.step, t_cfg.eval_interval) or stop_reason)
             record = None
-            if every(state.step, t_cfg.log_interval) or evaluate_now or stop_reason:
+            if every(state.step, t_cfg.log_interval) or evaluate_now or stop_reason or check_now:
                 # The only host-device sync of a step, and only on logging steps.
                 state.last_train_loss = float(step_loss)
                 if not math.isfinite(state.last_train_loss):
@@ -251,6 +259,11 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
                 }
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
+            if gradient_check is not None:
+                record["gradients"] = gradient_check.as_record()
+                for warning in gradient_check.warnings():
+                    console.message(f"step {state.step}: {warning}")
+                gradient_check.plot(out / "gradient_flow.png", f"gradient flow at step {state.step}")
             if evaluate_now:
                 state.last_val_loss = record["val_loss"] = validation_loss()
                 record["val_bits_per_char"] = bits_per_char(state.last_val_loss, val_chars_per_token)
@@ -268,6 +281,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
             if record:
                 tracker.log(record)
                 console.record(record)
+            if tr_cfg.histogram_interval and every(state.step, tr_cfg.histogram_interval):
+                tracker.log_histograms(state.step, weights_and_gradients(model))
             if epoch_done and every(state.epoch, c_cfg.save_every):
                 checkpoint(out / f"checkpoint_epoch_{state.epoch}.pt")
                 prune_epoch_checkpoints(out, c_cfg.keep_checkpoints)
@@ -281,6 +296,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
 
     # ---- the end: final model, summary, plot ----
     checkpoint(out / "final.pt", with_state=False)
+    tracker.save_model(out / "final.pt")
     tracker.finish()
     summary = {
         "stop_reason": stop_reason,

@@ -1,0 +1,49 @@
+"""Debugging a run: gradient checks (--grad-check-interval) and --overfit-batches."""
+
+from __future__ import annotations
+
+from integration_helpers import assert_one_line_error, losses, metrics, run_process, summary, tiny_args, train
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_gradient_checks_land_in_metrics_plot_and_tensorboard(tmp_path, corpus):
+    plain = train(corpus, tmp_path / "plain", max_steps=4, log_interval=3)
+    out = train(corpus, tmp_path / "checked", "--tensorboard", max_steps=4, log_interval=3,
+                grad_check_interval=2)
+    assert losses(out)[4] == losses(plain)[4]  # a check only reads the gradients
+
+    records = metrics(out)
+    assert [r["step"] for r in records] == [2, 3, 4]  # a check step is a logged step
+    assert [r["step"] for r in records if "gradients" in r] == [2, 4]
+    from fundamentallm.checkpoint import load_checkpoint
+    names = list(load_checkpoint(out / "final.pt")["model"])
+    for record in records:
+        if "gradients" in record:
+            # every parameter, input to output (the head shares the embedding's weight)
+            assert list(record["gradients"]) == [n for n in names if n != "head.weight"]
+            assert all(g["grad_norm"] > 0 and g["weight_norm"] > 0 for g in record["gradients"].values())
+    assert (out / "gradient_flow.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (plain / "gradient_flow.png").exists()
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tb = EventAccumulator(str(out))
+    tb.Reload()
+    assert [e.step for e in tb.Scalars("GradNorm/embed.weight")] == [2, 4]
+    assert [e.step for e in tb.Scalars("GradRatio/blocks.0.attn.qkv.weight")] == [2, 4]
+
+
+def test_overfitting_one_batch_drives_the_loss_towards_zero(tmp_path, corpus):
+    steps = {"max_steps": None, "epochs": 150, "eval_interval": 1000}
+    one = summary(train(corpus, tmp_path / "one", overfit_batches=1, **steps))
+    assert one["steps"] == 150  # one micro-batch: one step per epoch
+    assert one["final_train_loss"] < 0.3
+    assert one["final_val_loss"] > 3  # memorised, not learned
+    normal = summary(train(corpus, tmp_path / "normal", max_steps=150, eval_interval=1000))
+    assert normal["final_train_loss"] > 1.5  # the same steps over the whole text
+
+
+def test_overfit_batches_must_fill_whole_steps(tmp_path, corpus):
+    result = run_process("train", corpus, "-o", tmp_path / "run",
+                         *tiny_args(overfit_batches=3, grad_accum_steps=2))
+    assert "--overfit-batches 3 must be a multiple of --grad-accum-steps 2" in assert_one_line_error(result)
