@@ -79,11 +79,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fundamentallm.training.loop import RESUME_NAME, train
 
     cfg = resolve_config(args)
-    payload = None
+    payload = init = None
     if args.resume:
         path = Path(cfg.checkpoint.output_dir) / RESUME_NAME if args.resume is True else Path(args.resume)
         payload = load_checkpoint(path)
         cfg = resolve_config(args, payload["config"])
+    elif cfg.training.init_from:  # the model shape and tokenizer come from the checkpoint
+        init = load_checkpoint(cfg.training.init_from)
+        saved = init["config"]
+        data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
+        cfg = resolve_config(args, {"model": saved.get("model"),
+                                    "data": {k: data[k] for k in ("tokenizer", "vocab_size") if k in data}})
     if not cfg.data.train:
         raise UserError("train: give a training text file (fundamentallm train FILE)")
     if args.dry_run:
@@ -92,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     console = TrainingConsole("json" if args.json else "quiet" if args.quiet else "rich")
     summary = train(cfg, console, resume=payload, resume_path=str(args.resume),
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, init=init)
     if summary["stop_reason"] == "interrupted":
         console.message(f"interrupted: state saved; continue with --resume "
                         f"(output dir {cfg.checkpoint.output_dir})")

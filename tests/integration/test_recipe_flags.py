@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fundamentallm.checkpoint import load_model
-from integration_helpers import load_pt, losses, metrics, train
+from integration_helpers import load_pt, losses, metrics, run_cli, train
 
 BASE = {"max_steps": 4, "log_interval": 1, "warmup_steps": 0, "eval_interval": 4}
 
@@ -80,3 +80,19 @@ def test_resume_keeps_the_optimizer(tmp_path, corpus):
     assert train(corpus, out, "--resume", max_steps=3, optimizer="adamw", expect=2)
     assert train(corpus, out, "--resume", max_steps=3)  # the saved optimizer (muon) continues
     assert 3 in losses(out)
+
+
+def test_lookahead_pulls_back_every_k_steps(tmp_path, corpus, baseline):
+    out = run(corpus, tmp_path / "la", lookahead_steps=2, lookahead_alpha=0.5)
+    la, plain = first_losses(out), first_losses(baseline)
+    assert la[:2] == plain[:2]  # steps 1-2 are the inner optimizer's; the pull-back follows step 2
+    assert la[2] != plain[2]
+    assert "slow" in load_pt(out / "resume_checkpoint.pt")["train_state"]["optimizer"]
+
+
+def test_lookahead_resumes_exactly(tmp_path, corpus):
+    flags = {"lookahead_steps": 3, "lr_schedule": "constant", "max_steps": 7}
+    straight = run(corpus, tmp_path / "straight", **flags)
+    half = run(corpus, tmp_path / "half", **{**flags, "max_steps": 4})
+    assert run_cli("train", "-o", half, "--resume", "--max-steps", "7", "--quiet") == 0
+    assert first_losses(half) == pytest.approx(first_losses(straight), abs=1e-6)

@@ -220,3 +220,18 @@ def test_dump_yaml_round_trip_equals_the_original():
 
 def test_default_round_trip():
     assert config_from_dict(yaml.safe_load(dump_yaml(Config()))) == Config()
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("optim", {"lookahead_alpha": 0.8}, "--lookahead-alpha applies only with --lookahead-steps N"),
+    ("optim", {"freeze_layers": 5}, "--freeze-layers 5 is more than the model's 4 layers"),
+    ("training", {"overfit_batches": 3, "grad_accum_steps": 2}, "--overfit-batches 3 must be a multiple"),
+    ("tracking", {"histogram_interval": 10}, "--histogram-interval 10 needs --tensorboard or --wandb"),
+    ("tracking", {"wandb_log_model": True}, "--wandb-log-model needs --wandb"),
+])
+def test_settings_that_need_another_are_checked(section, values, message):
+    cfg = Config()
+    for name, value in values.items():
+        setattr(getattr(cfg, section), name, value)
+    with pytest.raises(UserError, match=message.replace("'", ".")):
+        validate(cfg)

@@ -7,7 +7,7 @@ import torch
 
 from fundamentallm.config import OptimConfig
 from fundamentallm.training.muon import Muon
-from fundamentallm.training.optim import build_optimizer, clip_gradients, param_groups
+from fundamentallm.training.optim import build_optimizer, clip_gradients, depth, freeze, param_groups
 
 
 def names_by_group(model: torch.nn.Module, groups: list[dict]) -> list[set[str]]:
@@ -87,3 +87,48 @@ def test_clip_gradients_leaves_small_gradients_untouched(tiny_model):
     norm = clip_gradients(params, 1.0)
     assert 0 < float(norm) < 1.0
     assert all(torch.equal(a, p.grad) for a, p in zip(before, params))
+
+
+def scales_by_name(model: torch.nn.Module, groups: list[dict]) -> dict[str, float]:
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    return {name_of[id(p)]: g["lr_scale"] for g in groups for p in g["params"]}
+
+
+def test_depth_runs_from_the_embeddings_to_the_top():
+    assert [depth(n, 2) for n in ("embed.weight", "positions.weight", "blocks.0.attn.qkv.weight",
+                                  "blocks.1.mlp_norm.weight", "norm.weight", "head.weight")] == [0, 0, 1, 2, 3, 3]
+
+
+def test_layer_lr_decay_scales_each_depth(tiny_model):
+    groups = param_groups(tiny_model, 0.1, layer_decay=0.5)  # 2 blocks: top = depth 3
+    scales = scales_by_name(tiny_model, groups)
+    assert scales["norm.weight"] == 1.0
+    assert scales["blocks.1.mlp.up.weight"] == scales["blocks.1.attn_norm.weight"] == 0.5
+    assert scales["blocks.0.attn.qkv.weight"] == 0.25
+    assert scales["embed.weight"] == 0.125
+    assert [g["hidden"] for g in groups] == [True, True, False, False, False, False]  # matrices first
+    assert all(g["weight_decay"] == (0.1 if g["hidden"] else 0.0) for g in groups)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in tiny_model.parameters())
+    assert len(param_groups(tiny_model, 0.1)) == 2  # no decay: the two groups as ever
+
+
+def test_muon_groups_combine_their_rate_with_the_layer_scale(tiny_model):
+    cfg = OptimConfig(optimizer="muon", learning_rate=1e-3, muon_lr=0.04, layer_lr_decay=0.5)
+    opt = build_optimizer(tiny_model, cfg, torch.device("cpu"))
+    scales = scales_by_name(tiny_model, opt.param_groups)
+    assert scales["blocks.1.mlp.up.weight"] == pytest.approx(40 * 0.5)
+    assert scales["blocks.0.mlp.up.weight"] == pytest.approx(40 * 0.25)
+    assert scales["embed.weight"] == 0.125
+    assert [g["muon"] for g in opt.param_groups] == [True, True, False, False, False, False]
+
+
+def test_freeze_embeddings_and_lower_blocks(tiny_model):
+    freeze(tiny_model, embeddings=True, layers=1)
+    frozen = {n for n, p in tiny_model.named_parameters() if not p.requires_grad}
+    assert "embed.weight" in frozen and tiny_model.head.weight.requires_grad is False  # tied
+    assert {n for n in frozen if n.startswith("blocks.")} == {
+        n for n, _ in tiny_model.named_parameters() if n.startswith("blocks.0.")}
+    assert not any(n.startswith("blocks.1.") or n == "norm.weight" for n in frozen)
+    grouped = {id(p) for g in param_groups(tiny_model, 0.1) for p in g["params"]}
+    assert grouped == {id(p) for p in tiny_model.parameters() if p.requires_grad}

@@ -184,5 +184,10 @@ def validate(cfg: Config) -> None:
     if t.wandb_log_model and not t.wandb:
         raise UserError("--wandb-log-model needs --wandb")
     o = cfg.optim
+    if o.freeze_layers > m.num_layers:
+        raise UserError(f"--freeze-layers {o.freeze_layers} is more than the model's {m.num_layers} "
+                        "layers (--num-layers)")
+    if o.lookahead_alpha != 0.5 and not o.lookahead_steps:
+        raise UserError("--lookahead-alpha applies only with --lookahead-steps N")
     if o.min_lr is not None and o.min_lr > o.learning_rate:
         raise UserError(f"--min-lr {o.min_lr} is above --learning-rate {o.learning_rate}")

@@ -126,12 +126,31 @@ class OptimConfig:
         0.4, "wsd: share of training spent in the final linear cool-down", check="fraction"
     )
     warmup_steps: int = option(100, "steps of linear warmup", check="non_negative")
+    layer_lr_decay: float = option(
+        1.0, "layer-wise learning-rate decay: each block down from the top trains at this "
+        "multiple of the one above, the embeddings lowest (e.g. 0.8 for fine-tuning; 1: off)",
+        check="probability",
+    )
+    lookahead_steps: int = option(
+        0, "Lookahead: every N steps, move a slow copy of the weights --lookahead-alpha of the "
+        "way to the optimizer's and continue from there (Zhang et al. 2019; 0: off, 5 is usual)",
+        check="non_negative",
+    )
+    lookahead_alpha: float = option(0.5, "Lookahead: how far the slow weights move", check="probability")
+    freeze_embeddings: bool = option(
+        False, "keep the embeddings fixed (with tied weights, the output head too)"
+    )
+    freeze_layers: int = option(0, "keep the first N transformer blocks fixed", check="non_negative")
 
 
 @dataclass
 class TrainingConfig:
     """How long and how the loop runs."""
 
+    init_from: str | None = option(
+        None, "start from this checkpoint's weights and tokenizer (fine-tuning): a new run with "
+        "a fresh optimizer and schedule; the model shape comes from the checkpoint"
+    )
     epochs: int = option(10, "passes over the training tokens", check="positive")
     max_steps: int | None = option(None, "stop after this many optimizer steps", check="positive")
     max_time: float | None = option(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from fundamentallm.atomic import write_json, write_text
-from fundamentallm.checkpoint import save_checkpoint
+from fundamentallm.checkpoint import load_checkpoint, save_checkpoint
 from fundamentallm.config import Config, config_from_dict, config_to_dict, dump_yaml, validate
 from fundamentallm.console import TrainingConsole
 from fundamentallm.data.dataset import EpochSampler
@@ -29,7 +29,7 @@ from fundamentallm.tokenizers import tokenizer_from_dict
 from fundamentallm.tracking import Tracker, build_tracker, weights_and_gradients
 from fundamentallm.training.compilation import resolve_compile
 from fundamentallm.training.gradients import check_gradients
-from fundamentallm.training.optim import build_optimizer, clip_gradients
+from fundamentallm.training.optim import build_optimizer, clip_gradients, freeze
 from fundamentallm.training.precision import resolve_device, resolve_precision
 from fundamentallm.training.schedule import LRSchedule
 from fundamentallm.training.state import TrainState, deterministic_kernels, seed_everything
@@ -66,25 +66,44 @@ def deferred_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
+def check_model_unchanged(cfg: Config, saved: Config, path: str, run: str) -> None:
+    """A resumed or fine-tuned run keeps the checkpoint's model shape (dropout may change)."""
+    changed = [f"{name} {getattr(cfg.model, name)} (checkpoint: {value})"
+               for name, value in vars(saved.model).items()
+               if name != "dropout" and getattr(cfg.model, name) != value]
+    if changed:
+        raise UserError(f"{path}: {run} keeps its model shape; changed: {', '.join(changed)}")
+
+
+# The optimizer's param groups follow these; a resumed run's saved state needs the same groups.
+OPTIMIZER_LAYOUT = ("optimizer", "freeze_embeddings", "freeze_layers", "layer_lr_decay", "lookahead_steps")
+
+
 def resume_config(cfg: Config, payload: dict[str, Any], path: str) -> None:
     """A resumed run keeps its model shape, tokenizer and optimizer; anything else (dropout
     too) may change."""
     saved_cfg = config_from_dict(payload["config"], path)
-    changed = [f"{name} {getattr(cfg.model, name)} (checkpoint: {value})"
-               for name, value in vars(saved_cfg.model).items()
-               if name != "dropout" and getattr(cfg.model, name) != value]
-    if changed:
-        raise UserError(f"{path}: a resumed run keeps its model shape; changed: {', '.join(changed)}")
-    saved_optimizer = saved_cfg.optim.optimizer
-    if cfg.optim.optimizer != saved_optimizer:  # the saved state belongs to that optimizer
-        raise UserError(f"{path}: a resumed run keeps its optimizer; --optimizer {cfg.optim.optimizer} "
-                        f"(checkpoint: {saved_optimizer})")
+    check_model_unchanged(cfg, saved_cfg, path, "a resumed run")
+    for name in OPTIMIZER_LAYOUT:  # the saved state belongs to that optimizer and its groups
+        mine, saved = getattr(cfg.optim, name), getattr(saved_cfg.optim, name)
+        if mine != saved:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{path}: a resumed run keeps its optimizer; {flag} {mine} (checkpoint: {saved})")
     if "train_state" not in payload:
         raise UserError(f"{path}: holds model weights only, not a training state to resume")
     state = payload["train_state"]
     if not isinstance(state, dict) or not all(
             isinstance(state.get(k), dict) for k in ("optimizer", "counters", "rng")):
         raise UserError(f"{path}: the training state in this checkpoint is malformed")
+
+
+def init_config(cfg: Config, payload: dict[str, Any], path: str) -> None:
+    """--init-from: the new run must be able to take the checkpoint's weights and tokenizer."""
+    saved_cfg = config_from_dict(payload["config"], path)
+    check_model_unchanged(cfg, saved_cfg, path, "a fine-tuned run")
+    if cfg.data.tokenizer != saved_cfg.data.tokenizer:
+        raise UserError(f"{path}: a fine-tuned run keeps its tokenizer; --tokenizer {cfg.data.tokenizer} "
+                        f"(checkpoint: {saved_cfg.data.tokenizer})")
 
 
 def claim_output_dir(out: Path, resuming: bool, overwrite: bool) -> None:
@@ -111,11 +130,12 @@ def prune_epoch_checkpoints(out: Path, keep: int) -> None:
 
 def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | None = None,
           resume_path: str = "checkpoint", tracker: Tracker | None = None,
-          overwrite: bool = False) -> dict[str, Any]:
+          overwrite: bool = False, init: dict | None = None) -> dict[str, Any]:
     """Train a model as `cfg` says; return the run summary (also written to summary.json).
 
     `resume` is a loaded checkpoint (checkpoint.load_checkpoint) to continue from;
-    `overwrite` lets a fresh run replace an earlier run's files in the output directory.
+    `overwrite` lets a fresh run replace an earlier run's files in the output directory;
+    `init` is the loaded checkpoint of `cfg.training.init_from` (loaded here if not given).
     """
     console = console or TrainingConsole("quiet")
     t_cfg, c_cfg, tr_cfg = cfg.training, cfg.checkpoint, cfg.tracking
@@ -126,7 +146,14 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     payload = resume  # a loaded checkpoint, or None for a fresh run
     if payload:
         resume_config(cfg, payload, resume_path)
-    saved_tokenizer = tokenizer_from_dict(payload["tokenizer"]) if payload else None
+        init = None  # a resumed run holds its own weights
+    elif t_cfg.init_from:  # fine-tuning: weights and tokenizer from a checkpoint, all else fresh
+        init = init or load_checkpoint(t_cfg.init_from)
+        init_config(cfg, init, t_cfg.init_from)
+    else:
+        init = None
+    source = payload or init
+    saved_tokenizer = tokenizer_from_dict(source["tokenizer"]) if source else None
     data = load_tokens(cfg.data, saved_tokenizer, console.stage)
     tokenizer, train_ids, val_ids = data.tokenizer, data.train, data.val
     cfg.model.vocab_size = tokenizer.vocab_size
@@ -143,6 +170,11 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     device = resolve_device(t_cfg.device)
     seed_everything(t_cfg.seed)
     model = GPT(cfg.model).to(device)
+    if init:
+        model.load_state_dict(init["model"])
+    freeze(model, cfg.optim.freeze_embeddings, cfg.optim.freeze_layers)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError("every parameter is frozen (--freeze-embeddings, --freeze-layers): nothing to train")
     compilation = resolve_compile(t_cfg.compile, device)
     forward = compilation.wrap(model)  # evaluation uses `model`: its shapes vary, no recompiles
     optimizer = build_optimizer(model, cfg.optim, device)
@@ -175,6 +207,9 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
 
     console.start({
         "parameters": model.num_parameters(),
+        "trainable": f"{sum(p.numel() for p in trainable):,} (the rest frozen)"
+                     if len(trainable) < len(list(model.parameters())) else None,
+        "initialised from": t_cfg.init_from if init else None,
         "train tokens": len(train_ids),
         "validation": f"{len(val_ids):,} tokens ({data.source})" if val_ids is not None else "none",
         "token cache": data.cache,

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from fundamentallm.config.schema import OptimConfig
+from fundamentallm.training.lookahead import Lookahead
 from fundamentallm.training.muon import Muon
 
 
@@ -24,15 +25,50 @@ def is_hidden_matrix(name: str, p: torch.nn.Parameter) -> bool:
     return p.dim() == 2 and not name.startswith(("embed.", "positions."))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: matrices of linear layers (decayed) and everything else (not decayed)."""
-    decay, no_decay = [], []
+def depth(name: str, num_layers: int) -> int:
+    """How far from the input a parameter sits: 0 for the embeddings, i + 1 for block i,
+    num_layers + 1 for the final norm (and an untied head)."""
+    if name.startswith(("embed.", "positions.")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def num_blocks(model: torch.nn.Module) -> int:
+    return len({name.split(".")[1] for name, _ in model.named_parameters() if name.startswith("blocks.")})
+
+
+def freeze(model: torch.nn.Module, embeddings: bool, layers: int) -> None:
+    """Keep the embeddings and/or the first `layers` blocks as they are: the lower layers of a
+    pretrained model hold the most general features (discriminative fine-tuning, Howard &
+    Ruder 2018). With tied weights, freezing the embedding freezes the output head too."""
+    count = num_blocks(model)
+    for name, p in model.named_parameters():
+        d = depth(name, count)
+        if (embeddings and d == 0) or 1 <= d <= layers:
+            p.requires_grad_(False)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """Matrices of linear layers (decayed; `hidden`) and everything else (not decayed).
+
+    With `layer_decay` < 1 (layer-wise learning-rate decay, as in ELECTRA and BEiT), each is
+    split further by depth, and a group's `lr_scale` is layer_decay ** (steps below the
+    top): 1 for the final norm, layer_decay for the last block, ... layer_decay ** (L + 1)
+    for the embeddings. Matrices come first, then the rest, each from the input up; frozen
+    parameters are left out.
+    """
+    count = num_blocks(model)
+    groups: dict[tuple[bool, int], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():  # a tied weight appears once, as embed.weight
         if p.requires_grad:
-            (decay if is_hidden_matrix(name, p) else no_decay).append(p)
+            d = depth(name, count) if layer_decay != 1.0 else 0
+            groups.setdefault((is_hidden_matrix(name, p), d), []).append(p)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": groups[key], "weight_decay": weight_decay if key[0] else 0.0, "hidden": key[0],
+         "lr_scale": layer_decay ** (count + 1 - key[1]) if layer_decay != 1.0 else 1.0}
+        for key in sorted(groups, key=lambda k: (not k[0], k[1]))
     ]
 
 
@@ -55,7 +91,8 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> tor
 
 
 def build_adamw(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    groups = [dict(g, lr_scale=1.0) for g in param_groups(model, cfg.weight_decay)]
+    groups = [{k: v for k, v in g.items() if k != "hidden"}
+              for g in param_groups(model, cfg.weight_decay, cfg.layer_lr_decay)]
     return torch.optim.AdamW(
         groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
         fused=device.type in ("cuda", "cpu"),  # one kernel for all parameters, not ~10 per tensor
@@ -63,12 +100,14 @@ def build_adamw(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) 
 
 
 def build_muon(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    hidden, rest = param_groups(model, cfg.weight_decay)
-    groups = [
-        dict(hidden, muon=True, lr=cfg.muon_lr, lr_scale=cfg.muon_lr / cfg.learning_rate,
-             momentum=cfg.muon_momentum),
-        dict(rest, muon=False, lr=cfg.learning_rate, lr_scale=1.0),
-    ]
+    groups = []
+    for group in param_groups(model, cfg.weight_decay, cfg.layer_lr_decay):
+        if group.pop("hidden"):
+            group.update(muon=True, lr=cfg.muon_lr, lr_scale=group["lr_scale"] * cfg.muon_lr / cfg.learning_rate,
+                         momentum=cfg.muon_momentum)
+        else:
+            group.update(muon=False, lr=cfg.learning_rate)
+        groups.append(group)
     # bf16 Newton–Schulz only where bf16 matmuls are fast (CUDA); fp32 on CPU.
     ns_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     return Muon(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), ns_dtype=ns_dtype,
@@ -82,5 +121,8 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device: torch.device
-                    ) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.optimizer](model, cfg, device)
+                    ) -> torch.optim.Optimizer | Lookahead:
+    optimizer = OPTIMIZERS[cfg.optimizer](model, cfg, device)
+    if cfg.lookahead_steps:
+        return Lookahead(optimizer, cfg.lookahead_steps, cfg.lookahead_alpha)
+    return optimizer
