@@ -197,3 +197,35 @@ def test_flops_per_token_counts_matrices_and_attention(tiny_model_config):
     assert model.flops_per_token() == 6 * matrices + 12 * c.num_layers * c.model_dim * c.context_length
     learned = variant(c, position="learned")  # the position table is a lookup: same FLOPs
     assert learned.flops_per_token() == model.flops_per_token()
+
+
+def test_dropconnect_drops_weights_in_training_only(tiny_model_config):
+    cfg = dataclasses.replace(tiny_model_config, dropconnect=0.5)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    torch.manual_seed(0)
+    plain = GPT(tiny_model_config)
+    assert model.state_dict().keys() == plain.state_dict().keys()  # same weights, same checkpoint
+    model.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, cfg.vocab_size, (2, 8))
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model(idx)[0], plain(idx)[0])  # evaluation: the full matrices
+    model.train()
+    layer = model.blocks[0].mlp.up
+    x = torch.randn(4, cfg.model_dim)
+    a, b = layer(x), layer(x)
+    assert not torch.allclose(a, b)  # a new mask each call
+    torch.manual_seed(1)
+    dropped = layer(x)
+    torch.manual_seed(1)
+    mask = torch.nn.functional.dropout(torch.ones_like(layer.weight), 0.5, True)  # 0 or 2
+    torch.testing.assert_close(dropped, x @ (layer.weight * mask).T)
+    assert 0.4 < (mask == 0).float().mean() < 0.6
+
+
+def test_set_dropout_reaches_every_dropout(tiny_model_config):
+    model = GPT(dataclasses.replace(tiny_model_config, dropout=0.1))
+    model.set_dropout(0.3)
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates and all(p == 0.3 for p in rates)
+    assert all(block.attn.dropout == 0.3 for block in model.blocks)

@@ -13,7 +13,7 @@ import math
 import pytest
 
 from fundamentallm.config import OptimConfig
-from fundamentallm.training.schedule import LRSchedule
+from fundamentallm.training.schedule import DropoutSchedule, LRSchedule
 
 PEAK, WARMUP, TOTAL = 1e-3, 10, 110
 LAST = TOTAL - 1  # the last step a run of TOTAL steps takes
@@ -167,3 +167,10 @@ def test_wsd_follows_the_clock_in_a_time_bounded_run():
 def test_wsd_with_zero_cooldown_stays_at_the_peak():
     s = wsd(cooldown=0.0)
     assert [s(step, TOTAL) for step in (WARMUP, LAST)] == pytest.approx([PEAK, PEAK])
+
+
+def test_dropout_schedule_rises_linearly_from_start_to_end():
+    schedule = DropoutSchedule(0.0, 0.2)
+    assert [round(schedule(step, 5), 6) for step in range(5)] == [0.0, 0.05, 0.1, 0.15, 0.2]
+    assert schedule(1, 100, time_fraction=0.5) == pytest.approx(0.1)  # time budget further along
+    assert schedule(99, 100, time_fraction=2.0) == pytest.approx(0.2)  # never past the end

@@ -174,6 +174,8 @@ def validate(cfg: Config) -> None:
     if d.vocab_size is not None and d.vocab_size < 256:
         raise UserError(f"--vocab-size {d.vocab_size}: byte-level BPE needs at least 256 (one per byte)")
     tr = cfg.training
+    if tr.dropout_start and tr.dropout_schedule == "constant":
+        raise UserError("--dropout-start applies only with --dropout-schedule linear")
     if tr.overfit_batches % tr.grad_accum_steps:
         raise UserError(f"--overfit-batches {tr.overfit_batches} must be a multiple of --grad-accum-steps "
                         f"{tr.grad_accum_steps} (each step uses that many micro-batches)")

@@ -49,6 +49,10 @@ class ModelConfig:
         128, "tokens the model sees at once", aliases=("--max-seq-len",), check="positive"
     )
     dropout: float = option(0.0, "dropout probability", check="fraction")
+    dropconnect: float = option(
+        0.0, "DropConnect: probability of dropping each weight of the blocks' matrices during "
+        "training (Wan et al. 2013)", check="fraction"
+    )
     norm: str = option("rmsnorm", "normalisation layer", choices=("rmsnorm", "layernorm"))
     position: str = option(
         "rope", "position information: rotary (in attention) or a learned table (at the input)",
@@ -84,6 +88,10 @@ class DataConfig:
         None, "files to read from a data directory, e.g. '*.txt' (default: .txt and .md files)"
     )
     text_field: str = option("text", "JSONL data: the field of each record that holds its text")
+    augment: float = option(
+        0.0, "text augmentation: delete, and separately double, each token of a training window "
+        "with this probability (validation text is never augmented; 0: off)", check="fraction"
+    )
     token_cache: str = option(
         "auto", "token cache for large corpora: auto (corpora from 32 MB, in ~/.cache/fundamentallm), "
         "off (always tokenise in memory), or a directory (always cache there)"
@@ -147,6 +155,13 @@ class OptimConfig:
 class TrainingConfig:
     """How long and how the loop runs."""
 
+    dropout_schedule: str = option(
+        "constant", "constant: --dropout throughout; linear: rise from --dropout-start to --dropout "
+        "as training progresses (curriculum dropout; trains without torch.compile)",
+        choices=("constant", "linear"),
+    )
+    dropout_start: float = option(0.0, "dropout rate at the start of a --dropout-schedule linear run",
+                                  check="fraction")
     init_from: str | None = option(
         None, "start from this checkpoint's weights and tokenizer (fine-tuning): a new run with "
         "a fresh optimizer and schedule; the model shape comes from the checkpoint"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fundamentallm.config.schema import DataConfig
+from fundamentallm.data.augment import augment, slack
 from fundamentallm.data.text import read_text
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import Tokenizer
@@ -48,17 +49,23 @@ def encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
     return torch.from_numpy(tokenizer.encode_array(text).astype(np.int32))
 
 
-def make_batch(ids: torch.Tensor | np.ndarray, starts: torch.Tensor, length: int, unk_id: int | None):
-    """Windows of `length` inputs and their next-token targets, gathered in one indexing op.
-
-    ids (N,) (a tensor, or a memory-mapped array of cached tokens), starts (B,)
-    → x (B, length), y (B, length), both int64.
-    """
-    index = starts[:, None] + torch.arange(length + 1)  # (B, length + 1)
+def read_windows(ids: torch.Tensor | np.ndarray, starts: torch.Tensor, length: int) -> torch.Tensor:
+    """ids (N,) (a tensor, or a memory-mapped array of cached tokens), starts (B,) →
+    (B, length) int64, gathered in one indexing op; a window running past the end wraps to
+    the start."""
+    index = (starts[:, None] + torch.arange(length)) % len(ids)  # (B, length)
     if isinstance(ids, np.ndarray):  # reads only these windows' pages from disk
-        window = torch.from_numpy(ids[index.numpy()].astype(np.int64))
-    else:
-        window = ids[index].long()
+        return torch.from_numpy(ids[index.numpy()].astype(np.int64))
+    return ids[index].long()
+
+
+def make_batch(ids: torch.Tensor | np.ndarray, starts: torch.Tensor, length: int, unk_id: int | None):
+    """Windows of `length` inputs and their next-token targets: x (B, length), y (B, length)."""
+    return split_window(read_windows(ids, starts, length + 1), unk_id)
+
+
+def split_window(window: torch.Tensor, unk_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """window (B, length + 1) → inputs x (B, length) and targets y (B, length), shifted by one."""
     x, y = window[:, :-1], window[:, 1:].clone()
     if unk_id is not None:
         y[y == unk_id] = IGNORE_INDEX  # a character never seen in training is not a target
@@ -69,14 +76,15 @@ class EpochSampler:
     """Random non-overlapping windows, epoch by epoch, reproducible from (seed, epoch)."""
 
     def __init__(self, ids: torch.Tensor, context_length: int, batch_size: int,
-                 grad_accum_steps: int, seed: int, unk_id: int | None, overfit_batches: int = 0):
+                 grad_accum_steps: int, seed: int, unk_id: int | None, overfit_batches: int = 0,
+                 augment_p: float = 0.0):
         if len(ids) < context_length + 1:
             raise UserError(
                 f"training data has {len(ids)} tokens; --context-length {context_length} needs "
                 f"at least {context_length + 1} (use a shorter context or more text)"
             )
         self.ids, self.context, self.batch = ids, context_length, batch_size
-        self.seed, self.unk_id = seed, unk_id
+        self.seed, self.unk_id, self.augment_p = seed, unk_id, augment_p
         windows = (len(ids) - 1) // context_length
         # Whole optimizer steps per epoch; at least one, even if that repeats windows.
         self.steps_per_epoch = max(1, windows // (batch_size * grad_accum_steps))
@@ -106,7 +114,14 @@ class EpochSampler:
     def batch_at(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Micro-batch `index` of `epoch`: x, y of shape (batch, context_length)."""
         starts = self._epoch_starts(epoch)[index * self.batch:(index + 1) * self.batch]
-        return make_batch(self.ids, starts, self.context, self.unk_id)
+        if not self.augment_p:
+            return make_batch(self.ids, starts, self.context, self.unk_id)
+        # Augmented: a longer stretch, edited, cut back to length; the edits are a pure function
+        # of (seed, epoch, index), so a resumed run sees the same batches.
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + index + 1)
+        longer = read_windows(self.ids, starts, self.context + 1 + slack(self.context + 1, self.augment_p))
+        window = augment(longer, self.context + 1, self.augment_p, g)  # (B, context + 1)
+        return split_window(window, self.unk_id)
 
 
 def scoring_windows(num_tokens: int, context_length: int, max_windows: int | None = None):

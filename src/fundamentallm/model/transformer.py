@@ -13,7 +13,8 @@ as measured in benchmarks/README.md):
 - MLP with ReLU² (So et al. 2021, "Primer"), GELU, or a SwiGLU gate (Shazeer 2020);
 - residual-writing projections start at zero (as in the modded-nanogpt speedrun), so every
   block starts as the identity; or GPT-2's scaled normal init;
-- input embedding and output projection share one matrix (Press & Wolf 2017).
+- input embedding and output projection share one matrix (Press & Wolf 2017);
+- optional DropConnect on the blocks' weight matrices (Wan et al. 2013).
 
 Every variant is chosen once, in `__init__`; `forward` has no branches on the config.
 Shapes: B batch, T sequence length, C model_dim, H heads, D = C / H head size, V vocab.
@@ -35,6 +36,27 @@ NORMS = {
     "rmsnorm": lambda dim, gain: nn.RMSNorm(dim, elementwise_affine=gain),
     "layernorm": lambda dim, gain: nn.LayerNorm(dim, bias=False, elementwise_affine=gain),
 }
+
+
+
+# ---- linear layers inside blocks: plain, or with DropConnect ----
+class DropConnectLinear(nn.Linear):
+    """DropConnect (Wan et al. 2013): during training each step drops random *weights*, not
+    activations, scaled by 1/(1 - p) so the expected matrix is the full one; evaluation
+    uses the full matrix."""
+
+    def __init__(self, in_features: int, out_features: int, p: float):
+        super().__init__(in_features, out_features, bias=False)
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, F.dropout(self.weight, self.p, self.training))
+
+
+def block_linear(cfg: ModelConfig, in_features: int, out_features: int) -> nn.Linear:
+    if cfg.dropconnect > 0:
+        return DropConnectLinear(in_features, out_features, cfg.dropconnect)
+    return nn.Linear(in_features, out_features, bias=False)
 
 
 # ---- positions: each kind offers `embed` (at the input) and `rotate` (queries and keys) ----
@@ -86,10 +108,10 @@ class CausalSelfAttention(nn.Module):
         self.num_heads = cfg.num_heads
         self.dropout = cfg.dropout
         head_dim = cfg.model_dim // cfg.num_heads
-        self.qkv = nn.Linear(cfg.model_dim, 3 * cfg.model_dim, bias=False)
+        self.qkv = block_linear(cfg, cfg.model_dim, 3 * cfg.model_dim)
         self.q_norm = NORMS[cfg.norm](head_dim, cfg.norm_gain) if cfg.qk_norm else nn.Identity()
         self.k_norm = NORMS[cfg.norm](head_dim, cfg.norm_gain) if cfg.qk_norm else nn.Identity()
-        self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
+        self.proj = block_linear(cfg, cfg.model_dim, cfg.model_dim)
         self.proj_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, positions: nn.Module, cache: KVCache | None,
@@ -117,8 +139,8 @@ class CausalSelfAttention(nn.Module):
 class GeluMLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.up = nn.Linear(cfg.model_dim, 4 * cfg.model_dim, bias=False)
-        self.down = nn.Linear(4 * cfg.model_dim, cfg.model_dim, bias=False)
+        self.up = block_linear(cfg, cfg.model_dim, 4 * cfg.model_dim)
+        self.down = block_linear(cfg, 4 * cfg.model_dim, cfg.model_dim)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,8 +161,8 @@ class SwiGLU(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         hidden = 8 * cfg.model_dim // 3
-        self.gate_up = nn.Linear(cfg.model_dim, 2 * hidden, bias=False)
-        self.down = nn.Linear(hidden, cfg.model_dim, bias=False)
+        self.gate_up = block_linear(cfg, cfg.model_dim, 2 * hidden)
+        self.down = block_linear(cfg, hidden, cfg.model_dim)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,6 +215,15 @@ class GPT(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
+
+    def set_dropout(self, p: float) -> None:
+        """Every dropout rate at once (residual, MLP, embedding and attention; not
+        DropConnect): for a dropout schedule."""
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, CausalSelfAttention):
+                module.dropout = p
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

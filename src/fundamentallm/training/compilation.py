@@ -28,9 +28,12 @@ class Compilation:
         return torch.compile(model) if self.enabled else model
 
 
-def resolve_compile(requested: bool, device: torch.device) -> Compilation:
+def resolve_compile(requested: bool, device: torch.device, unsuitable: str | None = None) -> Compilation:
+    """`unsuitable`: why this run should not compile (e.g. a setting that would recompile)."""
     if not requested:
         return Compilation(False, "off")
+    if unsuitable:
+        return Compilation(False, f"off: {unsuitable}")
     if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++", "cl")):
         return Compilation(False, "off: no C++ compiler found (torch.compile needs one on a CPU)")
     if device.type == "cuda" and importlib.util.find_spec("triton") is None:

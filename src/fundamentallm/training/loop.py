@@ -31,7 +31,7 @@ from fundamentallm.training.compilation import resolve_compile
 from fundamentallm.training.gradients import check_gradients
 from fundamentallm.training.optim import build_optimizer, clip_gradients, freeze
 from fundamentallm.training.precision import resolve_device, resolve_precision
-from fundamentallm.training.schedule import LRSchedule
+from fundamentallm.training.schedule import DropoutSchedule, LRSchedule
 from fundamentallm.training.state import TrainState, deterministic_kernels, seed_everything
 
 RESUME_NAME = "resume_checkpoint.pt"
@@ -67,10 +67,11 @@ def deferred_interrupt():
 
 
 def check_model_unchanged(cfg: Config, saved: Config, path: str, run: str) -> None:
-    """A resumed or fine-tuned run keeps the checkpoint's model shape (dropout may change)."""
+    """A resumed or fine-tuned run keeps the checkpoint's model shape (its dropout and
+    DropConnect rates may change)."""
     changed = [f"{name} {getattr(cfg.model, name)} (checkpoint: {value})"
                for name, value in vars(saved.model).items()
-               if name != "dropout" and getattr(cfg.model, name) != value]
+               if name not in ("dropout", "dropconnect") and getattr(cfg.model, name) != value]
     if changed:
         raise UserError(f"{path}: {run} keeps its model shape; changed: {', '.join(changed)}")
 
@@ -164,7 +165,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     # Losses are per token; per character they compare across tokenizers (bits/char).
     val_chars_per_token = data.val_chars_per_token
     sampler = EpochSampler(train_ids, cfg.model.context_length, t_cfg.batch_size,
-                           t_cfg.grad_accum_steps, t_cfg.seed, tokenizer.unk_id, t_cfg.overfit_batches)
+                           t_cfg.grad_accum_steps, t_cfg.seed, tokenizer.unk_id, t_cfg.overfit_batches,
+                           cfg.data.augment)
 
     # ---- model, optimizer, precision, state ----
     device = resolve_device(t_cfg.device)
@@ -175,7 +177,10 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     freeze(model, cfg.optim.freeze_embeddings, cfg.optim.freeze_layers)
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError("every parameter is frozen (--freeze-embeddings, --freeze-layers): nothing to train")
-    compilation = resolve_compile(t_cfg.compile, device)
+    scheduled_dropout = t_cfg.dropout_schedule != "constant"
+    compilation = resolve_compile(t_cfg.compile, device, unsuitable=(
+        "--dropout-schedule changes the dropout rate every step, and each rate would recompile"
+        if scheduled_dropout else None))
     forward = compilation.wrap(model)  # evaluation uses `model`: its shapes vary, no recompiles
     optimizer = build_optimizer(model, cfg.optim, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -185,6 +190,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     if payload:
         state.load_state_dict(payload["train_state"], payload["model"])
     schedule = LRSchedule(cfg.optim)
+    dropout_schedule = DropoutSchedule(t_cfg.dropout_start, cfg.model.dropout)
+    dropout = cfg.model.dropout
     total_steps = sampler.steps_per_epoch * t_cfg.epochs
     if t_cfg.max_steps is not None:
         total_steps = min(total_steps, t_cfg.max_steps)
@@ -241,6 +248,9 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
             lr = schedule(state.step, total_steps, time_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
+            if scheduled_dropout:
+                dropout = dropout_schedule(state.step, total_steps, time_fraction)
+                model.set_dropout(dropout)
             optimizer.zero_grad(set_to_none=True)  # gradients live on until the next step (histograms)
             step_loss = torch.zeros((), device=device)
             for _ in range(t_cfg.grad_accum_steps):
@@ -294,6 +304,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
                 }
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
+                if scheduled_dropout:
+                    record["dropout"] = round(dropout, 6)
             if gradient_check is not None:
                 record["gradients"] = gradient_check.as_record()
                 for warning in gradient_check.warnings():

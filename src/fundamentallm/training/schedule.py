@@ -39,3 +39,17 @@ class LRSchedule:
             into_cooldown = max(0.0, progress - (1 - self.cooldown)) / max(self.cooldown, 1e-12)
             return self.peak - (self.peak - self.minimum) * into_cooldown
         return self.peak
+
+
+class DropoutSchedule:
+    """Curriculum dropout (Morerio et al. 2017): the dropout rate rises linearly from `start`
+    to `end` over training. Early on the model underfits and noise only slows it; later,
+    when it could memorise, the full rate regularises it. Progress is measured as for the
+    learning rate (steps, or time under --max-time, whichever is further)."""
+
+    def __init__(self, start: float, end: float):
+        self.start, self.end = start, end
+
+    def __call__(self, step: int, total_steps: int, time_fraction: float = 0.0) -> float:
+        progress = min(1.0, max(step / max(1, total_steps - 1), time_fraction))
+        return self.start + (self.end - self.start) * progress
