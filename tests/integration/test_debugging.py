@@ -47,3 +47,14 @@ def test_overfit_batches_must_fill_whole_steps(tmp_path, corpus):
     result = run_process("train", corpus, "-o", tmp_path / "run",
                          *tiny_args(overfit_batches=3, grad_accum_steps=2))
     assert "--overfit-batches 3 must be a multiple of --grad-accum-steps 2" in assert_one_line_error(result)
+
+
+def test_a_diverging_run_keeps_what_it_logged(tmp_path, corpus):
+    out = tmp_path / "diverged"
+    result = run_process("train", corpus, "-o", out, *tiny_args(
+        max_steps=40, learning_rate=1000, muon_lr=1000, gradient_clip=0, warmup_steps=0, log_interval=1),
+        "--quiet")
+    assert "loss became" in assert_one_line_error(result)
+    steps = [r["step"] for r in metrics(out)]
+    assert steps and steps == list(range(1, len(steps) + 1))  # every step before the blow-up
+    assert (out / "loss_curve.png").read_bytes().startswith(PNG_MAGIC)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,18 @@ def deferred_interrupt():
         yield requested
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def finish_on_failure(tracker: Tracker):
+    """A run that fails (NaN loss, a full disk, a second Ctrl-C) still leaves what it logged:
+    metrics.json and the loss plot up to that step, a closed TensorBoard file, an ended W&B run."""
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):  # the original error is the one to report
+            tracker.finish()
+        raise
 
 
 def check_model_unchanged(cfg: Config, saved: Config, path: str, run: str) -> None:
@@ -241,7 +253,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         return (state.step - start_step) * tokens_per_step / max(state.elapsed - start_elapsed, 1e-9)
 
     model.train()
-    with deferred_interrupt() as interrupt, deterministic_kernels(device):
+    with deferred_interrupt() as interrupt, deterministic_kernels(device), finish_on_failure(tracker):
         while stop_reason is None:
             # ---- one optimizer step ----
             time_fraction = state.elapsed / t_cfg.max_time if t_cfg.max_time else 0.0
