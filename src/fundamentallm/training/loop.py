@@ -148,7 +148,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
 
     `resume` is a loaded checkpoint (checkpoint.load_checkpoint) to continue from;
     `overwrite` lets a fresh run replace an earlier run's files in the output directory;
-    `init` is the loaded checkpoint of `cfg.training.init_from` (loaded here if not given).
+    `init` is the loaded checkpoint of `cfg.training.init_from` (loaded here if not given;
+    its weights are moved into the model).
     """
     console = console or TrainingConsole("quiet")
     t_cfg, c_cfg, tr_cfg = cfg.training, cfg.checkpoint, cfg.tracking
@@ -184,8 +185,9 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     device = resolve_device(t_cfg.device)
     seed_everything(t_cfg.seed)
     model = GPT(cfg.model).to(device)
-    if init:
-        model.load_state_dict(init["model"])
+    initialised_from = t_cfg.init_from if init else None
+    if init:  # taken out of `init`, so no second copy of the weights stays in memory
+        model.load_state_dict(init.pop("model"))
     freeze(model, cfg.optim.freeze_embeddings, cfg.optim.freeze_layers)
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError("every parameter is frozen (--freeze-embeddings, --freeze-layers): nothing to train")
@@ -228,7 +230,7 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         "parameters": model.num_parameters(),
         "trainable": f"{sum(p.numel() for p in trainable):,} (the rest frozen)"
                      if len(trainable) < len(list(model.parameters())) else None,
-        "initialised from": t_cfg.init_from if init else None,
+        "initialised from": initialised_from,
         "train tokens": len(train_ids),
         "validation": f"{len(val_ids):,} tokens ({data.source})" if val_ids is not None else "none",
         "token cache": data.cache,
