@@ -8,6 +8,7 @@ the field it sets.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -25,8 +26,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("data", nargs="*", help="training text files or directories of .txt files")
     p.add_argument("--config", help="YAML run config (flags override it), e.g. configs/small.yaml")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
-                   help="continue from OUTPUT_DIR/resume_checkpoint.pt, or from PATH")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH|auto",
+                   help="continue from OUTPUT_DIR/resume_checkpoint.pt, or from PATH; auto: continue "
+                        "if that file exists, else start afresh (for jobs that may be restarted)")
     p.add_argument("--resume-from", dest="resume", metavar="PATH", help="same as --resume PATH")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--overwrite", action="store_true",
@@ -80,6 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     payload = init = None
+    if args.resume == "auto":
+        args.resume = True if (Path(cfg.checkpoint.output_dir) / RESUME_NAME).exists() else None
     if args.resume:
         path = Path(cfg.checkpoint.output_dir) / RESUME_NAME if args.resume is True else Path(args.resume)
         payload = load_checkpoint(path)
@@ -102,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if summary["stop_reason"] == "interrupted":
         console.message(f"interrupted: state saved; continue with --resume "
                         f"(output dir {cfg.checkpoint.output_dir})")
-        return 130
+        return 128 + signal.Signals[summary.get("signal", "SIGINT")]  # the shell's convention: 130, 143
     return 0
 
 

@@ -183,9 +183,11 @@ def test_fresh_run_will_not_mix_with_an_earlier_one(tmp_path, text_file, capsys)
     assert summary(out)["steps"] == 3
 
 
-# ---------------------------------------------------------------- Ctrl-C, in a real process
+# ---------------------------------------------------------------- Ctrl-C and SIGTERM, in a real process
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_saves_a_resumable_state(tmp_path, corpus):
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_saves_a_resumable_state(tmp_path, corpus, sig, status):
+    """Ctrl-C, or the SIGTERM a cluster scheduler sends before it preempts a job."""
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "fundamentallm", "train", str(corpus), "-o", str(out),
             *tiny_args(max_steps=100_000, eval_interval=1000, log_interval=1,
@@ -200,13 +202,13 @@ def test_ctrl_c_saves_a_resumable_state(tmp_path, corpus):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "training never wrote metrics.json"
             time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == status, stderr
     assert "Traceback" not in stderr
     assert "--resume" in stderr  # tells the user how to continue
 
@@ -216,8 +218,18 @@ def test_ctrl_c_saves_a_resumable_state(tmp_path, corpus):
     assert 0 < step < 100_000
     assert records[-1]["step"] == step
     assert summary(out)["stop_reason"] == "interrupted"
+    assert summary(out)["signal"] == sig.name
 
     # ... and the run goes on from there.
     assert run_cli("train", "-o", out, "--resume", "--max-steps", str(step + 3), "--quiet") == 0
     assert summary(out)["steps"] == step + 3
     assert [r["step"] for r in metrics(out)] == list(range(1, step + 4))
+
+
+def test_resume_auto_starts_afresh_then_continues(tmp_path, corpus):
+    out = tmp_path / "job"
+    for steps in (3, 6):  # the same command, run twice, as a restarted job would be
+        assert run_cli("train", corpus, "-o", out, *tiny_args(max_steps=steps, log_interval=1),
+                       "--resume", "auto", "--quiet") == 0
+        assert summary(out)["steps"] == steps
+    assert [r["step"] for r in metrics(out)] == list(range(1, 7))

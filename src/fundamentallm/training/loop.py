@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import signal
+import threading
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -45,25 +46,31 @@ def every(step: int, interval: int) -> bool:
     return step % interval == 0
 
 
+# Ctrl-C, and the notice a cluster scheduler (SLURM, Kubernetes) sends before it kills a job.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def deferred_interrupt():
-    """First Ctrl-C asks the loop to stop after the current step (state stays consistent);
-    a second one interrupts at once."""
-    requested = {"stop": False}
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield requested  # not the main thread, or someone else handles SIGINT
+    """The first Ctrl-C or SIGTERM asks the loop to stop after the current step and save a
+    resumable state; a second one interrupts at once. `requested["signal"]` says which."""
+    requested: dict[str, Any] = {"stop": False, "signal": None}
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield requested  # signals are someone else's here
         return
 
     def handler(signum, frame):
         if requested["stop"]:
             raise KeyboardInterrupt
-        requested["stop"] = True
+        requested["stop"], requested["signal"] = True, signal.Signals(signum).name
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield requested
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextmanager
@@ -376,6 +383,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         "precision": precision.name,
         "output_dir": str(out),
     }
+    if interrupt["signal"]:
+        summary["signal"] = interrupt["signal"]
     write_json(out / "summary.json", summary)
     console.end(summary)
     return summary
