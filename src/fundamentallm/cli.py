@@ -103,9 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     console = TrainingConsole("json" if args.json else "quiet" if args.quiet else "rich")
     summary = train(cfg, console, resume=payload, resume_path=str(args.resume),
                     overwrite=args.overwrite, init=init)
-    if summary["stop_reason"] == "interrupted":
-        console.message(f"interrupted: state saved; continue with --resume "
-                        f"(output dir {cfg.checkpoint.output_dir})")
+    if summary["stop_reason"] == "interrupted":  # train() has said how to continue
         return 128 + signal.Signals[summary.get("signal", "SIGINT")]  # the shell's convention: 130, 143
     return 0
 

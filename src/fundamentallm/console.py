@@ -1,6 +1,7 @@
 """What a person (or a script) sees while training: a start summary, a progress bar,
 validation lines and an end summary. Three modes: "rich" (people), "quiet" (only
-warnings), "json" (one JSON object per line on stdout, for scripts)."""
+warnings), "json" (one JSON object per line on stdout, for scripts); and "silent", for the
+processes of a multi-process run other than the first (which speaks for all)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rich.console import Console as RichConsole
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-MODES = ("rich", "quiet", "json")
+MODES = ("rich", "quiet", "json", "silent")
 
 
 def _fmt(value: Any) -> str:
@@ -87,8 +88,9 @@ class TrainingConsole:
             )
 
     def message(self, text: str) -> None:
-        """Warnings and notes: shown in every mode, on stderr."""
-        (self.progress.console if self.progress else self.err).print(text)
+        """Warnings and notes: shown in every mode but "silent", on stderr."""
+        if self.mode != "silent":
+            (self.progress.console if self.progress else self.err).print(text)
 
     def end(self, summary: dict[str, Any]) -> None:
         if self.progress is not None:

@@ -77,7 +77,7 @@ class EpochSampler:
 
     def __init__(self, ids: torch.Tensor, context_length: int, batch_size: int,
                  grad_accum_steps: int, seed: int, unk_id: int | None, overfit_batches: int = 0,
-                 augment_p: float = 0.0):
+                 augment_p: float = 0.0, rank: int = 0, world_size: int = 1):
         if len(ids) < context_length + 1:
             raise UserError(
                 f"training data has {len(ids)} tokens; --context-length {context_length} needs "
@@ -85,9 +85,11 @@ class EpochSampler:
             )
         self.ids, self.context, self.batch = ids, context_length, batch_size
         self.seed, self.unk_id, self.augment_p = seed, unk_id, augment_p
+        # With several processes, each takes every world_size-th batch of one shared order.
+        self.rank, self.world = rank, world_size
         windows = (len(ids) - 1) // context_length
         # Whole optimizer steps per epoch; at least one, even if that repeats windows.
-        self.steps_per_epoch = max(1, windows // (batch_size * grad_accum_steps))
+        self.steps_per_epoch = max(1, windows // (batch_size * grad_accum_steps * world_size))
         self.micro_per_epoch = self.steps_per_epoch * grad_accum_steps
         self.overfit = overfit_batches > 0
         if self.overfit:  # every epoch is epoch 0's first `overfit_batches` micro-batches
@@ -99,7 +101,7 @@ class EpochSampler:
         epoch = 0 if self.overfit else epoch
         if epoch != self._epoch:
             g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
-            need = self.micro_per_epoch * self.batch
+            need = self.micro_per_epoch * self.batch * self.world
             # A random shift per epoch, so windows do not always cut the text at the same
             # places; at most the tokens to spare, so the epoch's windows are all distinct.
             windows = (len(self.ids) - 1) // self.context
@@ -112,13 +114,14 @@ class EpochSampler:
         return self._starts
 
     def batch_at(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Micro-batch `index` of `epoch`: x, y of shape (batch, context_length)."""
-        starts = self._epoch_starts(epoch)[index * self.batch:(index + 1) * self.batch]
+        """This process's micro-batch `index` of `epoch`: x, y of shape (batch, context_length)."""
+        row = index * self.world + self.rank  # which batch of the shared order
+        starts = self._epoch_starts(epoch)[row * self.batch:(row + 1) * self.batch]
         if not self.augment_p:
             return make_batch(self.ids, starts, self.context, self.unk_id)
         # Augmented: a longer stretch, edited, cut back to length; the edits are a pure function
-        # of (seed, epoch, index), so a resumed run sees the same batches.
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + index + 1)
+        # of (seed, epoch, batch), so a resumed run sees the same batches.
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + row + 1)
         longer = read_windows(self.ids, starts, self.context + 1 + slack(self.context + 1, self.augment_p))
         window = augment(longer, self.context + 1, self.augment_p, g)  # (B, context + 1)
         return split_window(window, self.unk_id)

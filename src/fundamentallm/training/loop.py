@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from fundamentallm.atomic import write_json, write_text
 from fundamentallm.checkpoint import load_checkpoint, save_checkpoint
@@ -29,11 +30,12 @@ from fundamentallm.model import GPT
 from fundamentallm.tokenizers import tokenizer_from_dict
 from fundamentallm.tracking import Tracker, build_tracker, weights_and_gradients
 from fundamentallm.training.compilation import resolve_compile
+from fundamentallm.training.distributed import join_cluster, leave_cluster
 from fundamentallm.training.gradients import check_gradients
 from fundamentallm.training.optim import build_optimizer, clip_gradients, freeze
 from fundamentallm.training.precision import resolve_device, resolve_precision
 from fundamentallm.training.schedule import DropoutSchedule, LRSchedule
-from fundamentallm.training.state import TrainState, deterministic_kernels, seed_everything
+from fundamentallm.training.state import TrainState, deterministic_kernels, rng_state, seed_everything
 
 RESUME_NAME = "resume_checkpoint.pt"
 # Files a run writes; a fresh run with --overwrite removes those an earlier run left.
@@ -99,9 +101,9 @@ def check_model_unchanged(cfg: Config, saved: Config, path: str, run: str) -> No
 OPTIMIZER_LAYOUT = ("optimizer", "freeze_embeddings", "freeze_layers", "layer_lr_decay", "lookahead_steps")
 
 
-def resume_config(cfg: Config, payload: dict[str, Any], path: str) -> None:
-    """A resumed run keeps its model shape, tokenizer and optimizer; anything else (dropout
-    too) may change."""
+def resume_config(cfg: Config, payload: dict[str, Any], path: str, world_size: int = 1) -> None:
+    """A resumed run keeps its model shape, tokenizer, optimizer and number of processes;
+    anything else (dropout too) may change."""
     saved_cfg = config_from_dict(payload["config"], path)
     check_model_unchanged(cfg, saved_cfg, path, "a resumed run")
     for name in OPTIMIZER_LAYOUT:  # the saved state belongs to that optimizer and its groups
@@ -115,6 +117,10 @@ def resume_config(cfg: Config, payload: dict[str, Any], path: str) -> None:
     if not isinstance(state, dict) or not all(
             isinstance(state.get(k), dict) for k in ("optimizer", "counters", "rng")):
         raise UserError(f"{path}: the training state in this checkpoint is malformed")
+    saved_world = len(state.get("rank_rngs", [None]))  # the processes split the data between them
+    if saved_world != world_size:
+        raise UserError(f"{path}: this run trained on {saved_world} process(es); resume it on as many "
+                        f"(torchrun --nproc-per-node {saved_world}), not {world_size}")
 
 
 def init_config(cfg: Config, payload: dict[str, Any], path: str) -> None:
@@ -162,11 +168,15 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     t_cfg, c_cfg, tr_cfg = cfg.training, cfg.checkpoint, cfg.tracking
     out = Path(c_cfg.output_dir)
 
-    # ---- data and tokenizer ----
+    # ---- processes, data and tokenizer ----
     validate(cfg)  # flag errors before minutes of reading and tokenizing
+    device = resolve_device(t_cfg.device)
+    cluster = join_cluster(device)  # one process, or those torchrun started
+    if not cluster.main:
+        console = TrainingConsole("silent")  # rank 0 speaks (and writes) for all
     payload = resume  # a loaded checkpoint, or None for a fresh run
     if payload:
-        resume_config(cfg, payload, resume_path)
+        resume_config(cfg, payload, resume_path, cluster.world_size)
         init = None  # a resumed run holds its own weights
     elif t_cfg.init_from:  # fine-tuning: weights and tokenizer from a checkpoint, all else fresh
         init = init or load_checkpoint(t_cfg.init_from)
@@ -175,7 +185,8 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         init = None
     source = payload or init
     saved_tokenizer = tokenizer_from_dict(source["tokenizer"]) if source else None
-    data = load_tokens(cfg.data, saved_tokenizer, console.stage)
+    with cluster.main_first():  # one process builds a token cache, the others read it
+        data = load_tokens(cfg.data, saved_tokenizer, console.stage)
     tokenizer, train_ids, val_ids = data.tokenizer, data.train, data.val
     cfg.model.vocab_size = tokenizer.vocab_size
     if val_ids is not None and not bool((val_ids[1:] != (-1 if tokenizer.unk_id is None
@@ -186,12 +197,13 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     val_chars_per_token = data.val_chars_per_token
     sampler = EpochSampler(train_ids, cfg.model.context_length, t_cfg.batch_size,
                            t_cfg.grad_accum_steps, t_cfg.seed, tokenizer.unk_id, t_cfg.overfit_batches,
-                           cfg.data.augment)
+                           cfg.data.augment, cluster.rank, cluster.world_size)
 
     # ---- model, optimizer, precision, state ----
-    device = resolve_device(t_cfg.device)
-    seed_everything(t_cfg.seed)
+    seed_everything(t_cfg.seed)  # the same initial weights in every process
     model = GPT(cfg.model).to(device)
+    if cluster.distributed:
+        seed_everything(t_cfg.seed + cluster.rank)  # but each its own dropout masks
     initialised_from = t_cfg.init_from if init else None
     if init:  # taken out of `init`, so no second copy of the weights stays in memory
         model.load_state_dict(init.pop("model"))
@@ -203,30 +215,40 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
         "--dropout-schedule changes the dropout rate every step, and each rate would recompile"
         if scheduled_dropout else None))
     forward = compilation.wrap(model)  # evaluation uses `model`: its shapes vary, no recompiles
+    ddp = None
+    if cluster.distributed:  # averages the gradients across processes during backward
+        ddp = DistributedDataParallel(forward, device_ids=[cluster.local_rank] if device.type == "cuda" else None,
+                                      forward_sync_buffers=False)  # the buffers (RoPE tables) are constants
+        forward = ddp
     optimizer = build_optimizer(model, cfg.optim, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     precision = resolve_precision(t_cfg.mixed_precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     state = TrainState(model, optimizer, scaler)
     if payload:
-        state.load_state_dict(payload["train_state"], payload["model"])
+        state.load_state_dict(payload["train_state"], payload["model"], cluster.rank)
     schedule = LRSchedule(cfg.optim)
     dropout_schedule = DropoutSchedule(t_cfg.dropout_start, cfg.model.dropout)
     dropout = cfg.model.dropout
     total_steps = sampler.steps_per_epoch * t_cfg.epochs
     if t_cfg.max_steps is not None:
         total_steps = min(total_steps, t_cfg.max_steps)
-    tokens_per_step = t_cfg.batch_size * t_cfg.grad_accum_steps * cfg.model.context_length
+    tokens_per_step = t_cfg.batch_size * t_cfg.grad_accum_steps * cfg.model.context_length * cluster.world_size
     eval_windows = t_cfg.eval_iters * t_cfg.batch_size
 
-    claim_output_dir(out, resuming=payload is not None, overwrite=overwrite)
-    write_text(out / "config.yaml", dump_yaml(cfg))
-    tracker = tracker or build_tracker(cfg.tracking, out, config_to_dict(cfg),
-                                       resume_step=state.step if payload else None)
+    def claim_and_track() -> Tracker:
+        claim_output_dir(out, resuming=payload is not None, overwrite=overwrite)
+        write_text(out / "config.yaml", dump_yaml(cfg))
+        return tracker or build_tracker(cfg.tracking, out, config_to_dict(cfg),
+                                        resume_step=state.step if payload else None)
+
+    tracker = cluster.on_main(claim_and_track) or Tracker()  # the other processes log nothing
 
     def checkpoint(path: Path, with_state: bool = True) -> None:
-        tracker.flush()  # metrics.json holds every record up to the checkpoint
-        save_checkpoint(path, cfg, tokenizer, model, state.state_dict() if with_state else None)
+        rank_rngs = cluster.gather(rng_state()) if with_state else None  # every process's, for resume
+        if cluster.main:
+            tracker.flush()  # metrics.json holds every record up to the checkpoint
+            save_checkpoint(path, cfg, tokenizer, model, state.state_dict(rank_rngs) if with_state else None)
 
     def validation_loss() -> float:
         nats, scored, _ = total_loss(model, val_ids, t_cfg.batch_size, tokenizer.unk_id,
@@ -274,7 +296,9 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
                 model.set_dropout(dropout)
             optimizer.zero_grad(set_to_none=True)  # gradients live on until the next step (histograms)
             step_loss = torch.zeros((), device=device)
-            for _ in range(t_cfg.grad_accum_steps):
+            for micro in range(t_cfg.grad_accum_steps):
+                if ddp is not None:  # average the gradients once, after the last micro-batch
+                    ddp.require_backward_grad_sync = micro == t_cfg.grad_accum_steps - 1
                 x, y = sampler.batch_at(state.epoch, state.micro_batch)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with precision.autocast():
@@ -304,13 +328,14 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
                 stop_reason = "max_time"
             elif interrupt["stop"]:
                 stop_reason = "interrupted"
+            stop_reason = cluster.agree(stop_reason)  # the clock and signals may differ; rank 0 decides
 
             # ---- optional work of this step ----
             evaluate_now = val_ids is not None and (every(state.step, t_cfg.eval_interval) or stop_reason)
             record = None
             if every(state.step, t_cfg.log_interval) or evaluate_now or stop_reason or check_now:
                 # The only host-device sync of a step, and only on logging steps.
-                state.last_train_loss = float(step_loss)
+                state.last_train_loss = float(cluster.mean(step_loss))
                 if not math.isfinite(state.last_train_loss):
                     raise UserError(f"loss became {state.last_train_loss} at step {state.step}; "
                                     "try a lower --learning-rate or a --gradient-clip")
@@ -385,6 +410,11 @@ def train(cfg: Config, console: TrainingConsole | None = None, resume: dict | No
     }
     if interrupt["signal"]:
         summary["signal"] = interrupt["signal"]
-    write_json(out / "summary.json", summary)
+    if cluster.main:
+        write_json(out / "summary.json", summary)
     console.end(summary)
+    if stop_reason == "interrupted":
+        console.message(f"interrupted: state saved; continue with --resume (output dir {out})")
+    cluster.barrier()  # every process leaves together, after rank 0 has written everything
+    leave_cluster(cluster)
     return summary

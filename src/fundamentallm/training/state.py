@@ -89,20 +89,24 @@ class TrainState:
         "step", "epoch", "micro_batch", "tokens", "elapsed", "last_train_loss", "last_val_loss",
         "best_val_loss", "stopping_reference", "evals_without_improvement"), repr=False)
 
-    def state_dict(self) -> dict[str, Any]:
-        """All but the model weights, which a checkpoint stores once, as its `model` entry."""
-        return {
+    def state_dict(self, rank_rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """All but the model weights, which a checkpoint stores once, as its `model` entry.
+        `rank_rngs`: with several processes, every process's random state (rank order)."""
+        state = {
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "counters": {name: getattr(self, name) for name in self.counters},
             "rng": rng_state(),
         }
+        if rank_rngs is not None and len(rank_rngs) > 1:
+            state["rank_rngs"] = rank_rngs
+        return state
 
-    def load_state_dict(self, state: dict[str, Any], model_state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], model_state: dict[str, Any], rank: int = 0) -> None:
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         for name in self.counters:  # a counter an older state lacks keeps its default
             setattr(self, name, state["counters"].get(name, getattr(self, name)))
-        set_rng_state(state["rng"])
+        set_rng_state(state["rank_rngs"][rank] if "rank_rngs" in state else state["rng"])
