@@ -30,14 +30,15 @@ def test_dropconnect_changes_training_not_evaluation(tmp_path, corpus, baseline)
     assert rc == 0  # the checkpoint is an ordinary model
 
 
-def test_linear_dropout_schedule_rises_to_the_final_rate(tmp_path, corpus, baseline, capsys):
+def test_linear_dropout_schedule_rises_to_the_final_rate(tmp_path, corpus, capsys):
     out = train(corpus, tmp_path / "sched", "--json", **BASE, dropout=0.3, dropout_schedule="linear",
-                dropout_start=0.0, compile=True)
-    assert [r["dropout"] for r in metrics(out)] == pytest.approx([0.0, 0.06, 0.12, 0.18, 0.24, 0.3])
+                dropout_start=0.1, compile=True)
+    assert [r["dropout"] for r in metrics(out)] == pytest.approx([0.1, 0.14, 0.18, 0.22, 0.26, 0.3])
     assert "--dropout-schedule changes the dropout rate" in capsys.readouterr().out  # trains eagerly
-    constant = train(corpus, tmp_path / "constant", **BASE, dropout=0.3)
-    assert loss_list(out)[0] == loss_list(baseline)[0]  # step 1 ran at rate 0.0...
-    assert loss_list(constant)[0] != loss_list(baseline)[0]  # ...which 0.3 would not have
+    start_rate = train(corpus, tmp_path / "at_start", **BASE, dropout=0.1)
+    end_rate = train(corpus, tmp_path / "at_end", **BASE, dropout=0.3)
+    assert loss_list(out)[0] == loss_list(start_rate)[0]  # step 1 ran at the start rate...
+    assert loss_list(out)[0] != loss_list(end_rate)[0]  # ...not at the final one
 
 
 def test_constant_dropout_is_not_scheduled(baseline):

@@ -178,7 +178,8 @@ def test_wandb_without_the_package_is_a_user_error(tmp_path, monkeypatch):
 def test_build_tracker_adds_what_is_asked_for(tmp_path, fake_wandb):
     alone = build_tracker(TrackingConfig(), tmp_path, {})
     assert isinstance(alone, JsonTracker)
-    both = build_tracker(TrackingConfig(tensorboard=True, wandb=True), tmp_path, {})
+    both = build_tracker(TrackingConfig(tensorboard=True, wandb=True, wandb_project="mine"), tmp_path, {})
+    assert fake_wandb.runs[0].init["project"] == "mine"
     assert isinstance(both, MultiTracker)
     assert [type(t) for t in both.trackers] == [JsonTracker, TensorBoardTracker, WandbTracker]
     assert both.describe().startswith("metrics.json; TensorBoard")
