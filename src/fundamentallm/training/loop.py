@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fundamentallm.atomic import write_json, write_text
 from fundamentallm.checkpoint import load_checkpoint, save_checkpoint
-from fundamentallm.config import Config, config_from_dict, config_to_dict, dump_yaml, validate
+from fundamentallm.config import Config, config_to_dict, dump_yaml, validate
 from fundamentallm.console import TrainingConsole
 from fundamentallm.data.dataset import EpochSampler
 from fundamentallm.data.tokens import load_tokens
@@ -34,6 +34,7 @@ from fundamentallm.training.distributed import join_cluster, leave_cluster
 from fundamentallm.training.gradients import check_gradients
 from fundamentallm.training.optim import build_optimizer, clip_gradients, freeze
 from fundamentallm.training.precision import resolve_device, resolve_precision
+from fundamentallm.training.resumption import init_config, resume_config
 from fundamentallm.training.schedule import DropoutSchedule, LRSchedule
 from fundamentallm.training.state import TrainState, deterministic_kernels, rng_state, seed_everything
 
@@ -85,51 +86,6 @@ def finish_on_failure(tracker: Tracker):
         with suppress(Exception):  # the original error is the one to report
             tracker.finish()
         raise
-
-
-def check_model_unchanged(cfg: Config, saved: Config, path: str, run: str) -> None:
-    """A resumed or fine-tuned run keeps the checkpoint's model shape (its dropout and
-    DropConnect rates may change)."""
-    changed = [f"{name} {getattr(cfg.model, name)} (checkpoint: {value})"
-               for name, value in vars(saved.model).items()
-               if name not in ("dropout", "dropconnect") and getattr(cfg.model, name) != value]
-    if changed:
-        raise UserError(f"{path}: {run} keeps its model shape; changed: {', '.join(changed)}")
-
-
-# The optimizer's param groups follow these; a resumed run's saved state needs the same groups.
-OPTIMIZER_LAYOUT = ("optimizer", "freeze_embeddings", "freeze_layers", "layer_lr_decay", "lookahead_steps")
-
-
-def resume_config(cfg: Config, payload: dict[str, Any], path: str, world_size: int = 1) -> None:
-    """A resumed run keeps its model shape, tokenizer, optimizer and number of processes;
-    anything else (dropout too) may change."""
-    saved_cfg = config_from_dict(payload["config"], path)
-    check_model_unchanged(cfg, saved_cfg, path, "a resumed run")
-    for name in OPTIMIZER_LAYOUT:  # the saved state belongs to that optimizer and its groups
-        mine, saved = getattr(cfg.optim, name), getattr(saved_cfg.optim, name)
-        if mine != saved:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{path}: a resumed run keeps its optimizer; {flag} {mine} (checkpoint: {saved})")
-    if "train_state" not in payload:
-        raise UserError(f"{path}: holds model weights only, not a training state to resume")
-    state = payload["train_state"]
-    if not isinstance(state, dict) or not all(
-            isinstance(state.get(k), dict) for k in ("optimizer", "counters", "rng")):
-        raise UserError(f"{path}: the training state in this checkpoint is malformed")
-    saved_world = len(state.get("rank_rngs", [None]))  # the processes split the data between them
-    if saved_world != world_size:
-        raise UserError(f"{path}: this run trained on {saved_world} process(es); resume it on as many "
-                        f"(torchrun --nproc-per-node {saved_world}), not {world_size}")
-
-
-def init_config(cfg: Config, payload: dict[str, Any], path: str) -> None:
-    """--init-from: the new run must be able to take the checkpoint's weights and tokenizer."""
-    saved_cfg = config_from_dict(payload["config"], path)
-    check_model_unchanged(cfg, saved_cfg, path, "a fine-tuned run")
-    if cfg.data.tokenizer != saved_cfg.data.tokenizer:
-        raise UserError(f"{path}: a fine-tuned run keeps its tokenizer; --tokenizer {cfg.data.tokenizer} "
-                        f"(checkpoint: {saved_cfg.data.tokenizer})")
 
 
 def claim_output_dir(out: Path, resuming: bool, overwrite: bool) -> None:
