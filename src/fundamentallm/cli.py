@@ -81,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fundamentallm.training.loop import RESUME_NAME, train
 
     cfg = resolve_config(args)
-    payload = init = None
+    payload = init = path = None
     if args.resume == "auto":
         args.resume = True if (Path(cfg.checkpoint.output_dir) / RESUME_NAME).exists() else None
     if args.resume:
@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     console = TrainingConsole("json" if args.json else "quiet" if args.quiet else "rich")
-    summary = train(cfg, console, resume=payload, resume_path=str(args.resume),
+    summary = train(cfg, console, resume=payload, resume_path=str(path),
                     overwrite=args.overwrite, init=init)
     if summary["stop_reason"] == "interrupted":  # train() has said how to continue
         return 128 + signal.Signals[summary.get("signal", "SIGINT")]  # the shell's convention: 130, 143

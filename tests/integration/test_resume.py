@@ -233,3 +233,9 @@ def test_resume_auto_starts_afresh_then_continues(tmp_path, corpus):
                        "--resume", "auto", "--quiet") == 0
         assert summary(out)["steps"] == steps
     assert [r["step"] for r in metrics(out)] == list(range(1, 7))
+
+
+def test_resume_errors_name_the_checkpoint_file(tmp_path, first_half, capsys):
+    out = copy_run(first_half, tmp_path / "run")
+    assert run_cli("train", "-o", out, "--resume", "--model-dim", "64", "--quiet") == 2
+    assert capsys.readouterr().err.startswith(f"error: {out / 'resume_checkpoint.pt'}: a resumed run keeps")

@@ -65,6 +65,7 @@ def test_overwrite_starts_a_fresh_tensorboard_log(tmp_path, corpus):
     (["--histogram-interval", "5"], "--histogram-interval 5 needs --tensorboard or --wandb"),
     (["--wandb-log-model"], "--wandb-log-model needs --wandb"),
     (["--histogram-interval", "-1"], "--histogram-interval must be 0 or more"),
+    (["--wandb", "--wandb-project", " "], "--wandb-project must not be empty"),
 ])
 def test_settings_that_need_a_tracker(tmp_path, corpus, flags, message):
     result = run_process("train", corpus, "-o", tmp_path / "run", *tiny_args(), *flags)

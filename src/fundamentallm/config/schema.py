@@ -18,6 +18,7 @@ CHECKS = {
     "fraction": (lambda v: 0 <= v < 1, "must be at least 0 and below 1"),
     "seed": (lambda v: 0 <= v < 2**63, "must be between 0 and 2**63 - 1"),
     "probability": (lambda v: 0 < v <= 1, "must be above 0 and at most 1"),
+    "non_empty": (lambda v: bool(v.strip()), "must not be empty"),
 }
 
 
@@ -221,7 +222,7 @@ class TrackingConfig:
         False, "also log to Weights & Biases (needs the wandb package; logs offline into "
         "OUTPUT_DIR/wandb, to sync later, when no API key is set or WANDB_MODE=offline)"
     )
-    wandb_project: str = option("fundamentallm", "W&B project name")
+    wandb_project: str = option("fundamentallm", "W&B project name", check="non_empty")
     wandb_log_model: bool = option(False, "log final.pt to the W&B run at the end, as a model artifact")
     grad_check_interval: int = option(
         0, "steps between gradient checks: per-parameter gradient and weight norms in the metrics, "

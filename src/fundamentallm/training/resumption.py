@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fundamentallm.config import Config, config_from_dict
+from fundamentallm.config.loading import field_by_key
 from fundamentallm.errors import UserError
 
 
@@ -31,7 +32,7 @@ def resume_config(cfg: Config, payload: dict[str, Any], path: str, world_size: i
     for name in OPTIMIZER_LAYOUT:  # the saved state belongs to that optimizer and its groups
         mine, saved = getattr(cfg.optim, name), getattr(saved_cfg.optim, name)
         if mine != saved:
-            flag = "--" + name.replace("_", "-")
+            flag = field_by_key()[f"optim.{name}"].flag
             raise UserError(f"{path}: a resumed run keeps its optimizer; {flag} {mine} (checkpoint: {saved})")
     if "train_state" not in payload:
         raise UserError(f"{path}: holds model weights only, not a training state to resume")
