@@ -12,7 +12,8 @@ import sys
 
 from rich.console import Console
 
-from fundamentallm.data.analysis import analyze_path, render_report, write_plot
+from fundamentallm.corpus.analysis import analyze_path
+from fundamentallm.corpus.report import render_report, write_plot
 from fundamentallm.errors import ArgumentParser, run_reporting_errors
 
 

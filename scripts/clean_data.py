@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 
-from fundamentallm.data.cleaning import INVALID_MODES, NORMAL_FORMS, CleaningOptions, clean_file
+from fundamentallm.corpus.cleaning import INVALID_MODES, NORMAL_FORMS, CleaningOptions, clean_file
 from fundamentallm.errors import ArgumentParser, run_reporting_errors
 
 

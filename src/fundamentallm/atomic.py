@@ -11,7 +11,10 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterable
+
+from fundamentallm.errors import UserError
+from fundamentallm.textstream import DEFAULT_CHUNK_BYTES, DecodedFile
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
@@ -47,3 +50,36 @@ def finite_or_none(data: Any) -> Any:
 
 def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n")
+
+
+class TemporaryTextFile:
+    """A UTF-8 file written in pieces beside `destination`, then renamed onto it or discarded.
+
+    The rename is atomic within a directory, so a reader (or a rerun after a crash)
+    sees the old destination or the complete new one, never half of one.
+    """
+
+    def __init__(self, destination: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+        fd, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
+        self.path, self.chunk_bytes = Path(name), chunk_bytes
+        self.file = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self.write = self.file.write
+
+    def read(self) -> Iterable[str]:
+        """What was written, as chunks; no more writing after this."""
+        self.file.close()
+        return DecodedFile(self.path, chunk_bytes=self.chunk_bytes) if self.path.stat().st_size else []
+
+    def discard(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+    def commit(self, destination: Path) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.path, destination)
+        except OSError as exc:
+            self.discard()
+            raise UserError(f"{destination}: cannot write ({exc.strerror})") from None

@@ -26,16 +26,20 @@ from fundamentallm.model import GPT
 from fundamentallm.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "fundamentallm"
-VERSION = 3
+VERSION = 4
 # Settings that older checkpoints predate, by version: such a config is read with these
 # values under the stored ones, so the file still loads as the model it was.
 # Version 1: before the architecture and optimizer options. Version 2: before --norm-gain.
+# Version 3: before data.vocab_size was renamed (below).
 LEGACY_SETTINGS = {
     1: {"model": {"norm": "rmsnorm", "position": "rope", "activation": "gelu", "qk_norm": False,
                   "zero_init": False, "norm_gain": True},
         "optim": {"optimizer": "adamw"}},
     2: {"model": {"norm_gain": True}},
+    3: {},
 }
+# Settings renamed since: (section, old name, new name), applied to every older version.
+RENAMED = (("data", "vocab_size", "bpe_vocab_size"),)
 
 
 def save_checkpoint(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: torch.nn.Module,
@@ -76,6 +80,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             stored = config.get(section) or {}
             if isinstance(stored, dict):  # anything else is reported when the config is read
                 config[section] = {**legacy, **stored}
+        for section, old, new in RENAMED:
+            stored = config.get(section)
+            if isinstance(stored, dict) and old in stored:
+                config[section] = {(new if k == old else k): v for k, v in stored.items()}
         payload["config"], payload["version"] = config, VERSION
     return payload
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from fundamentallm.data.dataset import IGNORE_INDEX, make_batch, scoring_windows
+from fundamentallm.data.batching import IGNORE_INDEX, make_batch, scoring_windows
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import Tokenizer

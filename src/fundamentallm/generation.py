@@ -7,7 +7,7 @@ Three layers, each usable on its own:
   whole context for every token.
 - `generate` (token ids in, token ids out) samples all samples of a batch together, one
   forward pass per step; `beam_search` keeps the `beam_width` most likely continuations.
-- `Sampler` (text in, text out) adds the tokenizer: prompt encoding, `--ban` text, stop
+- `TextGenerator` (text in, text out) adds the tokenizer: prompt encoding, `--ban` text, stop
   strings, streaming text and per-sample figures. The CLI, the REPL and the server all
   call it, so every option means the same everywhere.
 """
@@ -25,7 +25,7 @@ from fundamentallm.model import GPT
 from fundamentallm.sampling import SamplingOptions, logits_rules
 from fundamentallm.tokenizers import StreamDecoder, Tokenizer
 
-__all__ = ["Completion", "Decoder", "SamplingOptions", "Sampler", "beam_search", "generate"]
+__all__ = ["Completion", "Decoder", "SamplingOptions", "TextGenerator", "beam_search", "generate"]
 
 
 class Decoder:
@@ -191,7 +191,7 @@ class StopScanner:
         return out
 
 
-class Sampler:
+class TextGenerator:
     """Text generation from a trained model: prompt text in, completions (or a stream) out."""
 
     def __init__(self, model: GPT, tokenizer: Tokenizer):

@@ -3,7 +3,7 @@
 Type a prompt and the continuation streams in. Settings persist between prompts and are
 changed with `/set name=value` (any sampling option, the same names as the `generate`
 flags); Ctrl-C stops the current generation and returns to the prompt; Ctrl-D or `/quit`
-leaves. Everything goes through `Sampler`, so an option means what it means everywhere.
+leaves. Everything goes through `TextGenerator`, so an option means what it means everywhere.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fundamentallm.atomic import write_text
 from fundamentallm.config.loading import class_fields
 from fundamentallm.data.text import unescape
 from fundamentallm.errors import UserError
-from fundamentallm.generation import Completion, Sampler
+from fundamentallm.generation import Completion, TextGenerator
 from fundamentallm.sampling import SamplingOptions
 
 COMMANDS = {
@@ -47,9 +47,9 @@ def parse_value(info, text: str):
 
 
 class Repl:
-    def __init__(self, sampler: Sampler, options: SamplingOptions,
+    def __init__(self, generator: TextGenerator, options: SamplingOptions,
                  read: Callable[[str], str] = input, out: TextIO | None = None):
-        self.sampler, self.start, self.options = sampler, options, options
+        self.generator, self.start, self.options = generator, options, options
         self.read, self.out = read, out or sys.stdout
         self.transcript: list[str] = []
         self.fields = {f.name: f for f in class_fields(SamplingOptions) if f.flag is not None}
@@ -144,7 +144,7 @@ class Repl:
         self.say(f"saved {len(self.transcript)} exchange(s) to {args[0]}")
 
     def generate(self, prompt: str) -> None:
-        _, unknown = self.sampler.encode_prompt(prompt)
+        _, unknown = self.generator.encode_prompt(prompt)
         if unknown:
             self.say(f"note: {unknown} prompt character(s) never seen in training were replaced by <unk>")
         live = self.options.num_samples == 1 and self.options.beam_width == 1
@@ -152,7 +152,7 @@ class Repl:
         try:
             if live:
                 self.say(prompt, end="")
-            for event in self.sampler.stream(prompt, dataclasses.replace(self.options)):
+            for event in self.generator.stream(prompt, dataclasses.replace(self.options)):
                 if isinstance(event, list):
                     self.finish(prompt, event, live)
                 elif live:

@@ -37,7 +37,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from fundamentallm.errors import UserError
-from fundamentallm.generation import Sampler
+from fundamentallm.generation import TextGenerator
 from fundamentallm.sampling import SamplingOptions
 
 __all__ = ["MAX_BODY_BYTES", "MAX_SAMPLES", "create_app", "serve"]
@@ -112,7 +112,7 @@ def sse(data: Any, event: str | None = None) -> str:
 
 class Generation:
     """One request's turn at the model: holds the lock until closed (exactly once), and
-    steps the sampler's generator in the thread pool."""
+    steps the generation in the thread pool."""
 
     def __init__(self, lock: anyio.Semaphore, events: Iterator):
         self.lock, self.events, self.closed = lock, events, False
@@ -127,7 +127,7 @@ class Generation:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.events.close()  # ends generation; the sampler's state stays consistent
+            self.events.close()  # ends generation; the generator state stays consistent
             self.lock.release()
 
 
@@ -147,13 +147,13 @@ class EventStream(StreamingResponse):
             self.generation.close()
 
 
-def create_app(sampler: Sampler, checkpoint: str, max_tokens_limit: int = 1000,
+def create_app(generator: TextGenerator, checkpoint: str, max_tokens_limit: int = 1000,
                should_stop: Callable[[], bool] = lambda: False) -> Starlette:
     """The ASGI app. `should_stop()` true (the server is shutting down) ends generations early."""
     lock = anyio.Semaphore(1)  # a semaphore, not a Lock: a stream releases it from another task
     defaults = SamplingOptions(max_tokens=min(SamplingOptions().max_tokens, max_tokens_limit))
     page = resources.files("fundamentallm").joinpath("web/index.html").read_text(encoding="utf-8")
-    model, tokenizer = sampler.model, sampler.tokenizer
+    model, tokenizer = generator.model, generator.tokenizer
     info = {
         "checkpoint": checkpoint,
         "model": {"model_dim": model.cfg.model_dim, "num_layers": model.cfg.num_layers,
@@ -168,9 +168,9 @@ def create_app(sampler: Sampler, checkpoint: str, max_tokens_limit: int = 1000,
 
     async def start(prompt: str, options: SamplingOptions) -> tuple[Generation, Any]:
         """Wait for the model; return the generation and its first event. Problems the
-        sampler finds (e.g. a --ban text it does not know) surface here, before any reply."""
+        generator finds (e.g. a --ban text it does not know) surface here, before any reply."""
         await lock.acquire()
-        generation = Generation(lock, sampler.stream(prompt, options))
+        generation = Generation(lock, generator.stream(prompt, options))
         try:
             return generation, await generation.next()
         except BaseException:
@@ -252,7 +252,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(sampler: Sampler, checkpoint: str, host: str = "127.0.0.1", port: int = 8000,
+def serve(generator: TextGenerator, checkpoint: str, host: str = "127.0.0.1", port: int = 8000,
           max_tokens_limit: int = 1000) -> int:
     """Serve until Ctrl-C or SIGTERM, then return 0. Prints `serving on http://HOST:PORT`
     (the real port, also for port 0) once connections are accepted."""
@@ -260,7 +260,7 @@ def serve(sampler: Sampler, checkpoint: str, host: str = "127.0.0.1", port: int 
 
     sock = listening_socket(host, port)
     server: uvicorn.Server | None = None
-    app = create_app(sampler, checkpoint, max_tokens_limit, lambda: bool(server and server.should_exit))
+    app = create_app(generator, checkpoint, max_tokens_limit, lambda: bool(server and server.should_exit))
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

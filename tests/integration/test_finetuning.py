@@ -68,7 +68,7 @@ def test_layer_lr_decay_slows_the_lower_layers(tmp_path, pretrained, new_text):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--model-dim", "64"], "a fine-tuned run keeps its model shape; changed: model_dim 64 (checkpoint: 32)"),
+    (["--model-dim", "64"], "a fine-tuned run keeps its model shape; --model-dim 64 (checkpoint: 32)"),
     (["--tokenizer", "byte"], "a fine-tuned run keeps its tokenizer; --tokenizer byte (checkpoint: char)"),
     (["--freeze-layers", "3"], "--freeze-layers 3 is more than the model's 2 layers"),
     (["--freeze-embeddings", "--freeze-layers", "2", "--no-norm-gain"], None),
@@ -76,7 +76,7 @@ def test_layer_lr_decay_slows_the_lower_layers(tmp_path, pretrained, new_text):
 def test_bad_fine_tuning_settings_are_one_line_errors(tmp_path, pretrained, new_text, flags, message):
     argv = tiny_args(**{k: None for k in SHAPE})
     if message is None:  # --no-norm-gain changes the shape: the error says so first
-        message = "changed: norm_gain False"
+        message = "keeps its model shape; --norm-gain False (checkpoint: True)"
     result = run_process("train", new_text, "-o", tmp_path / "run", "--init-from", pretrained, *argv, *flags)
     assert message in assert_one_line_error(result)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 
 from fundamentallm.checkpoint import load_model
 from fundamentallm.config import OptimConfig
-from fundamentallm.data.dataset import encode
+from fundamentallm.data.batching import encode
 from fundamentallm.evaluation import total_loss
 from fundamentallm.training import precision
 from fundamentallm.training.precision import cpu_has_native_bf16
@@ -312,6 +314,52 @@ def test_mixed_precision(tmp_path, corpus):
     assert summary(out)["precision"] == "fp32"
 
 
+@contextmanager
+def linear_output_dtypes(monkeypatch, forced: precision.Precision | None = None) -> Iterator[set[torch.dtype]]:
+    """The dtypes of every nn.Linear output while a run trains in this block. `forced`
+    replaces what --mixed-precision resolves to; without it the CPU is declared to have fast
+    native bf16 (resolve_precision's override), whatever this machine measures."""
+    from fundamentallm.training import setup
+
+    def chosen(mixed, device):
+        return forced if forced is not None else precision.resolve_precision(mixed, device, cpu_bf16=True)
+
+    monkeypatch.setattr(setup, "resolve_precision", chosen)
+    seen: set[torch.dtype] = set()
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            seen.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def test_mixed_precision_forced_bf16_really_runs_in_bf16(tmp_path, corpus, monkeypatch):
+    with linear_output_dtypes(monkeypatch) as seen:
+        out = run(corpus, tmp_path / "bf16", "--mixed-precision", max_steps=2)
+    assert summary(out)["precision"] == "bf16"
+    assert seen == {torch.bfloat16}  # every matmul of the forward (and of validation) ran in bf16
+    assert all(math.isfinite(x) for x in loss_list(out))
+
+
+def test_fp16_trains_with_a_grad_scaler_on_cpu(tmp_path, corpus, monkeypatch):
+    fp16 = precision.Precision("cpu", torch.float16, "fp16 autocast with gradient scaling (test)")
+    with linear_output_dtypes(monkeypatch, fp16) as seen:
+        out = run(corpus, tmp_path / "fp16", "--mixed-precision", max_steps=3)
+    assert summary(out)["precision"] == "fp16" and seen == {torch.float16}
+    assert all(math.isfinite(x) for x in loss_list(out))
+    # An enabled GradScaler saves its scale (a disabled one saves nothing), and it resumes.
+    scaler = load_pt(out / "resume_checkpoint.pt")["train_state"]["scaler"]
+    assert scaler["scale"] > 0
+    monkeypatch.undo()
+    plain = run(corpus, tmp_path / "fp32", max_steps=1)
+    assert load_pt(plain / "resume_checkpoint.pt")["train_state"]["scaler"] == {}
+
+
 def test_quiet_prints_nothing(tmp_path, corpus, capsys):
     run(corpus, tmp_path, max_steps=2)
     captured = capsys.readouterr()
@@ -357,11 +405,28 @@ def test_adam_betas(tmp_path, corpus, baseline, flag):
 
 @pytest.mark.parametrize("interval, writes", [(2, 3), (100, 1)])
 def test_checkpoint_interval(tmp_path, corpus, monkeypatch, interval, writes):
-    from fundamentallm.training import loop
+    from fundamentallm.training import checkpointer
 
     saved: list[str] = []
-    real_save = loop.save_checkpoint
-    monkeypatch.setattr(loop, "save_checkpoint",
+    real_save = checkpointer.save_checkpoint
+    monkeypatch.setattr(checkpointer, "save_checkpoint",
                         lambda path, *a, **k: (saved.append(Path(path).name), real_save(path, *a, **k)))
     run(corpus, tmp_path, checkpoint_interval=interval)  # 6 steps; the last one always saves
     assert saved.count("resume_checkpoint.pt") == writes
+
+
+@pytest.mark.parametrize("flags, warning", [
+    (["--cooldown-fraction", "0.2"], "--cooldown-fraction applies only with --lr-schedule wsd"),
+    (["--optimizer", "adamw", "--muon-lr", "0.02"], "--muon-lr applies only with --optimizer muon"),
+    (["--optimizer", "adamw", "--muon-momentum", "0.9", "--muon-lr", "0.1"],
+     "--muon-lr and --muon-momentum apply only with --optimizer muon"),
+])
+def test_settings_that_cannot_act_are_warned_about(tmp_path, corpus, capsys, flags, warning):
+    run(corpus, tmp_path / "run", *flags, max_steps=1)
+    assert f"warning: {warning}" in capsys.readouterr().err
+
+
+def test_settings_that_act_bring_no_warning(tmp_path, corpus, capsys):
+    run(corpus, tmp_path / "run", "--lr-schedule", "wsd", "--cooldown-fraction", "0.2", "--muon-lr", "0.02",
+        max_steps=1)
+    assert "warning" not in capsys.readouterr().err

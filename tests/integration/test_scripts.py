@@ -114,3 +114,25 @@ def test_compare_experiments_errors(tmp_path):
     assert_user_error(run_script("compare_experiments.py", tmp_path), "no runs found below")
     write_run(tmp_path / "r", 1.0)
     assert_user_error(run_script("compare_experiments.py", tmp_path, "--sort", "speed"), "cannot sort by")
+
+
+def test_compare_experiments_on_real_runs(tmp_path, tiny_text):
+    """Directories written by real tiny runs: the figures are the runs' own, best first."""
+    from integration_helpers import summary, train
+
+    data = tmp_path / "train.txt"
+    data.write_text(tiny_text, encoding="utf-8")
+    train(data, tmp_path / "runs" / "slow", max_steps=4, learning_rate=1e-4)
+    train(data, tmp_path / "runs" / "fast", max_steps=4, learning_rate=1e-2, model_dim=48)
+    result = run_script("compare_experiments.py", tmp_path / "runs", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["run"]: row for row in json.loads(result.stdout)}
+    assert list(rows) == sorted(rows, key=lambda name: summary(tmp_path / "runs" / name)["best_val_loss"])
+    for name, lr, dim in (("slow", 1e-4, 32), ("fast", 1e-2, 48)):
+        written = summary(tmp_path / "runs" / name)
+        row = rows[name]
+        assert row["source"] == "summary.json" and row["steps"] == 4
+        assert row["best_val_loss"] == pytest.approx(written["best_val_loss"])
+        assert (row["learning_rate"], row["model_dim"], row["tokenizer"]) == (lr, dim, "char")
+    table = run_script("compare_experiments.py", tmp_path / "runs")
+    assert table.returncode == 0 and "slow" in table.stdout and "fast" in table.stdout

@@ -222,3 +222,28 @@ def test_checkpoints_restore_the_trained_weights(tmp_path, text_file):
     assert final["model"].keys() == resume["model"].keys()
     for name, tensor in final["model"].items():
         assert torch.equal(tensor, resume["model"][name]), name
+
+
+def test_best_model_is_written_only_when_validation_improves(tmp_path, text_file, monkeypatch):
+    """Validation improves until step 4, then gets worse: best_model.pt holds step 4's weights."""
+    from fundamentallm.training import validator
+    from fundamentallm.training.checkpointer import Checkpointer
+
+    scripted = iter([3.0, 2.0, 2.5, 2.7])  # the validation losses at steps 2, 4, 6, 8
+    monkeypatch.setattr(validator.Validator, "loss", lambda self: next(scripted))
+    saved_at: list[int] = []
+    real_save_best = Checkpointer.save_best
+    monkeypatch.setattr(Checkpointer, "save_best",
+                        lambda self, state: (saved_at.append(state.step), real_save_best(self, state)))
+    flags = {"eval_interval": 2, "lr_schedule": "constant", "warmup_steps": 0}
+    out = train(text_file, tmp_path / "run", max_steps=8, **flags)
+    assert saved_at == [2, 4]
+    assert [r["step"] for r in metrics(out) if r.get("best")] == [2, 4]
+    assert summary(out)["best_val_loss"] == 2.0 and summary(out)["final_val_loss"] == 2.7
+    # The same run stopped at step 4 (a constant rate: the same first four steps) ends with
+    # the weights that best_model.pt kept, not those of step 8.
+    monkeypatch.undo()
+    short = train(text_file, tmp_path / "short", max_steps=4, **flags)
+    best, at_4, at_8 = (load_pt(p)["model"] for p in (out / "best_model.pt", short / "final.pt", out / "final.pt"))
+    assert all(torch.equal(best[k], at_4[k]) for k in best)
+    assert not all(torch.equal(best[k], at_8[k]) for k in best)

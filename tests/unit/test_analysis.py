@@ -9,10 +9,10 @@ import pytest
 
 from rich.console import Console
 
-from fundamentallm.data import streaming
-from fundamentallm.data.analysis import (
-    analyze_path, analyze_text, analyze_texts, render_report, visible_char, write_plot,
-)  # fmt: skip
+from fundamentallm import textstream
+from fundamentallm.corpus import counting
+from fundamentallm.corpus.analysis import analyze_path, analyze_text, analyze_texts, visible_char
+from fundamentallm.corpus.report import render_report, write_plot
 from fundamentallm.errors import UserError
 
 # 4 lines (one empty), CRLF endings, a tab, a bell, a no-break space.
@@ -180,7 +180,7 @@ def test_seven_byte_chunks_split_characters_line_endings_and_invalid_bytes(tmp_p
 
 def test_the_real_four_megabyte_boundary(tmp_path):
     path = tmp_path / "big.txt"
-    chunk = streaming.DEFAULT_CHUNK_BYTES
+    chunk = textstream.DEFAULT_CHUNK_BYTES
     # e-acute straddles the first chunk boundary; a \r ends the second chunk and its \n
     # starts the third, followed by an invalid byte.
     path.write_bytes(b"x" * (chunk - 1) + b"\xc3\xa9" + b"y" * (chunk - 2) + b"\r" + b"\n\xff z\n")
@@ -197,7 +197,7 @@ def test_long_lines_are_hashed_in_pieces_with_the_same_results(tmp_path, monkeyp
     path.write_text(f"{line}\n{line}\n{' ' * 30}\nshort\n{line}x\n{line}", encoding="utf-8")
     expected = analyze_path(path, top=50, chunk_bytes=4).to_dict()
     assert (expected["duplicate_lines"], expected["empty_lines"], expected["lines"]) == (2, 1, 6)
-    monkeypatch.setattr(streaming, "_LONG_LINE", 5)  # everything but "short" is now a "long" line
+    monkeypatch.setattr(counting, "_LONG_LINE", 5)  # everything but "short" is now a "long" line
     for chunk_bytes in (3, 4, 7, 100):
         assert analyze_path(path, top=50, chunk_bytes=chunk_bytes).to_dict() == expected
 

@@ -265,3 +265,15 @@ def test_version_2_checkpoints_load_with_norm_gains(saved, tiny_config):
     model, _, cfg = load_model(path)
     assert cfg.model.norm_gain is True
     assert "blocks.0.attn_norm.weight" in model.state_dict()
+
+
+def test_version_3_checkpoints_read_the_old_name_of_the_bpe_vocabulary_size(saved):
+    """Version 3 called data.bpe_vocab_size `vocab_size`."""
+    path = saved[0]
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 3
+    payload["config"]["data"]["vocab_size"] = payload["config"]["data"].pop("bpe_vocab_size")
+    payload["config"]["data"]["vocab_size"] = 512
+    torch.save(payload, path)
+    _, _, cfg = load_model(path)
+    assert cfg.data.bpe_vocab_size == 512

@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import pytest
 
-from fundamentallm.data.cleaning import CONTROL_CHARACTERS, CleaningOptions, clean_file, clean_text
+from fundamentallm.corpus.cleaning import CONTROL_CHARACTERS, CleaningOptions, clean_file, clean_text
 from fundamentallm.errors import UserError
 
 SAMPLE = "Hello\tworld\x07\r\nsecond\u00a0line\r\nold mac\rcafe\u0301  end\n"

@@ -57,3 +57,24 @@ def test_flow_plot_is_a_png(tmp_path):
     check.plot(tmp_path / "flow.png", "step 1")
     assert (tmp_path / "flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not math.isnan(check.parameters[1].ratio)
+
+
+@pytest.mark.parametrize("main", [True, False])
+def test_only_the_main_process_draws_and_warns(tmp_path, main):
+    """Under DDP every rank checks (the record is the same everywhere), rank 0 alone writes."""
+    from fundamentallm.config import TrackingConfig
+    from fundamentallm.tracking import Tracker
+    from fundamentallm.training.gradients import GradientMonitor
+
+    model = small_model()
+    model[0].weight.grad[0, 0] = float("nan")
+    warned: list[str] = []
+    monitor = GradientMonitor(TrackingConfig(grad_check_interval=2), model, tmp_path, main, Tracker(),
+                              warned.append)
+    assert monitor.check(1) is None  # not its step
+    check = monitor.check(2)
+    record: dict = {}
+    monitor.after_step(2, check, record)
+    assert set(record["gradients"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert (tmp_path / "gradient_flow.png").exists() is main
+    assert bool(warned) is main and (not main or "non-finite gradient" in warned[0])

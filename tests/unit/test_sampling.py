@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fundamentallm.errors import UserError
-from fundamentallm.generation import Sampler, StopScanner, beam_search, generate
+from fundamentallm.generation import TextGenerator, StopScanner, beam_search, generate
 from fundamentallm.sampling import (
     FrequencyPresencePenalty,
     MinP,
@@ -133,7 +133,7 @@ def test_wider_beams_find_text_at_least_as_likely(model):
     assert wide_total >= narrow_total - 1e-6
 
 
-# ------------------------------------------------------------------ stop strings and bans (Sampler)
+# ------------------------------------------------------------------ stop strings and bans (TextGenerator)
 def test_stop_scanner_cuts_exactly_and_holds_back_partial_stops():
     scanner = StopScanner(["END", "\n\n"])
     assert scanner.feed("abc E") == "abc "  # "E" might start END
@@ -145,7 +145,7 @@ def test_stop_scanner_cuts_exactly_and_holds_back_partial_stops():
 
 
 def test_stop_strings_end_the_output_exactly(model, tokenizer):
-    sampler = Sampler(model, tokenizer)
+    sampler = TextGenerator(model, tokenizer)
     full = sampler.complete("ab", SamplingOptions(max_tokens=60, greedy=True))[0].text
     stop = full[10:12]
     cut = full.index(stop)
@@ -158,7 +158,7 @@ def test_stop_strings_end_the_output_exactly(model, tokenizer):
 
 
 def test_banned_text_never_appears(model, tokenizer):
-    sampler = Sampler(model, tokenizer)
+    sampler = TextGenerator(model, tokenizer)
     out = sampler.complete("ab", SamplingOptions(max_tokens=200, temperature=1.5, seed=0, num_samples=4,
                                                  ban=["a", "e", "."]))
     assert all(not set("ae.") & set(c.text) for c in out)
@@ -168,7 +168,7 @@ def test_banned_text_never_appears(model, tokenizer):
 
 
 def test_completion_figures(model, tokenizer):
-    out = Sampler(model, tokenizer).complete("ab", SamplingOptions(max_tokens=12, seed=1, num_samples=3))
+    out = TextGenerator(model, tokenizer).complete("ab", SamplingOptions(max_tokens=12, seed=1, num_samples=3))
     assert len(out) == 3 and all(c.tokens == 12 and c.stop_reason == "length" for c in out)
     assert all(c.mean_logprob < 0 and math.isfinite(c.mean_logprob) and c.tokens_per_s > 0 for c in out)
     assert len({c.text for c in out}) > 1

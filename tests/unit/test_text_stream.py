@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fundamentallm.data.text import read_text, read_text_file, stream_lines, stream_text, stream_text_file
+from fundamentallm.data.text import read_text, read_text_file, stream_text, stream_text_file
+from fundamentallm.textstream import stream_lines
 from fundamentallm.errors import UserError
 
 TEXT = "\ufeffé🙂 line one\r\nline two — ünï\n\nthird 日本\n"

@@ -68,7 +68,7 @@ def test_second_load_reuses_the_entry_and_new_content_gets_a_new_one(corpus, tmp
 
 
 def test_bpe_tokens_are_cached_losslessly(corpus, tmp_path):
-    data = load_tokens(data_cfg(corpus, tmp_path / "cache", tokenizer="bpe", vocab_size=300))
+    data = load_tokens(data_cfg(corpus, tmp_path / "cache", tokenizer="bpe", bpe_vocab_size=300))
     tok = data.tokenizer
     assert tok.vocab_size == 300
     cut = int(len(TEXT) * 0.9)
@@ -114,3 +114,41 @@ def test_auto_caches_only_large_corpora_in_the_cache_home(corpus, tmp_path, monk
     monkeypatch.setattr(tokens_module, "AUTO_CACHE_BYTES", 1000)
     data = load_tokens(data_cfg(corpus, "auto"))
     assert data.cache.startswith(f"built {tmp_path / 'home' / 'tokens'}")
+
+
+def test_an_entry_built_meanwhile_by_another_run_is_kept(corpus, tmp_path, monkeypatch):
+    """Two runs build the same entry at once: the second rename finds the first's entry in
+    place (the rename fails), and its copy is dropped; both runs read the same tokens."""
+    first = load_tokens(data_cfg(corpus, tmp_path / "cache"))
+    entry = next((tmp_path / "cache").iterdir())
+    real_exists = tokens_module.Path.exists
+
+    def not_yet(path):  # the second run looks before the first has finished
+        return False if path == entry / "meta.json" and not_yet.once else real_exists(path)
+
+    not_yet.once = True
+    monkeypatch.setattr(tokens_module.Path, "exists", not_yet)
+    real_build = tokens_module.build_entry
+
+    def build(*args):
+        not_yet.once = False
+        real_build(*args)
+
+    monkeypatch.setattr(tokens_module, "build_entry", build)
+    second = load_tokens(data_cfg(corpus, tmp_path / "cache"))
+    assert second.cache.startswith("built ")  # it did build, and then kept the other's entry
+    assert as_list(second.train) == as_list(first.train)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]  # no leftover build
+
+
+def test_other_failures_to_publish_an_entry_are_reported(corpus, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def failing(src, dst):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(tokens_module.os, "replace", failing)
+    with pytest.raises(UserError, match="cannot write the token cache there .*(I/O|Input/output) error"):
+        load_tokens(data_cfg(corpus, tmp_path / "cache"))
+    assert list((tmp_path / "cache").iterdir()) == []  # the half-built copy is removed

@@ -1,13 +1,16 @@
-"""The typed config tree (`schema`) and how YAML files and flags map onto it (`loading`)."""
+"""The typed config tree (`schema`), how YAML files and flags map onto it (`loading`), and
+the order in which defaults, a checkpoint, a file and flags win (`sources`)."""
 
 from fundamentallm.config.loading import (
     apply_mapping,
     config_from_dict,
     config_to_dict,
+    config_warnings,
     dump_yaml,
     load_yaml,
     validate,
 )
+from fundamentallm.config.sources import ConfigSources
 from fundamentallm.config.schema import (
     CheckpointConfig,
     Config,
@@ -21,6 +24,7 @@ from fundamentallm.config.schema import (
 __all__ = [
     "CheckpointConfig",
     "Config",
+    "ConfigSources",
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
@@ -29,6 +33,7 @@ __all__ = [
     "apply_mapping",
     "config_from_dict",
     "config_to_dict",
+    "config_warnings",
     "dump_yaml",
     "load_yaml",
     "validate",

@@ -28,6 +28,7 @@ class FieldInfo:
     kind: type  # int, float, str, bool or list
     optional: bool
     meta: typing.Mapping[str, Any]
+    item: type = str  # a list's element type
 
     @property
     def key(self) -> str:
@@ -47,7 +48,8 @@ def class_fields(cls: type, section: str = "") -> Iterator[FieldInfo]:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         optional = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
         kind = args[0] if optional else (typing.get_origin(hint) or hint)
-        yield FieldInfo(section, f.name, kind, optional, f.metadata)
+        item = (typing.get_args(hint) or (str,))[0] if kind is list else str
+        yield FieldInfo(section, f.name, kind, optional, f.metadata, item)
 
 
 def fields() -> Iterator[FieldInfo]:
@@ -66,10 +68,12 @@ def coerce(info: FieldInfo, value: Any, where: str) -> Any:
         if info.optional:
             return None
         raise UserError(f"{where}: a value is required")
+    if info.meta["const"] is not None and value is info.meta["const"]:
+        return value  # the flag given bare
     if info.kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = float(value)
     elif info.kind is list:
-        value = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        value = [info.item(v) for v in value] if isinstance(value, (list, tuple)) else [info.item(value)]
     elif not isinstance(value, info.kind) or (info.kind is int and isinstance(value, bool)):
         raise UserError(f"{where}: expected {info.kind.__name__}, got {value!r}")
     choices = info.meta["choices"]
@@ -81,6 +85,17 @@ def coerce(info: FieldInfo, value: Any, where: str) -> Any:
         if not ok(value):
             raise UserError(f"{where} {phrase} (got {value})")
     return value
+
+
+def options_from(cls: type, values: dict[str, Any]) -> Any:
+    """A command's options (a dataclass of `option(...)` fields) from name -> value; each
+    value is checked, and an error names the flag."""
+    chosen = {}
+    for info in class_fields(cls):
+        if info.name in values:
+            chosen[info.name] = coerce(info, values[info.name], info.flag if info.flag and not
+                                       info.meta["positional"] else info.name.upper())
+    return cls(**chosen)
 
 
 def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
@@ -168,14 +183,17 @@ def validate(cfg: Config) -> None:
             f"nearest valid head counts: {near}"
         )
     d = cfg.data
-    if d.vocab_size is not None and d.tokenizer != "bpe":
+    if d.bpe_vocab_size is not None and d.tokenizer != "bpe":
         raise UserError(f"--vocab-size applies to --tokenizer bpe only (the {d.tokenizer} "
                         "tokenizer's vocabulary is fixed by the text)")
-    if d.vocab_size is not None and d.vocab_size < 256:
-        raise UserError(f"--vocab-size {d.vocab_size}: byte-level BPE needs at least 256 (one per byte)")
+    if d.bpe_vocab_size is not None and d.bpe_vocab_size < 256:
+        raise UserError(f"--vocab-size {d.bpe_vocab_size}: byte-level BPE needs at least 256 (one per byte)")
     tr = cfg.training
     if tr.dropout_start and tr.dropout_schedule == "constant":
         raise UserError("--dropout-start applies only with --dropout-schedule linear")
+    if tr.early_stopping and d.validation_data is None and d.val_split == 0:
+        raise UserError("--early-stopping needs validation data to watch: give --validation-data, "
+                        "or a --val-split above 0")
     if tr.overfit_batches % tr.grad_accum_steps:
         raise UserError(f"--overfit-batches {tr.overfit_batches} must be a multiple of --grad-accum-steps "
                         f"{tr.grad_accum_steps} (each step uses that many micro-batches)")
@@ -193,3 +211,19 @@ def validate(cfg: Config) -> None:
         raise UserError("--lookahead-alpha applies only with --lookahead-steps N")
     if o.min_lr is not None and o.min_lr > o.learning_rate:
         raise UserError(f"--min-lr {o.min_lr} is above --learning-rate {o.learning_rate}")
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Settings that were changed from their defaults but cannot act in this run."""
+    default, o, found = Config(), cfg.optim, []
+    if o.cooldown_fraction != default.optim.cooldown_fraction and o.lr_schedule != "wsd":
+        found.append(f"--cooldown-fraction applies only with --lr-schedule wsd (this run: "
+                     f"{o.lr_schedule}); ignored")
+    if o.optimizer != "muon":
+        changed = [f"--{name.replace('_', '-')}" for name in ("muon_lr", "muon_momentum")
+                   if getattr(o, name) != getattr(default.optim, name)]
+        if changed:
+            verb = "applies" if len(changed) == 1 else "apply"
+            found.append(f"{' and '.join(changed)} {verb} only with --optimizer muon "
+                         f"(this run: {o.optimizer}); ignored")
+    return found

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+TOKENIZER_TYPES = ("char", "byte", "bpe")
+
 # Value checks, by name: (predicate, phrase used in the error message).
 CHECKS = {
     "positive": (lambda v: v > 0, "must be greater than 0"),
@@ -19,7 +22,32 @@ CHECKS = {
     "seed": (lambda v: 0 <= v < 2**63, "must be between 0 and 2**63 - 1"),
     "probability": (lambda v: 0 < v <= 1, "must be above 0 and at most 1"),
     "non_empty": (lambda v: bool(v.strip()), "must not be empty"),
+    "port": (lambda v: 0 <= v < 65536, "must be between 0 and 65535"),
 }
+
+
+@dataclass(frozen=True)
+class StartPolicy:
+    """What a run started from a checkpoint does with one setting, for a resumed run
+    (`--resume`) and for a fine-tuned one (`--init-from`):
+
+        take   the checkpoint's value is the default; a file or a flag may change it
+        keep   the checkpoint's value, and asking for another is an error naming the flag
+        fresh  the setting's own default, as in a new run
+    """
+
+    resumed: str = "take"  # a resumed run continues the whole saved config
+    fine_tuned: str = "fresh"  # a fine-tuned run is a new run on old weights
+    part: str = ""  # what the setting belongs to, for the error message
+
+
+# The weights only fit a model of the same shape, and only mean something with the same tokenizer.
+SHAPE = StartPolicy("keep", "keep", "model shape")
+TOKENIZER = StartPolicy("keep", "keep", "tokenizer")
+# The saved optimizer state belongs to one optimizer and one layout of parameter groups.
+OPTIMIZER_LAYOUT = StartPolicy("keep", "fresh", "optimizer")
+# A regulariser's rate may change, but a fine-tuned model starts from the one it was trained with.
+RATE = StartPolicy("take", "take")
 
 
 def option(
@@ -30,43 +58,64 @@ def option(
     aliases: tuple[str, ...] = (),
     choices: tuple[str, ...] | None = None,
     check: str | None = None,
+    start: StartPolicy = StartPolicy(),
+    positional: bool = False,
+    required: bool = False,
+    metavar: str | None = None,
+    exclusive: str | None = None,
+    const: Any = None,
 ) -> Any:
-    """A config field. `flag=""` derives `--field-name`; `flag=None` means no flag."""
-    meta = {"help": help, "flag": flag, "aliases": aliases, "choices": choices, "check": check}
+    """A config or command field, and how the command line sets it.
+
+    `flag=""` derives `--field-name`; `flag=None` means no flag. `positional` makes it a
+    positional argument (a list takes any number, at least one when `required`; an optional
+    one may be left out). `required` makes a flag required. Fields with the same `exclusive`
+    name cannot be given together. `const`: the value of the flag given bare (`--resume`).
+    """
+    meta = {"help": help, "flag": flag, "aliases": aliases, "choices": choices, "check": check,
+            "start": start, "positional": positional, "required": required, "metavar": metavar,
+            "exclusive": exclusive, "const": const}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def device_option(what: str = "where to run") -> Any:
+    """The --device setting, declared once for every command that has one."""
+    return option("auto", f"{what} (auto: cuda, then mps, then cpu)", choices=DEVICES)
 
 
 @dataclass
 class ModelConfig:
     """Shape of the decoder-only transformer (see model/transformer.py)."""
 
-    vocab_size: int = option(0, "set from the tokenizer", flag=None)
-    model_dim: int = option(128, "width of the residual stream", check="positive")
-    num_layers: int = option(4, "number of transformer blocks", check="positive")
-    num_heads: int = option(4, "attention heads per block (must divide --model-dim)", check="positive")
+    vocab_size: int = option(0, "set from the tokenizer", flag=None, start=SHAPE)
+    model_dim: int = option(128, "width of the residual stream", check="positive", start=SHAPE)
+    num_layers: int = option(4, "number of transformer blocks", check="positive", start=SHAPE)
+    num_heads: int = option(4, "attention heads per block (must divide --model-dim)", check="positive", start=SHAPE)
     context_length: int = option(
-        128, "tokens the model sees at once", aliases=("--max-seq-len",), check="positive"
+        128, "tokens the model sees at once", aliases=("--max-seq-len",), check="positive",
+        start=SHAPE
     )
-    dropout: float = option(0.0, "dropout probability", check="fraction")
+    dropout: float = option(0.0, "dropout probability", check="fraction", start=RATE)
     dropconnect: float = option(
         0.0, "DropConnect: probability of dropping each weight of the blocks' matrices during "
-        "training (Wan et al. 2013)", check="fraction"
+        "training (Wan et al. 2013)", check="fraction", start=RATE
     )
-    norm: str = option("rmsnorm", "normalisation layer", choices=("rmsnorm", "layernorm"))
+    norm: str = option("rmsnorm", "normalisation layer", choices=("rmsnorm", "layernorm"), start=SHAPE)
     position: str = option(
         "rope", "position information: rotary (in attention) or a learned table (at the input)",
-        choices=("rope", "learned"),
+        choices=("rope", "learned"), start=SHAPE,
     )
     activation: str = option(
-        "relu2", "MLP nonlinearity: ReLU squared, GELU, or a SwiGLU gate", choices=("relu2", "gelu", "swiglu")
+        "relu2", "MLP nonlinearity: ReLU squared, GELU, or a SwiGLU gate", choices=("relu2", "gelu", "swiglu"),
+        start=SHAPE,
     )
     norm_gain: bool = option(True, "learn a per-channel gain in every norm (--no-norm-gain: "
-                             "normalise only)")
-    qk_norm: bool = option(True, "normalise queries and keys per head before attention")
+                             "normalise only)", start=SHAPE)
+    qk_norm: bool = option(True, "normalise queries and keys per head before attention", start=SHAPE)
     zero_init: bool = option(
-        True, "start the projections that write into the residual stream at zero"
+        True, "start the projections that write into the residual stream at zero", start=SHAPE
     )
 
 
@@ -82,9 +131,11 @@ class DataConfig:
     )
     tokenizer: str = option(
         "char", "char: one token per character; byte: one per UTF-8 byte; bpe: byte-level BPE "
-        "trained on the training text", choices=("char", "byte", "bpe"),
+        "trained on the training text", choices=TOKENIZER_TYPES, start=TOKENIZER,
     )
-    vocab_size: int | None = option(None, "BPE vocabulary size (default 2048)", check="positive")
+    # Not `vocab_size`: that is the model's (ModelConfig.vocab_size, whatever the tokenizer).
+    bpe_vocab_size: int | None = option(None, "BPE vocabulary size (default 2048)", flag="--vocab-size",
+                                        check="positive", start=TOKENIZER)
     glob: str | None = option(
         None, "files to read from a data directory, e.g. '*.txt' (default: .txt and .md files)"
     )
@@ -108,7 +159,7 @@ class OptimConfig:
 
     optimizer: str = option(
         "muon", "muon: Muon for hidden matrices and AdamW for the rest; adamw: AdamW for all",
-        choices=("muon", "adamw"),
+        choices=("muon", "adamw"), start=OPTIMIZER_LAYOUT,
     )
     learning_rate: float = option(
         6e-3, "peak learning rate (with muon: of the embedding and norm gains)", aliases=("--lr",),
@@ -138,7 +189,7 @@ class OptimConfig:
     layer_lr_decay: float = option(
         1.0, "layer-wise learning-rate decay: each block down from the top trains at this "
         "multiple of the one above, the embeddings lowest (e.g. 0.8 for fine-tuning; 1: off)",
-        check="probability",
+        check="probability", start=OPTIMIZER_LAYOUT,
     )
     lookahead_steps: int = option(
         0, "Lookahead: every N steps, move a slow copy of the weights --lookahead-alpha of the "
@@ -147,9 +198,10 @@ class OptimConfig:
     )
     lookahead_alpha: float = option(0.5, "Lookahead: how far the slow weights move", check="probability")
     freeze_embeddings: bool = option(
-        False, "keep the embeddings fixed (with tied weights, the output head too)"
+        False, "keep the embeddings fixed (with tied weights, the output head too)", start=OPTIMIZER_LAYOUT
     )
-    freeze_layers: int = option(0, "keep the first N transformer blocks fixed", check="non_negative")
+    freeze_layers: int = option(0, "keep the first N transformer blocks fixed", check="non_negative",
+                                start=OPTIMIZER_LAYOUT)
 
 
 @dataclass
@@ -187,7 +239,7 @@ class TrainingConfig:
     patience: int = option(5, "evaluations without improvement before stopping", check="positive")
     min_delta: float = option(0.0, "smallest decrease in validation loss that counts", check="non_negative")
     seed: int = option(1337, "random seed (same seed, same data: same losses on CPU)", check="seed")
-    device: str = option("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
+    device: str = device_option("where to train")
     compile: bool = option(
         True, "train through torch.compile where a compiler is available (the first run of a "
         "model shape compiles for up to a minute; later runs reuse the on-disk cache)"

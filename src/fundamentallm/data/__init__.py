@@ -1,1 +1,1 @@
-"""Reading text, building token datasets, and the data tools (analysis, cleaning)."""
+"""The training pipeline: reading the corpus, its validation split and token cache, batching and augmentation."""

@@ -8,10 +8,10 @@ Each file or JSONL record is a document; documents are joined with a separator.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-from fundamentallm.data.streaming import DecodedFile
+from fundamentallm.textstream import DecodedFile, stream_lines
 from fundamentallm.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -56,18 +56,6 @@ def stream_text_file(path: str | Path, chunk_bytes: int = STREAM_CHUNK_BYTES) ->
         yield text
     if not has_text:
         raise UserError(f"{path}: file is empty")
-
-
-def stream_lines(pieces: Iterable[str]) -> Iterator[str]:
-    """Whole lines (with their "\n") from text arriving in pieces."""
-    carry = ""
-    for piece in pieces:
-        lines = (carry + piece).split("\n")
-        carry = lines.pop()
-        for line in lines:
-            yield line + "\n"
-    if carry:
-        yield carry
 
 
 def read_jsonl(path: str | Path, text_field: str = "text") -> Iterator[str]:

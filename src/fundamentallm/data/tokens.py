@@ -1,5 +1,8 @@
 """From the data flags to token ids: in memory for small corpora, a token cache for large ones.
 
+The validation text is `--validation-data`, or else the last `--val-split` of the training
+text (cut at a character: `validation_cut`), whichever way the tokens are made.
+
 A small corpus is read, tokenised and kept as one int32 tensor. A large one is streamed
 (never held as text), tokenised once into binary token files in a cache directory keyed
 by a hash of its content and of the data and tokenizer settings, and read back through a
@@ -13,6 +16,7 @@ than RAM trains, and the next run on the same data starts at once.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -28,8 +32,8 @@ import torch
 
 from fundamentallm.atomic import write_text
 from fundamentallm.config.schema import DataConfig
-from fundamentallm.data.dataset import encode, load_corpus
-from fundamentallm.data.text import data_files, stream_text
+from fundamentallm.data.batching import encode
+from fundamentallm.data.text import data_files, read_text, stream_text
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_dict
 
@@ -48,6 +52,18 @@ class TokenData:
     val_chars_per_token: float  # to turn a loss per token into one per character
     source: str  # where the validation text came from
     cache: str | None  # "built DIR" / "reused DIR", or None when held in memory
+
+
+def validation_cut(characters: int, cfg: DataConfig) -> int:
+    """Where the training text ends and its validation part begins (no --validation-data)."""
+    return int(characters * (1 - cfg.val_split))
+
+
+def validation_source(cfg: DataConfig) -> str:
+    """Where the validation text comes from, for the run summary."""
+    if cfg.validation_data:
+        return cfg.validation_data
+    return f"last {cfg.val_split:.0%} of the training text" if cfg.val_split > 0 else "none"
 
 
 def cache_root(setting: str) -> Path | None:
@@ -83,12 +99,19 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
 
 
 def in_memory(cfg: DataConfig, tokenizer: Tokenizer | None) -> TokenData:
-    corpus = load_corpus(cfg)
-    tokenizer = tokenizer or build_tokenizer(cfg.tokenizer, corpus.train, cfg.vocab_size)
-    train = encode(tokenizer, corpus.train)
-    val = encode(tokenizer, corpus.val) if corpus.val is not None else None
-    chars_per_token = len(corpus.val) / max(1, len(val)) if val is not None else 1.0
-    return TokenData(tokenizer, train, val, chars_per_token, corpus.source, None)
+    text = read_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field)
+    if cfg.validation_data:
+        val_text = read_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field)
+    elif cfg.val_split > 0:
+        cut = validation_cut(len(text), cfg)
+        text, val_text = text[:cut], text[cut:]
+    else:
+        val_text = None
+    tokenizer = tokenizer or build_tokenizer(cfg.tokenizer, text, cfg.bpe_vocab_size)
+    train = encode(tokenizer, text)
+    val = encode(tokenizer, val_text) if val_text is not None else None
+    chars_per_token = len(val_text) / max(1, len(val)) if val is not None else 1.0
+    return TokenData(tokenizer, train, val, chars_per_token, validation_source(cfg), None)
 
 
 def cache_key(files: list[Path], val_files: list[Path], cfg: DataConfig, tokenizer: Tokenizer | None) -> str:
@@ -96,7 +119,7 @@ def cache_key(files: list[Path], val_files: list[Path], cfg: DataConfig, tokeniz
     h = hashlib.blake2b(digest_size=12)
     settings = {"format": CACHE_FORMAT, "separator": cfg.separator, "text_field": cfg.text_field,
                 "val_split": None if val_files else cfg.val_split, "tokenizer": cfg.tokenizer,
-                "vocab_size": cfg.vocab_size,
+                "vocab_size": cfg.bpe_vocab_size,
                 "trained": tokenizer.to_dict() if tokenizer is not None else None}
     h.update(json.dumps(settings, sort_keys=True).encode())
     for group in (files, val_files):
@@ -147,7 +170,7 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
             for piece in corpus():
                 total += len(piece)
                 advance(len(piece))
-        cut = int(total * (1 - cfg.val_split))
+        cut = validation_cut(total, cfg)
 
         def parts() -> tuple[Iterator[str], Iterator[str] | None]:
             head, tail = split_at(corpus(), cut)
@@ -155,7 +178,7 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
 
     if tokenizer is None:
         with stage(f"training the {cfg.tokenizer} tokenizer", None):
-            tokenizer = build_tokenizer(cfg.tokenizer, parts()[0], cfg.vocab_size)
+            tokenizer = build_tokenizer(cfg.tokenizer, parts()[0], cfg.bpe_vocab_size)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
     entry.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
@@ -170,12 +193,21 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
                                                                      dtype, advance)
         write_text(work / "tokenizer.json", json.dumps(tokenizer.to_dict()))
         write_text(work / "meta.json", json.dumps(meta))  # last: its presence marks a complete entry
-        try:
-            os.replace(work, entry)  # atomic: a reader sees no entry or a whole one
-        except OSError:  # another run built the same entry meanwhile
-            pass
+        publish_entry(work, entry)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def publish_entry(work: Path, entry: Path) -> None:
+    """Move a finished entry into place, atomically: a reader sees no entry or a whole one.
+    Another run may have built the same entry meanwhile (same key, same content): renaming a
+    directory onto a non-empty one fails, and then theirs is kept. Any other failure is reported."""
+    try:
+        os.replace(work, entry)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and (entry / "meta.json").exists():
+            return
+        raise
 
 
 def write_tokens(tokenizer: Tokenizer, pieces: Iterable[str], path: Path, dtype, advance) -> tuple[int, int]:
@@ -205,9 +237,7 @@ def open_entry(entry: Path, tokenizer: Tokenizer | None, cfg: DataConfig, note: 
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{entry}: damaged token cache entry ({exc}); delete it to rebuild") from None
     chars_per_token = meta["val_chars"] / max(1, meta["val_tokens"]) if val is not None else 1.0
-    source = cfg.validation_data or (f"last {cfg.val_split:.0%} of the training text" if val is not None
-                                     else "none")
-    return TokenData(tokenizer or cached, train, val, chars_per_token, source, note)
+    return TokenData(tokenizer or cached, train, val, chars_per_token, validation_source(cfg), note)
 
 
 def _map(path: Path, dtype: str, count: int) -> np.ndarray:

@@ -12,13 +12,16 @@ gradients the loss produced. Two readings matter most:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fundamentallm.config import TrackingConfig
 from fundamentallm.plots import new_figure, save_figure
+from fundamentallm.tracking import Tracker, weights_and_gradients
 
 LARGE_GRADIENT = 100.0  # a per-parameter gradient norm above this is worth a warning
 
@@ -85,3 +88,31 @@ def check_gradients(model: torch.nn.Module) -> GradientCheck:
         rows.append(torch.stack([g.norm(), p.detach().float().norm(), g.abs().mean(), g.abs().max()]))
     values: list[Any] = torch.stack(rows).tolist()  # (parameters, 4)
     return GradientCheck([ParameterGradient(name, *row) for (name, _), row in zip(named, values)])
+
+
+class GradientMonitor:
+    """Owns `--grad-check-interval` (checks after backward, before clipping: the gradients the
+    loss produced) and `--histogram-interval` (weights and gradients to TensorBoard / W&B).
+    Only rank 0 draws `gradient_flow.png` and warns; every rank's gradients are the same
+    after DDP's averaging."""
+
+    def __init__(self, tracking: TrackingConfig, model: torch.nn.Module, out: Path, main: bool,
+                 tracker: Tracker, warn: Callable[[str], None]):
+        self.tracking, self.model, self.out, self.main = tracking, model, out, main
+        self.tracker, self.warn = tracker, warn
+
+    def check(self, step: int) -> GradientCheck | None:
+        """The check of optimizer step `step` (1-based), if it is due."""
+        interval = self.tracking.grad_check_interval
+        return check_gradients(self.model) if interval and step % interval == 0 else None
+
+    def after_step(self, step: int, check: GradientCheck | None, record: dict[str, Any] | None) -> None:
+        if check is not None:
+            record["gradients"] = check.as_record()
+            if self.main:
+                for warning in check.warnings():
+                    self.warn(f"step {step}: {warning}")
+                check.plot(self.out / "gradient_flow.png", f"gradient flow at step {step}")
+        interval = self.tracking.histogram_interval
+        if interval and step % interval == 0:
+            self.tracker.log_histograms(step, weights_and_gradients(self.model))

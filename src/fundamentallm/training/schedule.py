@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from fundamentallm.config.schema import OptimConfig
+from fundamentallm.config.schema import ModelConfig, OptimConfig, TrainingConfig
 
 
 class LRSchedule:
@@ -53,3 +53,28 @@ class DropoutSchedule:
     def __call__(self, step: int, total_steps: int, time_fraction: float = 0.0) -> float:
         progress = min(1.0, max(step / max(1, total_steps - 1), time_fraction))
         return self.start + (self.end - self.start) * progress
+
+    def apply(self, model, step: int, total_steps: int, time_fraction: float = 0.0) -> float:
+        """Set this step's rate on every dropout of `model`; return it (for the metrics)."""
+        rate = self(step, total_steps, time_fraction)
+        model.set_dropout(rate)
+        return rate
+
+
+class ConstantDropout:
+    """--dropout-schedule constant: the model keeps the rate it was built with."""
+
+    def apply(self, model, step: int, total_steps: int, time_fraction: float = 0.0) -> None:
+        return None
+
+
+def dropout_schedule(training: TrainingConfig, model: ModelConfig) -> DropoutSchedule | ConstantDropout:
+    if training.dropout_schedule == "constant":
+        return ConstantDropout()
+    return DropoutSchedule(training.dropout_start, model.dropout)
+
+
+def set_learning_rate(optimizer, lr: float) -> None:
+    """Every parameter group at `lr` times its own scale (layer-wise decay, Muon's ratio)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]

@@ -89,6 +89,16 @@ class TrainState:
         "step", "epoch", "micro_batch", "tokens", "elapsed", "last_train_loss", "last_val_loss",
         "best_val_loss", "stopping_reference", "evals_without_improvement"), repr=False)
 
+    def advance(self, tokens: int, elapsed: float, micro_per_epoch: int) -> bool:
+        """Count one optimizer step; True when it completed an epoch."""
+        self.step += 1
+        self.tokens += tokens
+        self.elapsed = elapsed
+        if self.micro_batch < micro_per_epoch:
+            return False
+        self.epoch, self.micro_batch = self.epoch + 1, 0
+        return True
+
     def state_dict(self, rank_rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """All but the model weights, which a checkpoint stores once, as its `model` entry.
         `rank_rngs`: with several processes, every process's random state (rank order)."""

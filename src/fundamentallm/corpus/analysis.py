@@ -3,7 +3,7 @@
 A character-level model makes every distinct character a token, so a stray control
 character, a no-break space or Windows line endings silently join the vocabulary. This
 report makes them visible (and countable) so they can be cleaned out first. It reads
-any file, valid UTF-8 or not, in chunks (see `streaming`), so a 1 GB file fits in memory:
+any file, valid UTF-8 or not, in chunks (see `fundamentallm.textstream` and `counting`), so a 1 GB file fits in memory:
 characters are counted in one array, lines only as a Counter of lengths and one 64-bit
 hash per non-empty line.
 """
@@ -18,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Group
-from rich.table import Column, Table
-from rich.text import Text
 
-from fundamentallm.data.cleaning import CONTROL_CHARACTERS
-from fundamentallm.data.streaming import DEFAULT_CHUNK_BYTES, CorpusCounts, DecodedFile
+from fundamentallm.corpus.cleaning import CONTROL_CHARACTERS
+from fundamentallm.corpus.counting import CorpusCounts
+from fundamentallm.textstream import DEFAULT_CHUNK_BYTES, DecodedFile
 from fundamentallm.data.text import text_files
 from fundamentallm.errors import UserError
-from fundamentallm.plots import new_figure, save_figure
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
 BPE_SAMPLE_CHARS = 2_000_000
@@ -313,13 +310,13 @@ def _with_recommendations(report: TextReport) -> TextReport:
         what = "file" if report.files == 1 else "corpus"
         limit = report.characters // _TOKENS_PER_PARAMETER
         advice.append(
-            f"{what} is {_amount(report.bytes, ' B')} (~{_amount(report.characters)} char tokens): "
-            f"expect overfitting above ~{_amount(limit)} parameters; use --dropout 0.1-0.2 and a small model"
+            f"{what} is {amount(report.bytes, ' B')} (~{amount(report.characters)} char tokens): "
+            f"expect overfitting above ~{amount(limit)} parameters; use --dropout 0.1-0.2 and a small model"
         )
     return replace(report, recommendations=advice)
 
 
-def _amount(n: int, unit: str = "") -> str:
+def amount(n: int, unit: str = "") -> str:
     """With a decimal prefix: 512 -> "512", 40_960 -> "41K", 1_500_000 -> "1.5M"; a unit follows the prefix."""
     for factor, prefix in ((10**9, "G"), (10**6, "M"), (10**3, "K")):
         if n >= factor:
@@ -327,78 +324,6 @@ def _amount(n: int, unit: str = "") -> str:
             number = f"{value:.1f}" if value < 9.95 else f"{value:.0f}"
             return f"{number}{unit[:1]}{prefix}{unit[1:]}"
     return f"{n}{unit}"
-
-
-def render_report(report: TextReport) -> Group:
-    """The report as rich tables: a summary, the character tables, oddities and advice."""
-    summary = Table("figure", Column("value", justify="right"), title="Corpus", show_header=False)
-    bpe = "-" if report.estimated_bpe_tokens is None else f"~{report.estimated_bpe_tokens:,}"
-    endings = report.line_endings
-    for label, value in (
-        ("files", f"{report.files:,}"),
-        ("bytes", f"{report.bytes:,}"),
-        ("likely encoding", report.likely_encoding),
-        ("invalid UTF-8 sequences", f"{report.invalid_sequences:,}"),
-        ("characters", f"{report.characters:,}"),
-        ("lines", f"{report.lines:,}"),
-        ("empty lines (whitespace only)", f"{report.empty_lines:,}"),
-        ("duplicate non-empty lines", f"{report.duplicate_lines:,} ({report.duplicate_share:.1%})"),
-        ("line endings \\n / \\r\\n / \\r", f"{endings['lf']:,} / {endings['crlf']:,} / {endings['cr']:,}"),
-        ("words", f"{report.words:,}"),
-        ("distinct characters", f"{report.distinct_characters:,}"),
-        (f"characters seen fewer than {RARE_BELOW} times", f"{report.rare_characters:,}"),
-        ("control characters", f"{report.control_count:,}"),
-        ("other non-printable characters", f"{report.nonprintable_count:,}"),
-        ("tokens (char tokenizer)", f"{report.estimated_tokens:,}"),
-        (f"estimated tokens (byte-level BPE, vocab {report.bpe_vocab_size})", bpe),
-    ):
-        summary.add_row(label, value)
-    lengths = Table(*(Column(name, justify="right") for name in asdict(report.line_length)),
-                    title="Line length (characters)")  # fmt: skip
-    lengths.add_row(*(f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" for v in asdict(report.line_length).values()))
-    parts: list[Table | Text] = [summary, lengths]
-    parts.append(_char_table(f"{len(report.most_common)} most common characters", report.most_common))
-    parts.append(_char_table(f"{len(report.least_common)} least common characters", report.least_common))
-    if report.control_characters:
-        title = "Control characters (clean_data.py removes these)"
-        parts.append(_char_table(title, report.control_characters))
-    if report.nonprintable_characters:
-        parts.append(_char_table("Other non-printable characters", report.nonprintable_characters))
-    if not report.control_characters and not report.nonprintable_characters:
-        parts.append(Text("No control or non-printable characters (besides \\n and \\t)."))
-    if report.invalid_offsets:
-        title = f"First invalid UTF-8 sequences (of {report.invalid_sequences:,})"
-        invalid = Table("file", "byte offset", "bytes", title=title)
-        for seq in report.invalid_offsets:
-            invalid.add_row(Text(seq.file), f"{seq.offset:,}", seq.bytes)
-        parts.append(invalid)
-    if report.estimated_bpe_tokens is not None:
-        parts.append(Text(f"The BPE token count is an estimate: a BPE trained on the first "
-                          f"{report.bpe_sample_characters:,} characters, its ratio scaled to the whole."))
-    parts.extend(Text(f"- {line}") for line in report.recommendations)
-    return Group(*parts)
-
-
-def write_plot(report: TextReport, path: str | Path) -> None:
-    """A PNG with the line-length histogram and the most common characters."""
-    figure, (lengths, chars) = new_figure(12, 4.5, columns=2)
-    bins, top = report.line_length_histogram, report.most_common
-    lengths.bar([b.start for b in bins], [b.lines for b in bins], [b.stop - b.start for b in bins], align="edge")
-    lengths.set(title="Line lengths", xlabel="characters", ylabel="lines")
-    chars.bar(range(len(top)), [c.count for c in top])
-    chars.set_xticks(range(len(top)), [c.shown for c in top], rotation=90)
-    chars.set(title=f"{len(top)} most common characters", ylabel="count")
-    save_figure(figure, path)
-
-
-def _char_table(title: str, rows: list[CharCount]) -> Table:
-    table = Table(title=title, min_width=len(title))
-    for name in ("char", "code point", "count", "share"):
-        table.add_column(name, justify="right" if name in ("count", "share") else "left")
-    for row in rows:
-        # Text(), not a str: rich would read a shown "'['" as markup.
-        table.add_row(Text(row.shown), f"U+{ord(row.char):04X}", f"{row.count:,}", f"{row.share:.2%}")
-    return table
 
 
 def _is_invisible(char: str) -> bool:

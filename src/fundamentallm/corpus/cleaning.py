@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fundamentallm.data.streaming import (
-    DEFAULT_CHUNK_BYTES, INVALID_MODES, DecodedFile, SeenLines, TemporaryTextFile, add_counts, code_points_of,
-    line_segments, text_pieces,
-)  # fmt: skip
+from fundamentallm.atomic import TemporaryTextFile
+from fundamentallm.corpus.counting import SeenLines, add_counts, code_points_of, text_pieces
+from fundamentallm.textstream import DEFAULT_CHUNK_BYTES, INVALID_MODES, DecodedFile, line_segments
 from fundamentallm.errors import UserError
 
 NORMAL_FORMS = ("NFC", "NFKC")

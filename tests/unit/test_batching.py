@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fundamentallm.data.dataset import (
+from fundamentallm.data.batching import (
     IGNORE_INDEX,
     EpochSampler,
     encode,
@@ -173,4 +173,19 @@ def test_overfit_batches_repeat_the_same_windows_every_epoch():
         for i in range(4):  # ...and the same four in every epoch
             assert torch.equal(sampler.batch_at(epoch, i)[0], first[i])
     normal = EpochSampler(ids, 16, 4, grad_accum_steps=2, seed=0, unk_id=None)
+    assert not torch.equal(normal.batch_at(1, 0)[0], normal.batch_at(0, 0)[0])
+
+
+def test_overfit_batches_with_augmentation_keep_the_same_edited_batches_every_epoch():
+    ids = torch.arange(5000, dtype=torch.int32)
+    sampler = EpochSampler(ids, 16, 4, grad_accum_steps=1, seed=0, unk_id=None, overfit_batches=2,
+                           augment_p=0.2)
+    first = [sampler.batch_at(0, i) for i in range(2)]
+    plain = EpochSampler(ids, 16, 4, grad_accum_steps=1, seed=0, unk_id=None, overfit_batches=2)
+    assert not torch.equal(first[0][0], plain.batch_at(0, 0)[0])  # the windows are edited...
+    for epoch in (1, 5):
+        for i in range(2):  # ...and edited the same way in every epoch
+            x, y = sampler.batch_at(epoch, i)
+            assert torch.equal(x, first[i][0]) and torch.equal(y, first[i][1])
+    normal = EpochSampler(ids, 16, 4, grad_accum_steps=1, seed=0, unk_id=None, augment_p=0.2)
     assert not torch.equal(normal.batch_at(1, 0)[0], normal.batch_at(0, 0)[0])

@@ -1,6 +1,6 @@
-"""From text to training batches: the split, the token tensor, and the epoch order.
+"""From token ids to training batches: windows, targets and the epoch order.
 
-Text is tokenised once into one int32 tensor. An epoch is one pass over the training
+Text is tokenised once into one int32 tensor (or a memory-mapped token cache). An epoch is one pass over the training
 tokens in non-overlapping windows of `context_length + 1` tokens, visited in a random
 order. The order of epoch `e` is a pure function of (seed, e), so the position in the
 data is two integers (epoch, micro-batch) and a resumed run sees exactly the batches the
@@ -9,39 +9,14 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from fundamentallm.config.schema import DataConfig
 from fundamentallm.data.augment import augment, slack
-from fundamentallm.data.text import read_text
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import Tokenizer
 
 IGNORE_INDEX = -100  # target id that the loss does not score (F.cross_entropy's default)
-
-
-@dataclass
-class Corpus:
-    train: str
-    val: str | None
-    source: str  # where the validation text came from, for the run summary
-
-
-def load_corpus(cfg: DataConfig) -> Corpus:
-    """Read the training text and the validation text (a file, or the end of the training text)."""
-    if not cfg.train:
-        raise UserError("no training data given")
-    text = read_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field)
-    if cfg.validation_data:
-        val = read_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field)
-        return Corpus(text, val, cfg.validation_data)
-    if cfg.val_split == 0:
-        return Corpus(text, None, "none")
-    cut = int(len(text) * (1 - cfg.val_split))
-    return Corpus(text[:cut], text[cut:], f"last {cfg.val_split:.0%} of the training text")
 
 
 def encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
@@ -98,7 +73,6 @@ class EpochSampler:
         self._epoch, self._starts = -1, torch.empty(0)
 
     def _epoch_starts(self, epoch: int) -> torch.Tensor:
-        epoch = 0 if self.overfit else epoch
         if epoch != self._epoch:
             g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
             need = self.micro_per_epoch * self.batch * self.world
@@ -115,6 +89,7 @@ class EpochSampler:
 
     def batch_at(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's micro-batch `index` of `epoch`: x, y of shape (batch, context_length)."""
+        epoch = 0 if self.overfit else epoch  # --overfit-batches: every epoch is epoch 0, edits included
         row = index * self.world + self.rank  # which batch of the shared order
         starts = self._epoch_starts(epoch)[row * self.batch:(row + 1) * self.batch]
         if not self.augment_p:

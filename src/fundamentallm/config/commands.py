@@ -1,0 +1,126 @@
+"""The options of every subcommand, typed and declared once, like the config tree.
+
+Each class is one command's (or one action's) options; the CLI builds its arguments from
+these fields and reads the parsed values back into them, with the same checks and error
+messages as the config. Settings several commands share are declared once: the device
+(`device_option`, schema.py), the checkpoint a command reads, and the text field of JSONL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fundamentallm.config.schema import TOKENIZER_TYPES, device_option, option
+
+UNITS = ("lines", "chars", "documents")  # what `data split` moves whole
+
+
+def checkpoint_argument() -> Any:
+    return option("", "a .pt file written by train (e.g. OUTPUT_DIR/final.pt)", positional=True)
+
+
+def text_field_option(default: str | None = "text") -> Any:
+    return option(default, "JSONL: the field of each record that holds its text"
+                  + ("" if default else " (default: the training run's)"))
+
+
+@dataclass
+class TrainOptions:
+    """`train`'s own options; every setting of the run itself comes from the config tree."""
+
+    data: list[str] = option([], "training text files or directories of .txt files", positional=True)
+    config: str | None = option(None, "YAML run config (flags override it), e.g. configs/small.yaml")
+    resume: str | None = option(
+        None, "continue from OUTPUT_DIR/resume_checkpoint.pt, or from PATH; auto: continue if that "
+        "file exists, else start afresh (for jobs that may be restarted)",
+        aliases=("--resume-from",), metavar="PATH|auto", const=True)
+    dry_run: bool = option(False, "print the resolved config and exit")
+    overwrite: bool = option(False, "start afresh in an output directory that holds an earlier run")
+    quiet: bool = option(False, "print only warnings and errors", aliases=("-q",), exclusive="output")
+    json: bool = option(False, "print JSON lines (start, metrics, end)", exclusive="output")
+
+
+@dataclass
+class EvaluateOptions:
+    checkpoint: str = checkpoint_argument()
+    data_file: str | None = option(None, "text to score: a file, a directory or a JSONL file (or --data)",
+                                   positional=True, metavar="DATA")
+    data: str | None = option(None, "text to score; every token is scored once")
+    text_field: str | None = text_field_option(None)
+    batch_size: int = option(32, "windows per forward pass", check="positive")
+    device: str = device_option()
+    json: bool = option(False, "print one JSON object")
+
+
+@dataclass
+class GenerateOptions:
+    checkpoint: str = checkpoint_argument()
+    prompt: str | None = option(None, "text to continue (default: a newline)", exclusive="prompt")
+    prompt_file: str | None = option(None, "continue the text of this file", exclusive="prompt")
+    output: str | None = option(None, "write the output to this file instead of stdout")
+    json: bool = option(False, "print JSON: each sample's text, token count, mean log-probability "
+                        "and tokens/s")
+    interactive: bool = option(False, "a prompt loop that keeps the settings")
+    device: str = device_option()
+
+
+@dataclass
+class InteractiveOptions:
+    checkpoint: str = checkpoint_argument()
+    device: str = device_option()
+
+
+@dataclass
+class ServeOptions:
+    checkpoint: str = checkpoint_argument()
+    host: str = option("127.0.0.1", "address to listen on (default: this machine only)")
+    port: int = option(8000, "port (0: any free port, printed at start)", check="port")
+    device: str = device_option()
+    max_tokens_limit: int = option(1000, "the largest max_tokens a request may ask for", check="positive")
+
+
+@dataclass
+class TokenizerTrainOptions:
+    data: list[str] = option([], "text files, directories or JSONL files", positional=True, required=True)
+    type: str = option("bpe", "tokenizer type", choices=TOKENIZER_TYPES)
+    vocab_size: int | None = option(None, "BPE vocabulary size (default 2048)", check="positive")
+    text_field: str = text_field_option()
+    output: str = option("", "where to write the tokenizer (.json)", aliases=("-o",), required=True)
+
+
+def tokenizer_source() -> Any:
+    return option("", "a tokenizer .json (tokenizer train) or a checkpoint .pt", positional=True)
+
+
+@dataclass
+class TokenizerEncodeOptions:
+    source: str = tokenizer_source()
+    text: str | None = option(None, "the text (or --file)", positional=True)
+    file: str | None = option(None, "encode this file's text")
+    show_tokens: bool = option(False, "print each token's text too")
+
+
+@dataclass
+class TokenizerDecodeOptions:
+    source: str = tokenizer_source()
+    ids: list[int] = option([], "token ids", positional=True, required=True)
+
+
+@dataclass
+class TokenizerInfoOptions:
+    source: str = tokenizer_source()
+    data: str | None = option(None, "a text file to measure characters and bytes per token on")
+
+
+@dataclass
+class DataSplitOptions:
+    path: str = option("", "a text file (or, --by documents, a directory or JSONL file)", positional=True)
+    val: float = option(0.1, "validation share")  # the shares are checked together, by the split
+    test: float = option(0.0, "test share (0: no test.txt)")
+    by: str = option("lines", "unit that is moved whole", choices=UNITS)
+    shuffle: bool = option(False, "draw each unit's part at random (seeded)")
+    seed: int = option(0, "seed for --shuffle", check="seed")
+    text_field: str = text_field_option()
+    output_dir: str | None = option(None, "where to write (default: beside the input)", aliases=("-o",))
+    overwrite: bool = option(False, "replace existing train/val/test files")

@@ -1,0 +1,86 @@
+"""The run's files in its output directory, and when each is written.
+
+The checkpointer claims the directory for one run (never silently mixing two runs, nor
+discarding a resumable one), writes `config.yaml`, and decides after every step whether
+this is a step to save: `best_model.pt` when validation improves, `checkpoint_epoch_N.pt`
+every `--save-every` epochs (keeping the newest `--keep-checkpoints`), and
+`resume_checkpoint.pt` every `--checkpoint-interval` steps and whenever the run stops.
+`final.pt` is written at the end. Rank 0 writes; every process takes part in gathering the
+random states that a resume checkpoint holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fundamentallm.atomic import write_text
+from fundamentallm.checkpoint import save_checkpoint
+from fundamentallm.config import CheckpointConfig, Config, dump_yaml
+from fundamentallm.errors import UserError
+from fundamentallm.tokenizers import Tokenizer
+from fundamentallm.tracking import Tracker
+from fundamentallm.training.distributed import Cluster
+from fundamentallm.training.start import RESUME_NAME
+from fundamentallm.training.state import TrainState, rng_state
+
+# Files a run writes; a fresh run with --overwrite removes those an earlier run left.
+RUN_FILES = ("final.pt", "best_model.pt", RESUME_NAME, "metrics.json", "summary.json",
+             "loss_curve.png", "gradient_flow.png", "config.yaml", "checkpoint_epoch_*.pt",
+             "events.out.tfevents.*")
+
+
+def claim_output_dir(out: Path, resuming: bool, overwrite: bool) -> None:
+    """Make `out` this run's directory: a fresh run refuses one that holds a resumable run
+    unless `overwrite`, and then removes that run's files."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--output-dir {out}: cannot create the directory ({exc.strerror})") from None
+    if resuming or not (out / RESUME_NAME).exists():
+        return
+    if not overwrite:
+        raise UserError(f"{out} already holds a run; continue it with --resume, or start over "
+                        "with --overwrite (or choose another --output-dir)")
+    for pattern in RUN_FILES:
+        for old in out.glob(pattern):
+            old.unlink()
+
+
+def write_run_config(out: Path, cfg: Config) -> None:
+    write_text(out / "config.yaml", dump_yaml(cfg))
+
+
+class Checkpointer:
+    def __init__(self, saving: CheckpointConfig, cfg: Config, tokenizer: Tokenizer, cluster: Cluster,
+                 tracker: Tracker):
+        self.saving, self.cfg, self.tokenizer = saving, cfg, tokenizer
+        self.cluster, self.tracker = cluster, tracker
+        self.out = Path(saving.output_dir)
+
+    def save(self, name: str, state: TrainState, resumable: bool = True) -> None:
+        """One checkpoint file: the model, and with `resumable` the whole training state."""
+        rank_rngs = self.cluster.gather(rng_state()) if resumable else None  # every process's
+        if self.cluster.main:
+            self.tracker.flush()  # metrics.json holds every record up to the checkpoint
+            save_checkpoint(self.out / name, self.cfg, self.tokenizer, state.model,
+                            state.state_dict(rank_rngs) if resumable else None)
+
+    def save_best(self, state: TrainState) -> None:
+        self.save("best_model.pt", state, resumable=False)
+
+    def after_step(self, state: TrainState, epoch_done: bool, stopping: bool) -> None:
+        if epoch_done and state.epoch % self.saving.save_every == 0:
+            self.save(f"checkpoint_epoch_{state.epoch}.pt", state)
+            if self.cluster.main:
+                self.prune_epoch_checkpoints()
+        if state.step % self.saving.checkpoint_interval == 0 or stopping:
+            self.save(RESUME_NAME, state)
+
+    def save_final(self, state: TrainState) -> Path:
+        self.save("final.pt", state, resumable=False)
+        return self.out / "final.pt"
+
+    def prune_epoch_checkpoints(self) -> None:
+        found = sorted(self.out.glob("checkpoint_epoch_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+        for old in found[:-self.saving.keep_checkpoints]:
+            old.unlink()

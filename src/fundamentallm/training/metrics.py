@@ -1,0 +1,83 @@
+"""The metrics records of a run: which steps get one, what goes in it, and where it goes.
+
+A record is made every `--log-interval` steps, and on any step where another component has
+something to add (a validation loss, a gradient check) or the run stops. Making one reads
+the training loss back from the device: the only host-device sync of a step, so steps
+without a record never wait for the device. A loss that is not finite ends the run there
+with a one-line error. Records go to the trackers (metrics.json, TensorBoard, W&B) and the
+console.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from fundamentallm.config import TrainingConfig
+from fundamentallm.console import TrainingConsole
+from fundamentallm.errors import UserError
+from fundamentallm.tracking import Tracker
+from fundamentallm.training.distributed import Cluster
+from fundamentallm.training.state import TrainState
+
+
+class Throughput:
+    """Training tokens per second since this process started (or resumed) the run."""
+
+    def __init__(self, state: TrainState, tokens_per_step: int):
+        self.start_step, self.start_elapsed = state.step, state.elapsed
+        self.tokens_per_step = tokens_per_step
+
+    def __call__(self, state: TrainState) -> float:
+        seconds = max(state.elapsed - self.start_elapsed, 1e-9)
+        return (state.step - self.start_step) * self.tokens_per_step / seconds
+
+
+class MetricsLog:
+    def __init__(self, training: TrainingConfig, micro_per_epoch: int, throughput: Throughput,
+                 cluster: Cluster, tracker: Tracker, console: TrainingConsole):
+        self.training, self.micro_per_epoch, self.throughput = training, micro_per_epoch, throughput
+        self.cluster, self.tracker, self.console = cluster, tracker, console
+
+    def due(self, step: int, stopping: bool) -> bool:
+        return step % self.training.log_interval == 0 or stopping
+
+    def record(self, state: TrainState, step_loss: torch.Tensor, lr: float,
+               grad_norm: torch.Tensor | None, dropout: float | None) -> dict[str, Any]:
+        state.last_train_loss = float(self.cluster.mean(step_loss))
+        if not math.isfinite(state.last_train_loss):
+            raise UserError(f"loss became {state.last_train_loss} at step {state.step}; "
+                            "try a lower --learning-rate or a --gradient-clip")
+        record = {
+            "step": state.step,
+            "epoch": self.epochs(state),
+            "train_loss": state.last_train_loss,
+            "lr": lr,
+            "tokens": state.tokens,
+            "tokens_per_s": round(self.throughput(state), 1),
+            "elapsed_s": round(state.elapsed, 3),
+        }
+        if grad_norm is not None:
+            record["grad_norm"] = float(grad_norm)
+        if dropout is not None:
+            record["dropout"] = round(dropout, 6)
+        return record
+
+    def publish(self, record: dict[str, Any] | None) -> None:
+        if record:
+            self.tracker.log(record)
+            self.console.record(record)
+
+    def progress(self, state: TrainState, total_steps: int, time_fraction: float, lr: float) -> None:
+        """The progress bar: the step budget or the time budget, whichever is further along."""
+        self.console.update(
+            min(1.0, max(state.step / total_steps, time_fraction)),
+            {"epoch": state.epoch + 1, "step": state.step, "loss": state.last_train_loss, "lr": lr,
+             "tok/s": int(self.throughput(state))},
+        )
+
+    def epochs(self, state: TrainState) -> float:
+        """Epochs done, with the fraction of the current one."""
+        return round(state.epoch + state.micro_batch / self.micro_per_epoch, 4)

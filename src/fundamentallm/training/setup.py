@@ -1,0 +1,185 @@
+"""Building a run from its config and its starting point, before the first step.
+
+In order: the processes (one, or those torchrun started), the data and tokenizer, the model
+(fresh, or with the weights it starts from), compilation and DDP, the optimizer, precision
+and the resume state; then the output directory and trackers, and the components the loop
+calls: validator, checkpointer, metrics, gradient monitor and stop condition. Everything
+here happens once; `loop.fit` runs the steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from fundamentallm.config import Config, config_to_dict, config_warnings
+from fundamentallm.console import TrainingConsole
+from fundamentallm.data.batching import EpochSampler
+from fundamentallm.data.tokens import TokenData, load_tokens
+from fundamentallm.errors import UserError
+from fundamentallm.model import GPT
+from fundamentallm.tokenizers import tokenizer_from_dict
+from fundamentallm.tracking import Tracker, build_tracker
+from fundamentallm.training.checkpointer import Checkpointer, claim_output_dir, write_run_config
+from fundamentallm.training.compilation import Compilation, resolve_compile
+from fundamentallm.training.distributed import Cluster, join_cluster
+from fundamentallm.training.gradients import GradientMonitor
+from fundamentallm.training.metrics import MetricsLog, Throughput
+from fundamentallm.training.optim import build_optimizer, freeze
+from fundamentallm.training.precision import Precision, resolve_device, resolve_precision
+from fundamentallm.training.schedule import ConstantDropout, DropoutSchedule, LRSchedule, dropout_schedule
+from fundamentallm.training.start import Start, check_world_size
+from fundamentallm.training.state import TrainState, seed_everything
+from fundamentallm.training.stopping import Interrupt, StopCondition
+from fundamentallm.training.validator import Validator
+
+
+@dataclass
+class Run:
+    """Everything the loop needs, built once."""
+
+    cfg: Config
+    start: Start
+    device: torch.device
+    cluster: Cluster
+    data: TokenData
+    sampler: EpochSampler
+    model: GPT  # the plain model: checkpoints and evaluation use it
+    step_module: torch.nn.Module  # what the training step calls: compiled and/or DDP-wrapped
+    ddp: DistributedDataParallel | None
+    trainable: list[torch.nn.Parameter]
+    precision: Precision
+    compilation: Compilation
+    state: TrainState
+    lr_schedule: LRSchedule
+    dropout: DropoutSchedule | ConstantDropout
+    total_steps: int
+    tokens_per_step: int
+    console: TrainingConsole
+    tracker: Tracker
+    # the components; each decides for itself which steps are its own
+    validator: Validator
+    checkpointer: Checkpointer
+    metrics: MetricsLog
+    gradients: GradientMonitor
+    stop: StopCondition
+    interrupt: Interrupt
+
+
+def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interrupt,
+          overwrite: bool = False, tracker: Tracker | None = None) -> Run:
+    training = cfg.training
+    device = resolve_device(training.device)
+    cluster = join_cluster(device)
+    check_world_size(start, cluster.world_size)
+    if not cluster.main:
+        console = TrainingConsole("silent")  # rank 0 speaks (and writes) for all
+    for warning in config_warnings(cfg):
+        console.message(f"warning: {warning}")
+
+    # ---- data and tokenizer ----
+    saved = start.checkpoint
+    saved_tokenizer = tokenizer_from_dict(saved["tokenizer"]) if saved else None
+    with cluster.main_first():  # one process builds a token cache, the others read it
+        data = load_tokens(cfg.data, saved_tokenizer, console.stage)
+    cfg.model.vocab_size = data.tokenizer.vocab_size
+    check_scorable(data)
+    sampler = EpochSampler(data.train, cfg.model.context_length, training.batch_size,
+                           training.grad_accum_steps, training.seed, data.tokenizer.unk_id,
+                           training.overfit_batches, cfg.data.augment, cluster.rank, cluster.world_size)
+
+    # ---- model, optimizer, precision, state ----
+    seed_everything(training.seed)  # the same initial weights in every process
+    model = GPT(cfg.model).to(device)
+    if cluster.distributed:
+        seed_everything(training.seed + cluster.rank)  # but each its own dropout masks
+    if start.kind == "init":  # taken out of the checkpoint: no second copy of the weights stays
+        model.load_state_dict(saved.pop("model"))
+    freeze(model, cfg.optim.freeze_embeddings, cfg.optim.freeze_layers)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise UserError("every parameter is frozen (--freeze-embeddings, --freeze-layers): nothing to train")
+    compilation = resolve_compile(training.compile, device, unsuitable=(
+        "--dropout-schedule changes the dropout rate every step, and each rate would recompile"
+        if training.dropout_schedule != "constant" else None))
+    step_module = compilation.wrap(model)
+    ddp = None
+    if cluster.distributed:  # averages the gradients across processes during backward
+        ddp = DistributedDataParallel(step_module, device_ids=[cluster.local_rank] if device.type == "cuda"
+                                      else None, forward_sync_buffers=False)  # buffers (RoPE) are constant
+        step_module = ddp
+    optimizer = build_optimizer(model, cfg.optim, device)
+    precision = resolve_precision(training.mixed_precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
+    state = TrainState(model, optimizer, scaler)
+    if start.resumed:
+        state.load_state_dict(saved["train_state"], saved["model"], cluster.rank)
+    total_steps = sampler.steps_per_epoch * training.epochs
+    if training.max_steps is not None:
+        total_steps = min(total_steps, training.max_steps)
+    tokens_per_step = (training.batch_size * training.grad_accum_steps * cfg.model.context_length
+                       * cluster.world_size)
+
+    # ---- the output directory and the components ----
+    out = Path(cfg.checkpoint.output_dir)
+
+    def open_run_dir() -> Tracker:
+        claim_output_dir(out, resuming=start.resumed, overwrite=overwrite)
+        write_run_config(out, cfg)
+        return tracker or build_tracker(cfg.tracking, out, config_to_dict(cfg),
+                                        resume_step=state.step if start.resumed else None)
+
+    tracker = cluster.on_main(open_run_dir) or Tracker()  # the other processes log nothing
+    return Run(
+        cfg, start, device, cluster, data, sampler, model, step_module, ddp, trainable, precision,
+        compilation, state, LRSchedule(cfg.optim), dropout_schedule(training, cfg.model), total_steps,
+        tokens_per_step, console, tracker,
+        validator=Validator(training, model, data.val, data.tokenizer.unk_id, data.val_chars_per_token,
+                            precision),
+        checkpointer=Checkpointer(cfg.checkpoint, cfg, data.tokenizer, cluster, tracker),
+        metrics=MetricsLog(training, sampler.micro_per_epoch, Throughput(state, tokens_per_step), cluster,
+                           tracker, console),
+        gradients=GradientMonitor(cfg.tracking, model, out, cluster.main, tracker, console.message),
+        stop=StopCondition(training, total_steps, cluster, interrupt),
+        interrupt=interrupt,
+    )
+
+
+def check_scorable(data: TokenData) -> None:
+    """Validation text made only of unknown characters has nothing to score."""
+    if data.val is None:
+        return
+    unk = -1 if data.tokenizer.unk_id is None else data.tokenizer.unk_id
+    if not bool((data.val[1:] != unk).any()):
+        raise UserError("validation text has no token to score (it needs at least 2 characters, "
+                        "seen in training); give more or use --val-split 0")
+
+
+def describe(run: Run) -> dict[str, Any]:
+    """The start-of-run summary: what was built, and why where a choice was made."""
+    training, data, sampler, state = run.cfg.training, run.data, run.sampler, run.state
+    frozen = len(run.trainable) < len(list(run.model.parameters()))
+    return {
+        "parameters": run.model.num_parameters(),
+        "trainable": f"{sum(p.numel() for p in run.trainable):,} (the rest frozen)" if frozen else None,
+        "initialised from": str(run.start.path) if run.start.kind == "init" else None,
+        "train tokens": len(data.train),
+        "validation": f"{len(data.val):,} tokens ({data.source})" if data.val is not None else "none",
+        "token cache": data.cache,
+        "tokenizer": data.tokenizer.describe()
+                     + (f", {data.val_chars_per_token:.2f} characters/token" if data.val is not None else ""),
+        "device": str(run.device),
+        "precision": run.precision.note,
+        "compile": run.compilation.note,
+        "steps": f"{run.total_steps:,} ({sampler.steps_per_epoch:,}/epoch, {run.tokens_per_step:,} tokens/step)"
+                 + (f", at most {training.max_time:g} s" if training.max_time else "")
+                 + (f"; the same {training.overfit_batches} micro-batch(es) every epoch (--overfit-batches)"
+                    if training.overfit_batches else ""),
+        "resumed at step": state.step if run.start.resumed else None,
+        "output": run.cfg.checkpoint.output_dir,
+        "tracking": run.tracker.describe(),
+    }

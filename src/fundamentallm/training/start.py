@@ -1,0 +1,78 @@
+"""Where a run begins, decided in one place: afresh, resumed from a training state
+(`--resume`), or fine-tuned from a checkpoint's weights (`--init-from`).
+
+The command line passes the `--resume` flag as it was given; this module finds and loads
+the checkpoint, resolves the config against it (config/sources.py) and checks that the
+saved state can continue here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fundamentallm.checkpoint import load_checkpoint
+from fundamentallm.config import Config, ConfigSources, validate
+from fundamentallm.errors import UserError
+
+RESUME_NAME = "resume_checkpoint.pt"
+
+
+@dataclass
+class Start:
+    kind: str = "fresh"  # "fresh", "resume" or "init"
+    path: Path | None = None
+    checkpoint: dict[str, Any] | None = None  # the loaded file; setup moves its weights out
+
+    @property
+    def resumed(self) -> bool:
+        return self.kind == "resume"
+
+
+def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tuple[Config, Start]:
+    """The run's config and where it starts. `resume`: None (no --resume), True (the output
+    directory's resume checkpoint), "auto" (that file if it exists) or a checkpoint path."""
+    cfg = sources.resolve()
+    latest = Path(cfg.checkpoint.output_dir) / RESUME_NAME
+    if resume == "auto":
+        resume = True if latest.exists() else None
+    if resume and "training.init_from" in sources.flags:
+        raise UserError("--init-from starts a new run from a checkpoint's weights; it does not apply "
+                        "with --resume, which continues one")
+    if resume:
+        path = latest if resume is True else Path(resume)
+        checkpoint = load_checkpoint(path)
+        cfg = sources.resolve(checkpoint["config"], resumed=True, source=str(path))
+        check_train_state(checkpoint, path)
+        start = Start("resume", path, checkpoint)
+    elif cfg.training.init_from:
+        path = Path(cfg.training.init_from)
+        checkpoint = load_checkpoint(path)
+        cfg = sources.resolve(checkpoint["config"], resumed=False, source=str(path))
+        start = Start("init", path, checkpoint)
+    else:
+        start = Start()
+    if not cfg.data.train:
+        raise UserError("train: give a training text file (fundamentallm train FILE)")
+    validate(cfg)  # flag errors before minutes of reading and tokenizing
+    return cfg, start
+
+
+def check_train_state(checkpoint: dict[str, Any], path: Path) -> None:
+    if "train_state" not in checkpoint:
+        raise UserError(f"{path}: holds model weights only, not a training state to resume")
+    state = checkpoint["train_state"]
+    if not isinstance(state, dict) or not all(
+            isinstance(state.get(k), dict) for k in ("optimizer", "counters", "rng")):
+        raise UserError(f"{path}: the training state in this checkpoint is malformed")
+
+
+def check_world_size(start: Start, world_size: int) -> None:
+    """The processes split the data between them: a resumed run needs as many as wrote it."""
+    if not start.resumed:
+        return
+    saved = len(start.checkpoint["train_state"].get("rank_rngs", [None]))
+    if saved != world_size:
+        raise UserError(f"{start.path}: this run trained on {saved} process(es); resume it on as many "
+                        f"(torchrun --nproc-per-node {saved}), not {world_size}")

@@ -1,0 +1,66 @@
+"""Validation during training, and early stopping.
+
+The validator decides when to validate (every `--eval-interval` steps, and whenever the run
+stops, so the last figure is always fresh), measures the loss on `--eval-iters` batches of
+the held-out tokens, and keeps the early-stopping count (as in Keras: the loss to beat by
+more than `--min-delta`, and how many evaluations in a row have not). Its counters live in
+the TrainState, so they survive a resume.
+
+Losses are per token; per character (bits/char) they compare across tokenizers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from fundamentallm.config import TrainingConfig
+from fundamentallm.evaluation import bits_per_char, total_loss
+from fundamentallm.model import GPT
+from fundamentallm.training.precision import Precision
+from fundamentallm.training.state import TrainState
+
+
+class Validator:
+    def __init__(self, training: TrainingConfig, model: GPT, val_ids: torch.Tensor | np.ndarray | None,
+                 unk_id: int | None, chars_per_token: float, precision: Precision):
+        self.training, self.model, self.val_ids = training, model, val_ids
+        self.unk_id, self.chars_per_token, self.precision = unk_id, chars_per_token, precision
+
+    @property
+    def enabled(self) -> bool:
+        return self.val_ids is not None
+
+    def due(self, step: int, stopping: bool) -> bool:
+        return self.enabled and (step % self.training.eval_interval == 0 or stopping)
+
+    def loss(self) -> float:
+        """Mean nats per token over evenly spaced validation windows (the plain model, not the
+        compiled one: the windows' shapes vary, which would recompile)."""
+        windows = self.training.eval_iters * self.training.batch_size
+        nats, scored, _ = total_loss(self.model, self.val_ids, self.training.batch_size, self.unk_id,
+                                     windows, self.precision.autocast)
+        return nats / max(1, scored)
+
+    def validate(self, state: TrainState, record: dict[str, Any]) -> bool:
+        """Measure, add the figures to `record`, update the counters; True for a new best."""
+        state.last_val_loss = record["val_loss"] = self.loss()
+        record["val_bits_per_char"] = bits_per_char(state.last_val_loss, self.chars_per_token)
+        if state.stopping_reference - state.last_val_loss > self.training.min_delta:
+            state.stopping_reference = state.last_val_loss
+            state.evals_without_improvement = 0
+        else:
+            state.evals_without_improvement += 1
+        if state.last_val_loss < state.best_val_loss:
+            state.best_val_loss = state.last_val_loss
+            record["best"] = True
+            return True
+        return False
+
+    def should_stop(self, state: TrainState) -> bool:
+        return self.training.early_stopping and state.evals_without_improvement >= self.training.patience
+
+    def best_bits_per_char(self, state: TrainState) -> float:
+        return bits_per_char(state.best_val_loss, self.chars_per_token)
