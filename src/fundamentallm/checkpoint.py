@@ -44,7 +44,7 @@ RENAMED = (("data", "vocab_size", "bpe_vocab_size"),)
 
 def save_checkpoint(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: torch.nn.Module,
                     train_state: dict[str, Any] | None = None) -> None:
-    payload = {
+    ckpt = {
         "format": FORMAT,
         "version": VERSION,
         "config": config_to_dict(cfg),
@@ -52,8 +52,8 @@ def save_checkpoint(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: 
         "model": model.state_dict(),
     }
     if train_state is not None:
-        payload["train_state"] = train_state
-    atomic_write(path, lambda f: torch.save(payload, f))
+        ckpt["train_state"] = train_state
+    atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -62,21 +62,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the safe unpickler fails in many ways on a corrupt file
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not a FundamentaLLM checkpoint")
-    if payload.get("version") not in (*LEGACY_SETTINGS, VERSION):
-        raise UserError(f"{path}: checkpoint version {payload.get('version')!r} is not supported "
+    if ckpt.get("version") not in (*LEGACY_SETTINGS, VERSION):
+        raise UserError(f"{path}: checkpoint version {ckpt.get('version')!r} is not supported "
                         f"(this FundamentaLLM reads versions 1 to {VERSION})")
-    malformed = [k for k in ("config", "tokenizer", "model") if not isinstance(payload.get(k), dict)]
+    malformed = [k for k in ("config", "tokenizer", "model") if not isinstance(ckpt.get(k), dict)]
     if malformed:
         raise UserError(f"{path}: checkpoint is missing or has malformed {', '.join(malformed)}")
-    if payload["version"] in LEGACY_SETTINGS:
-        config = dict(payload["config"])
-        for section, legacy in LEGACY_SETTINGS[payload["version"]].items():
+    if ckpt["version"] in LEGACY_SETTINGS:
+        config = dict(ckpt["config"])
+        for section, legacy in LEGACY_SETTINGS[ckpt["version"]].items():
             stored = config.get(section) or {}
             if isinstance(stored, dict):  # anything else is reported when the config is read
                 config[section] = {**legacy, **stored}
@@ -84,18 +84,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             stored = config.get(section)
             if isinstance(stored, dict) and old in stored:
                 config[section] = {(new if k == old else k): v for k, v in stored.items()}
-        payload["config"], payload["version"] = config, VERSION
-    return payload
+        ckpt["config"], ckpt["version"] = config, VERSION
+    return ckpt
 
 
-def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint"
+def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint"
                           ) -> tuple[GPT, Tokenizer, Config]:
     """Rebuild the model, tokenizer and config stored in a loaded checkpoint."""
-    cfg = config_from_dict(payload["config"], source)
-    tokenizer = tokenizer_from_dict(payload["tokenizer"])
+    cfg = config_from_dict(ckpt["config"], source)
+    tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
     model = GPT(cfg.model)
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise UserError(f"{source}: weights do not match the stored model config "
                         f"({str(exc).splitlines()[0]})") from None

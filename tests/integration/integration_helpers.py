@@ -9,26 +9,20 @@ only tests that need a real process (exit status, stderr, signals) spawn one.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fundamentallm.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "data" / "shakespeare_sample.txt"
+from helpers import (  # noqa: F401  (re-exported for the test modules)
+    ROOT, SAMPLE, TINY_SHAPE, assert_one_line_error, assert_same_weights, fundamentallm_command, load_pt,
+    process_env, same_weights, sample_text,
+)
 
 # The tiny model and run every test starts from; override with tiny_args(name=value),
 # remove a flag with tiny_args(name=None).
 TINY: dict[str, Any] = {
-    "model_dim": 32,
-    "num_layers": 2,
-    "num_heads": 2,
-    "context_length": 16,
+    **TINY_SHAPE,
     "batch_size": 4,
     "max_steps": 5,
     "eval_interval": 5,
@@ -52,10 +46,6 @@ def tiny_args(**overrides: Any) -> list[str]:
         else:
             argv += [f"--{flag}", str(value)]
     return argv
-
-
-def sample_text(chars: int = 20_000) -> str:
-    return SAMPLE.read_text(encoding="utf-8")[:chars]
 
 
 def run_cli(*argv: str | Path) -> int:
@@ -90,30 +80,8 @@ def losses(out: Path) -> dict[int, float]:
     return {r["step"]: r["train_loss"] for r in metrics(out)}
 
 
-def load_pt(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def run_process(*argv: str | Path, timeout: float = 120, cwd: Path | None = None
                 ) -> subprocess.CompletedProcess[str]:
     """`python -m fundamentallm ARGV` in a real process."""
-    return subprocess.run(
-        [sys.executable, "-m", "fundamentallm", *map(str, argv)],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd, env=process_env(),
-    )
-
-
-def process_env() -> dict[str, str]:
-    # The package is installed editable, but do not depend on it: put src/ first on the path.
-    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """Exit status 2 and exactly one `error: ...` line on stderr, no traceback."""
-    assert "Traceback" not in result.stderr, result.stderr
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:") and lines[0][len("error:"):].strip(), result.stderr
-    return lines[0]
+    return subprocess.run(fundamentallm_command(*argv), capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env=process_env())

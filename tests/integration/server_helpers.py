@@ -5,13 +5,12 @@ from __future__ import annotations
 import queue
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from integration_helpers import process_env, train
+from integration_helpers import fundamentallm_command, process_env, train
 
 PROMPT = "First Citizen:"
 
@@ -34,8 +33,7 @@ class ServerProcess:
     def __init__(self, checkpoint: Path, *extra: str, log: Path):
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fundamentallm", "serve", str(checkpoint), "--port", "0",
-             "--device", "cpu", *extra],
+            fundamentallm_command("serve", checkpoint, "--port", "0", "--device", "cpu", *extra),
             stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=process_env())
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in self.process.stdout],

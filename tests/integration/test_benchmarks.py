@@ -5,29 +5,24 @@ that hold on any machine are checked here, on tiny settings.)"""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY_SHAPE = ["--model-dim", "32", "--num-layers", "2", "--num-heads", "2", "--context-length", "16"]
+from helpers import TINY_SHAPE, run_script, sample_text
+
+TINY_FLAGS = [f"--{name.replace('_', '-')}={value}" for name, value in TINY_SHAPE.items()]
 
 
 def bench(script: str, *args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     args = list(args)
     args.insert(args.index("--") if "--" in args else len(args), "--json")  # not a train flag
-    done = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = run_script(f"benchmarks/{script}", *args, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
 def test_throughput_reports_fp32_and_mixed_with_mfu():
-    report = bench("throughput.py", *TINY_SHAPE, "--batch-size", "4", "--steps", "10",
+    report = bench("throughput.py", *TINY_FLAGS, "--batch-size", "4", "--steps", "10",
                    "--warmup", "10", "--no-compile")
     assert set(report["peak_gflops"]) == {"fp32", "bf16"}
     assert report["peak_gflops"]["fp32"] > 0
@@ -41,25 +36,25 @@ def test_throughput_reports_fp32_and_mixed_with_mfu():
 
 
 def test_generate_compares_cached_and_uncached():
-    report = bench("generate.py", *TINY_SHAPE, "--tokens", "40")
+    report = bench("generate.py", *TINY_FLAGS, "--tokens", "40")
     assert report["tokens"] == 40
     assert report["cached"]["tokens_per_s"] > 0 and report["uncached"]["tokens_per_s"] > 0
     assert report["same_tokens_within_context"] is True
 
 
 def test_generate_cached_only_with_several_samples():
-    report = bench("generate.py", *TINY_SHAPE, "--tokens", "30", "--num-samples", "3", "--cached-only")
+    report = bench("generate.py", *TINY_FLAGS, "--tokens", "30", "--num-samples", "3", "--cached-only")
     assert report["num_samples"] == 3 and report["cached"]["tokens_per_s"] > 0
     assert "uncached" not in report and "speedup" not in report
 
 
 def test_quality_trains_both_recipes_and_reports_the_median(tmp_path):
     data = tmp_path / "text.txt"
-    data.write_text((ROOT / "data" / "shakespeare_sample.txt").read_text(encoding="utf-8")[:60_000],
+    data.write_text(sample_text(60_000),
                     encoding="utf-8")
     report = bench("quality.py", "--data", str(data), "--max-time", "2", "--seeds", "1", "2",
                    "--target-loss", "99", "--work-dir", str(tmp_path / "work"), "--", "--no-compile",
-                   "--eval-interval", "5", *TINY_SHAPE)
+                   "--eval-interval", "5", *TINY_FLAGS)
     names = [r["name"] for r in report["recipes"]]
     assert names[0].startswith("fundamentallm defaults") and names[1] == "classic baby-GPT recipe"
     for recipe in report["recipes"]:
@@ -80,9 +75,9 @@ def test_quality_trains_both_recipes_and_reports_the_median(tmp_path):
 
 def test_quality_reports_no_time_for_an_unreached_target(tmp_path):
     data = tmp_path / "text.txt"
-    data.write_text((ROOT / "data" / "shakespeare_sample.txt").read_text(encoding="utf-8")[:30_000],
+    data.write_text(sample_text(30_000),
                     encoding="utf-8")
     report = bench("quality.py", "--data", str(data), "--max-time", "1", "--seeds", "1", "--no-classic",
-                   "--target-loss", "0.01", "--", "--no-compile", "--eval-interval", "2", *TINY_SHAPE)
+                   "--target-loss", "0.01", "--", "--no-compile", "--eval-interval", "2", *TINY_FLAGS)
     assert [len(r["runs"]) for r in report["recipes"]] == [1]
     assert report["recipes"][0]["runs"][0]["time_to_target_s"] is None

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "data" / "shakespeare_sample.txt"
+from helpers import ROOT, SAMPLE, process_env, run_script, script_command
+
 
 # Runs a script in a fresh child and writes that child's peak RSS (ru_maxrss, KiB on
 # Linux) to a file, so nothing else this test session ran is included in the figure.
@@ -32,21 +31,10 @@ CLEAN_PEAK_MB = 150
 NUMBERED_PER_COPY = 2000
 
 
-def run_script(script: str, *args: str | Path, timeout: int = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run(
-        [sys.executable, f"scripts/{script}", *map(str, args)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
 def run_measured(script: str, *args: str | Path, rss_file: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    command = [sys.executable, f"scripts/{script}", *map(str, args)]
-    result = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS_WRAPPER, str(rss_file), *command],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    command = script_command(f"scripts/{script}", *args)
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, str(rss_file), *command],
+                            cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=300)
     return result, int(rss_file.read_text()) / 1024
 
 
@@ -130,14 +118,14 @@ def test_analyze_script_json_plot_and_table(tmp_path):
     path.write_bytes(b"caf\xe9 line\r\nsame\nsame\n\xf0\x9f\x98\x80\n")
     plot = tmp_path / "charts" / "plot.png"
     plot.parent.mkdir()
-    result = run_script("analyze_data.py", path, "--json", "--plot", plot, "--top", "3", "--bpe-vocab-size", "300")
+    result = run_script("scripts/analyze_data.py", path, "--json", "--plot", plot, "--top", "3", "--bpe-vocab-size", "300")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert (data["invalid_sequences"], data["invalid_offsets"][0]["offset"]) == (1, 3)
     assert (data["duplicate_lines"], data["bpe_vocab_size"], len(data["most_common"])) == (1, 300, 3)
     assert data["likely_encoding"] == "windows-1252 or latin-1"  # the emoji is 1 valid non-ASCII character
     assert plot.read_bytes().startswith(b"\x89PNG")
-    table = run_script("analyze_data.py", path)
+    table = run_script("scripts/analyze_data.py", path)
     assert table.returncode == 0, table.stderr
     for fragment in ("likely encoding", "invalid UTF-8 sequences", "duplicate non-empty lines", "p90",
                      "estimated tokens (byte-level BPE", "is an estimate", "clean_data.py --invalid"):  # fmt: skip
@@ -155,7 +143,7 @@ def test_analyze_script_errors_are_one_line(tmp_path, args, fragment):
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "emptydir").mkdir()
     (tmp_path / "ok.txt").write_text("fine\n", encoding="utf-8")
-    result = run_script("analyze_data.py", *(arg.format(tmp=tmp_path) for arg in args))
+    result = run_script("scripts/analyze_data.py", *(arg.format(tmp=tmp_path) for arg in args))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
@@ -164,7 +152,7 @@ def test_analyze_script_errors_are_one_line(tmp_path, args, fragment):
 def test_clean_script_options_and_counts(tmp_path):
     source, out = tmp_path / "in.txt", tmp_path / "out.txt"
     source.write_bytes(b"abZ\r\nab\n\nab\nx\n\xe9t\xe9\n")
-    result = run_script("clean_data.py", source, out, "--dedupe", "--min-length", "2", "--min-char-count", "2",
+    result = run_script("scripts/clean_data.py", source, out, "--dedupe", "--min-length", "2", "--min-char-count", "2",
                         "--rare-char-replacement", "_", "--invalid", "replace")  # fmt: skip
     assert result.returncode == 0, result.stderr
     # Pass 1 drops the second "ab" (duplicate) and "x" (short), leaving a, b and U+FFFD
@@ -178,5 +166,5 @@ def test_clean_script_options_and_counts(tmp_path):
     assert lines["lines removed for length"] == "1 shorter than 2"
     assert lines["characters seen < 2 times -> '_'"] == "2 (2 distinct characters)"
     assert lines["passes"] == "2"
-    bad = run_script("clean_data.py", source, out, "--rare-char-replacement", "_")
+    bad = run_script("scripts/clean_data.py", source, out, "--rare-char-replacement", "_")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --rare-char-replacement needs --min-char-count"

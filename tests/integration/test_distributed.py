@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from integration_helpers import (
-    ROOT, assert_one_line_error, losses, metrics, process_env, run_process, summary, tiny_args, train,
+    ROOT, assert_one_line_error, fundamentallm_command, losses, metrics, process_env, run_process, summary,
+    tiny_args, train,
 )
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo on POSIX")
@@ -18,10 +19,10 @@ RUN = {"max_steps": 6, "log_interval": 1, "eval_interval": 6, "lr_schedule": "co
 
 
 def torchrun(*argv, processes: int = 2, expect_success: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-         "-m", "fundamentallm", *map(str, argv)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env=process_env())
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    command = fundamentallm_command(*argv)[1:]  # torchrun starts the interpreters: `-m fundamentallm ...`
+    result = subprocess.run([*launcher, *command], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env=process_env())
     assert (result.returncode == 0) == expect_success, result.stderr[-3000:]
     return result
 

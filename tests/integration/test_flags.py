@@ -17,7 +17,7 @@ from fundamentallm.data.batching import encode
 from fundamentallm.evaluation import total_loss
 from fundamentallm.training import precision
 from fundamentallm.training.precision import cpu_has_native_bf16
-from integration_helpers import load_pt, metrics, run_cli, summary, train
+from integration_helpers import assert_same_weights, load_pt, metrics, run_cli, summary, train
 
 # The baseline: 6 steps, a record every step, no warmup, cosine schedule, validation every 3
 # steps, seed 1337, gradient clip 1.0. Without warmup, step k of n (1-based) runs at progress
@@ -174,8 +174,7 @@ def test_seed(tmp_path, corpus, baseline):
     assert loss_list(other)[0] != loss_list(baseline)[0]
     same = run(corpus, tmp_path / "same")
     assert loss_list(same) == loss_list(baseline)
-    a, b = load_pt(same / "final.pt")["model"], load_pt(baseline / "final.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(same / "final.pt", baseline / "final.pt")
 
 
 def test_epochs(tmp_path, tiny_text):
@@ -259,8 +258,7 @@ def test_small_improvements_stop_early_but_still_update_the_best_model(tmp_path,
     assert s["stop_reason"] == "early_stopping" and s["steps"] == 1 + patience
     assert all(r.get("best") is True for r in records)
     assert s["best_val_loss"] == val[-1] == min(val)
-    best, final = load_pt(out / "best_model.pt")["model"], load_pt(out / "final.pt")["model"]
-    assert all(torch.equal(best[k], final[k]) for k in final)  # the last, lowest-loss model
+    assert_same_weights(out / "best_model.pt", out / "final.pt")  # the last, lowest-loss model
     counters = load_pt(out / "resume_checkpoint.pt")["train_state"]["counters"]
     assert counters["stopping_reference"] == val[0]  # only the first drop exceeded min-delta
     assert counters["best_val_loss"] == val[-1]

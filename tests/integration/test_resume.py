@@ -13,19 +13,13 @@ import pytest
 import torch
 
 from integration_helpers import (
-    ROOT, load_pt, losses, metrics, process_env, run_cli, summary, tiny_args, train,
+    ROOT, assert_same_weights, fundamentallm_command, load_pt, losses, metrics, process_env, run_cli, summary,
+    tiny_args, train,
 )
 
 # Exact resume needs a schedule that does not depend on the total step count (the 10-step
 # and 20-step runs would decay differently); dropout makes the RNG state matter.
 EXACT = {"lr_schedule": "constant", "dropout": 0.1, "log_interval": 1, "warmup_steps": 15}
-
-
-def same_weights(a: Path, b: Path) -> None:
-    wa, wb = load_pt(a)["model"], load_pt(b)["model"]
-    assert wa.keys() == wb.keys()
-    for name in wa:
-        assert torch.equal(wa[name], wb[name]), name
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +50,7 @@ def test_resume_continues_exactly(tmp_path, straight, first_half):
         assert got[step] == pytest.approx(expected[step], rel=0, abs=1e-6), step
     assert [r.get("val_loss") for r in metrics(out)] == pytest.approx(
         [r.get("val_loss") for r in metrics(straight)], abs=1e-6)
-    same_weights(out / "final.pt", straight / "final.pt")
+    assert_same_weights(out / "final.pt", straight / "final.pt")
     s, t = summary(out), summary(straight)
     assert (s["steps"], s["tokens"], s["stop_reason"]) == (t["steps"], t["tokens"], t["stop_reason"])
     assert s["best_val_loss"] == pytest.approx(t["best_val_loss"], abs=1e-6)
@@ -76,7 +70,7 @@ def test_resume_across_epochs_with_accumulation(tmp_path, tiny_text):
     assert sorted(got) == list(range(1, 13))
     for step in range(1, 13):
         assert got[step] == pytest.approx(expected[step], rel=0, abs=1e-6), step
-    same_weights(resumed / "final.pt", straight / "final.pt")
+    assert_same_weights(resumed / "final.pt", straight / "final.pt")
 
 
 def test_resume_from_explicit_path(tmp_path, straight, first_half):
@@ -88,7 +82,7 @@ def test_resume_from_explicit_path(tmp_path, straight, first_half):
     assert sorted(got) == list(range(11, 21))
     for step in got:
         assert got[step] == pytest.approx(expected[step], rel=0, abs=1e-6), step
-    same_weights(out / "final.pt", straight / "final.pt")
+    assert_same_weights(out / "final.pt", straight / "final.pt")
     assert (first_half / "final.pt").exists() and summary(first_half)["steps"] == 10  # untouched
 
 
@@ -189,9 +183,8 @@ def test_fresh_run_will_not_mix_with_an_earlier_one(tmp_path, text_file, capsys)
 def test_a_stop_signal_saves_a_resumable_state(tmp_path, corpus, sig, status):
     """Ctrl-C, or the SIGTERM a cluster scheduler sends before it preempts a job."""
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "fundamentallm", "train", str(corpus), "-o", str(out),
-            *tiny_args(max_steps=100_000, eval_interval=1000, log_interval=1,
-                       checkpoint_interval=100_000), "--quiet"]
+    argv = fundamentallm_command("train", corpus, "-o", out, *tiny_args(
+        max_steps=100_000, eval_interval=1000, log_interval=1, checkpoint_interval=100_000), "--quiet")
     # A shell may start background jobs with SIGINT ignored, which Python would inherit.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT, env=process_env(),

@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_script(script: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run(
-        [sys.executable, f"scripts/{script}", *map(str, args)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert fragment in lines[0]
+from helpers import assert_one_line_error, run_script
 
 
 @pytest.fixture
@@ -48,10 +29,10 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 
 
 def test_analyze_data_human_and_json(sample):
-    result = run_script("analyze_data.py", sample)
+    result = run_script("scripts/analyze_data.py", sample)
     assert result.returncode == 0, result.stderr
     assert "distinct characters" in result.stdout and "'\\u0007'" in result.stdout
-    result = run_script("analyze_data.py", sample, "--json", "--top", "2")
+    result = run_script("scripts/analyze_data.py", sample, "--json", "--top", "2")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert (data["characters"], data["lines"], data["control_count"]) == (33, 4, 4)
@@ -61,12 +42,12 @@ def test_analyze_data_human_and_json(sample):
 @pytest.mark.parametrize("case", ["missing", "empty"])  # non-UTF-8 and binary files are reported, not refused
 def test_analyze_data_rejects_bad_input(bad_inputs, case):
     path, fragment = bad_inputs[case]
-    assert_user_error(run_script("analyze_data.py", path), fragment)
+    assert_one_line_error(run_script("scripts/analyze_data.py", path), fragment)
 
 
 def test_clean_data_writes_output_and_reports_counts(sample, tmp_path):
     out = tmp_path / "clean" / "out.txt"
-    result = run_script("clean_data.py", sample, out, "--collapse-whitespace")
+    result = run_script("scripts/clean_data.py", sample, out, "--collapse-whitespace")
     assert result.returncode == 0, result.stderr
     assert out.read_text(encoding="utf-8") == "Hello world\nsecond\u00a0line\n\nlast\n"
     assert "control characters removed" in result.stdout
@@ -75,15 +56,15 @@ def test_clean_data_writes_output_and_reports_counts(sample, tmp_path):
 
 def test_clean_data_never_overwrites_its_input(sample):
     before = sample.read_bytes()
-    assert_user_error(run_script("clean_data.py", sample, sample), "is the input file")
-    assert_user_error(run_script("clean_data.py", sample, sample.parent / "." / sample.name), "is the input file")
+    assert_one_line_error(run_script("scripts/clean_data.py", sample, sample), "is the input file")
+    assert_one_line_error(run_script("scripts/clean_data.py", sample, sample.parent / "." / sample.name), "is the input file")
     assert sample.read_bytes() == before
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "binary"])
 def test_clean_data_rejects_bad_input(bad_inputs, tmp_path, case):
     path, fragment = bad_inputs[case]
-    assert_user_error(run_script("clean_data.py", path, tmp_path / "out.txt"), fragment)
+    assert_one_line_error(run_script("scripts/clean_data.py", path, tmp_path / "out.txt"), fragment)
     assert not (tmp_path / "out.txt").exists()
 
 
@@ -100,20 +81,20 @@ def test_compare_experiments_table_json_and_warnings(tmp_path):
     write_run(tmp_path / "runs" / "better", 1.0)
     (tmp_path / "runs" / "broken").mkdir()
     (tmp_path / "runs" / "broken" / "metrics.json").write_text("[{", encoding="utf-8")
-    result = run_script("compare_experiments.py", tmp_path / "runs")
+    result = run_script("scripts/compare_experiments.py", tmp_path / "runs")
     assert result.returncode == 0, result.stderr
     assert result.stdout.index("better") < result.stdout.index("worse")
     assert result.stderr.startswith("warning: skipping") and "Traceback" not in result.stderr
-    result = run_script("compare_experiments.py", tmp_path / "runs", "--json")
+    result = run_script("scripts/compare_experiments.py", tmp_path / "runs", "--json")
     assert result.returncode == 0, result.stderr
     assert [run["run"] for run in json.loads(result.stdout)] == ["better", "worse"]
 
 
 def test_compare_experiments_errors(tmp_path):
-    assert_user_error(run_script("compare_experiments.py", tmp_path / "missing"), "no such directory")
-    assert_user_error(run_script("compare_experiments.py", tmp_path), "no runs found below")
+    assert_one_line_error(run_script("scripts/compare_experiments.py", tmp_path / "missing"), "no such directory")
+    assert_one_line_error(run_script("scripts/compare_experiments.py", tmp_path), "no runs found below")
     write_run(tmp_path / "r", 1.0)
-    assert_user_error(run_script("compare_experiments.py", tmp_path, "--sort", "speed"), "cannot sort by")
+    assert_one_line_error(run_script("scripts/compare_experiments.py", tmp_path, "--sort", "speed"), "cannot sort by")
 
 
 def test_compare_experiments_on_real_runs(tmp_path, tiny_text):
@@ -124,7 +105,7 @@ def test_compare_experiments_on_real_runs(tmp_path, tiny_text):
     data.write_text(tiny_text, encoding="utf-8")
     train(data, tmp_path / "runs" / "slow", max_steps=4, learning_rate=1e-4)
     train(data, tmp_path / "runs" / "fast", max_steps=4, learning_rate=1e-2, model_dim=48)
-    result = run_script("compare_experiments.py", tmp_path / "runs", "--json")
+    result = run_script("scripts/compare_experiments.py", tmp_path / "runs", "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["run"]: row for row in json.loads(result.stdout)}
     assert list(rows) == sorted(rows, key=lambda name: summary(tmp_path / "runs" / name)["best_val_loss"])
@@ -134,5 +115,5 @@ def test_compare_experiments_on_real_runs(tmp_path, tiny_text):
         assert row["source"] == "summary.json" and row["steps"] == 4
         assert row["best_val_loss"] == pytest.approx(written["best_val_loss"])
         assert (row["learning_rate"], row["model_dim"], row["tokenizer"]) == (lr, dim, "char")
-    table = run_script("compare_experiments.py", tmp_path / "runs")
+    table = run_script("scripts/compare_experiments.py", tmp_path / "runs")
     assert table.returncode == 0 and "slow" in table.stdout and "fast" in table.stdout

@@ -10,24 +10,10 @@ import torch
 
 from fundamentallm.errors import UserError
 from fundamentallm.generation import generate
-from fundamentallm.sampling import BanTokens, SamplingOptions, Temperature, TopK, TopP
 from fundamentallm.model import GPT
+from fundamentallm.sampling import BanTokens, SamplingOptions, Temperature, TopK, TopP
 
 PROMPT = [3, 1, 4]
-
-
-@pytest.fixture
-def sharp_model(tiny_model_config) -> GPT:
-    """A tiny model with large random weights. A freshly initialised one predicts its last
-    input token (tied embeddings), so greedy text from it is one token repeated, which cannot
-    tell the right context from a wrong one; greedy text from this one depends on the context."""
-    torch.manual_seed(3)
-    model = GPT(tiny_model_config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.5)
-    return model
 
 
 def run(model: GPT, prompt: list[int] = PROMPT, banned: list[int] | None = None,

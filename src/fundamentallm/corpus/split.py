@@ -1,7 +1,7 @@
 """Splitting one corpus into train / validation (/ test) files.
 
-A friendlier version of `head -c` / `tail -c`: by characters (the specification's
-contiguous head/tail), by lines, or by documents (a directory's files, a JSONL file's
+A friendlier version of `head -c` / `tail -c`: by characters (a contiguous head and
+tail), by lines, or by documents (a directory's files, a JSONL file's
 records, or a text file's blank-line-separated blocks). Without `shuffle` the parts are
 contiguous (train first, then validation, then test), which keeps validation text unseen
 in style as well as content; with `shuffle` each line or document goes to a part drawn

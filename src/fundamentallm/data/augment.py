@@ -1,7 +1,7 @@
 """Text augmentation for training windows: random token deletion and duplication.
 
 Each token of a window is deleted with probability p, and each kept token is doubled with
-probability p (the spec's `augment_text`, done on token ids so it works for every
+probability p (random insertion and deletion, done on token ids so it works for every
 tokenizer). The model sees slightly garbled variants of its text, which regularises a small
 corpus the way noise does; validation text is never augmented.
 

@@ -66,8 +66,8 @@ class MultiTracker(Tracker):
 
 def weights_and_gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """`Weights/<name>` and `Gradients/<name>` for every trainable parameter (a gradient
-    only where one exists: frozen or unused parameters have none), as the spec's
-    TensorBoard example names them."""
+    only where one exists: frozen or unused parameters have none), the tag names
+    TensorBoard users know from the PyTorch examples."""
     tensors = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -42,10 +42,10 @@ def plot_losses(records: list[dict[str, Any]], path: str | Path, title: str = ""
 class JsonTracker(Tracker):
     """Writes OUTPUT_DIR/metrics.json as records arrive and loss_curve.png at the end.
 
-    Each write rewrites the whole file (it is one JSON list), so its cost grows with the run:
-    ~16 ms per 1,000 records here. A record is written at once unless the last write was
-    recent, measured in multiples of what that write took, so at most ~2% of a long run goes
-    into metrics.json; `flush()` (at every checkpoint) and `finish()` write it regardless.
+    Each write rewrites the whole file (it is one JSON list), so its cost grows with the run.
+    A record is written at once unless the last write was recent, measured in multiples of
+    what that write took (`WRITE_GAP`), so at most about 2% of a long run goes into
+    metrics.json; `flush()` (at every checkpoint) and `finish()` write it regardless.
 
     When a run resumes at step S, records after S (from the part of the run that was lost)
     are dropped, so the file reads as one uninterrupted run.

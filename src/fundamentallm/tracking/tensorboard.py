@@ -1,7 +1,7 @@
 """TensorBoard event files, written into the run's output directory.
 
 Each run directory becomes one run in TensorBoard, so `tensorboard --logdir experiments/`
-shows a grid search side by side. Tags follow the spec's example: `Loss/train`,
+shows a grid search side by side. The tags are the customary ones: `Loss/train`,
 `Loss/val`, `LR`, `Weights/<name>`, `Gradients/<name>`; gradient checks add
 `GradNorm/<name>` and `GradRatio/<name>`.
 """

@@ -19,7 +19,7 @@ import torch
 from fundamentallm.errors import UserError
 from fundamentallm.tracking.base import Tracker
 
-RENAMED = {"lr": "learning_rate"}  # the spec's W&B example calls it learning_rate
+RENAMED = {"lr": "learning_rate"}  # the name W&B dashboards usually use
 
 
 def has_api_key() -> bool:

@@ -1,11 +1,11 @@
 """Whether to train through `torch.compile`, decided once from what this machine has.
 
 torch.compile (TorchInductor) fuses the many small elementwise operations of a small
-transformer (norms, RoPE, activations, the loss) into a few generated kernels; on a CPU
-that made a 128-dim model's training step 1.4–1.8x faster (benchmarks/README.md). It needs
+transformer (norms, RoPE, activations, the loss) into a few generated kernels; that
+makes a small model's training step markedly faster (measured in benchmarks/README.md). It needs
 a C++ compiler on a CPU and Triton on CUDA; without them we train eagerly and say so,
-instead of failing at the first step. The first compile of a model shape takes ~40 s on a
-2-core CPU; Inductor's on-disk cache makes later runs start in seconds.
+instead of failing at the first step. The first compile of a model shape takes a while on a
+small CPU; Inductor's on-disk cache makes later runs start in seconds.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 bf16 autocast halves the memory traffic of matmuls and is fast where the hardware has
 native bf16 units (CUDA Ampere+, CPUs with AVX-512 BF16 or AMX). On a CPU without them,
-PyTorch emulates bf16 and training gets about 13x slower, so we train in fp32 and say so.
+PyTorch emulates bf16 and training gets many times slower, so we train in fp32 and say so.
 fp16 needs a GradScaler (its small exponent range underflows gradients); bf16 does not.
 """
 
@@ -96,7 +96,7 @@ def resolve_precision(mixed: bool, device: torch.device, cpu_bf16: bool | None =
         native = cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16
         if not native:
             return Precision(kind, None, "fp32: this CPU has no native bf16 (AVX-512 BF16/AMX), "
-                                         "where bf16 would be ~13x slower")
+                                         "where bf16 is emulated and slow")
         speedup = cpu_bf16_speedup() if cpu_bf16 is None else 2.0
         if speedup < 1.2:
             return Precision(kind, None, f"fp32: bf16 matmuls measured {speedup:.2f}x the fp32 "
