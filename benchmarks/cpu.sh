@@ -8,16 +8,16 @@
 #
 #   benchmarks/cpu.sh RESULTS_DIR [TEXT]   e.g. benchmarks/cpu.sh benchmarks/results/epyc-zen5-2026-12-01
 #
-# Environment overrides: PYTHON, SEEDS ("1 2 3"), MAX_TIME (105), SKIP ("" or a list of
+# Environment overrides: PYTHON (default .venv/bin/python where it exists), SEEDS ("1 2 3"), MAX_TIME (105), SKIP ("" or a list of
 # step names to leave out: throughput generate quality).
 set -uo pipefail
 RESULTS=${1:?usage: benchmarks/cpu.sh RESULTS_DIR [TEXT]}
 TEXT=${2:-../shared/data/shakespeare.txt}
-PY=${PYTHON:-python3}
 SEEDS=${SEEDS:-"1 2 3"}
 MAX_TIME=${MAX_TIME:-105}
 SKIP=${SKIP:-}
 cd "$(dirname "$0")/.."
+PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$RESULTS"
 BABY="--model-dim 128 --num-layers 4 --num-heads 4 --context-length 64 --batch-size 12"

@@ -23,6 +23,7 @@ from fundamentallm.config.commands import (
     GenerateOptions,
     InteractiveOptions,
     ServeOptions,
+    SweepOptions,
     TokenizerDecodeOptions,
     TokenizerEncodeOptions,
     TokenizerInfoOptions,
@@ -107,6 +108,32 @@ def cmd_train(o: TrainOptions, args: argparse.Namespace) -> int:
     if summary["stop_reason"] == "interrupted":  # train() has said how to continue
         return 128 + signal.Signals[summary.get("signal", "SIGINT")]  # the shell's convention: 130, 143
     return 0
+
+
+# ---------------------------------------------------------------- sweep
+SWEEP_OWN = ("checkpoint.output_dir",)  # the sweep's -o is its directory; each trial's is below it
+
+
+def sweep_train_fields() -> Iterable[FieldInfo]:
+    return (info for info in fields() if info.key not in SWEEP_OWN)
+
+
+def cmd_sweep(o: SweepOptions, args: argparse.Namespace) -> int:
+    import time
+
+    from fundamentallm.config import ConfigSources
+    from fundamentallm.sweep import SweepSettings, report_only, sweep
+
+    if o.report:
+        return report_only(o.report, o.storage, o.study_name, o.json)
+    if not o.space or not o.output_dir:
+        raise UserError("sweep: give --space SPACE.yaml and --output-dir DIR (or --report DIR)")
+    trials = o.trials if o.trials is not None or o.sampler == "grid" else 20
+    settings = SweepSettings(
+        o.output_dir, o.space, ConfigSources(o.config, parsed(args, CFG_PREFIX), o.data), o.sampler, o.pruner,
+        o.objective, trials, time.time() + o.timeout if o.timeout else None, o.storage, o.study_name,
+        o.sampler_seed)
+    return sweep(settings, o.workers, o.quiet)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -281,6 +308,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model on text", TrainOptions, cmd_train, more=((fields, CFG_PREFIX),)),
+    "sweep": Command("search hyperparameters: many train runs, chosen by Optuna", SweepOptions, cmd_sweep,
+                     more=((sweep_train_fields, CFG_PREFIX),)),
     "evaluate": Command("score a checkpoint on a text file", EvaluateOptions, cmd_evaluate),
     "generate": Command("sample text from a checkpoint", GenerateOptions, cmd_generate,
                         more=((sampling_fields, SAMPLING_PREFIX),)),

@@ -96,3 +96,29 @@ def test_lookahead_resumes_exactly(tmp_path, corpus):
     half = run(corpus, tmp_path / "half", **{**flags, "max_steps": 4})
     assert run_cli("train", "-o", half, "--resume", "--max-steps", "7", "--quiet") == 0
     assert first_losses(half) == pytest.approx(first_losses(straight), abs=1e-6)
+
+
+def test_the_learning_rate_moves_the_hidden_matrices_too(tmp_path, corpus):
+    """--learning-rate is the peak of the whole run: with Muon, a hidden matrix's first step
+    scales with it (orthogonalised update and decoupled weight decay, both times the rate),
+    as do the embedding's and the norm gains'."""
+    from fundamentallm.config import Config
+
+    flags = {**BASE, "max_steps": 1, "lr_schedule": "constant", "gradient_clip": 0}
+    start = load_pt(run(corpus, tmp_path / "start", **{**flags, "learning_rate": 1e-12}) / "final.pt")["model"]
+    moved = {}
+    for lr in (1e-3, 2e-3):
+        weights = load_pt(run(corpus, tmp_path / f"lr{lr}", **flags, learning_rate=lr) / "final.pt")["model"]
+        moved[lr] = {k: (weights[k] - start[k]).abs().sum().item() for k in weights}
+    hidden = "blocks.0.attn.qkv.weight"
+    assert moved[1e-3][hidden] > 0
+    assert moved[2e-3][hidden] == pytest.approx(2 * moved[1e-3][hidden], rel=1e-3)
+    # The ratio is fixed: Muon's rate is MUON_LR_RATIO x --learning-rate, unless --muon-lr says.
+    from fundamentallm.training.optim import MUON_LR_RATIO, build_optimizer
+
+    assert Config().optim.muon_lr is None
+    cfg = Config().optim
+    cfg.learning_rate = 1e-3
+    model = load_model(tmp_path / "start" / "final.pt")[0]
+    rates = {g["muon"]: g["lr"] for g in build_optimizer(model, cfg, model.embed.weight.device).param_groups}
+    assert rates == {True: pytest.approx(1e-3 * MUON_LR_RATIO), False: 1e-3}

@@ -29,7 +29,7 @@ def leaf_parsers() -> list[tuple[str, argparse.ArgumentParser]]:
 def test_every_command_is_reached():
     names = {name for name, _ in leaf_parsers()}
     assert names == {f"fundamentallm {c}" for c in (
-        "train", "evaluate", "generate", "interactive", "serve", "tokenizer train", "tokenizer encode",
+        "train", "sweep", "evaluate", "generate", "interactive", "serve", "tokenizer train", "tokenizer encode",
         "tokenizer decode", "tokenizer info", "data split")}
 
 
@@ -44,8 +44,8 @@ def test_every_argument_comes_from_a_typed_option(name, parser):
 
 def test_device_is_one_declaration_everywhere():
     with_device = {name: a for name, p in leaf_parsers() for a in p._actions if "--device" in a.option_strings}
-    assert set(with_device) == {f"fundamentallm {c}" for c in ("train", "evaluate", "generate", "interactive",
-                                                               "serve")}
+    assert set(with_device) == {f"fundamentallm {c}" for c in ("train", "sweep", "evaluate", "generate",
+                                                               "interactive", "serve")}
     assert all(tuple(a.choices) == DEVICES for a in with_device.values())
 
 

@@ -124,3 +124,31 @@ class DataSplitOptions:
     text_field: str = text_field_option()
     output_dir: str | None = option(None, "where to write (default: beside the input)", aliases=("-o",))
     overwrite: bool = option(False, "replace existing train/val/test files")
+
+
+@dataclass
+class SweepOptions:
+    """`sweep`'s own options; the train flags given to it are held fixed for every trial."""
+
+    data: list[str] = option([], "training text files or directories (as for train)", positional=True)
+    space: str | None = option(None, "the search space: a YAML file of train options to vary")
+    output_dir: str | None = option(None, "the sweep's directory: its study, trial_NNNN/ runs, best.yaml, "
+                                    "plots", aliases=("-o",))
+    config: str | None = option(None, "YAML run config for the settings held fixed (flags override it)")
+    sampler: str = option("tpe", "how trials are chosen: tpe (Bayesian), random, or grid (every "
+                          "combination of the choices)", choices=("tpe", "random", "grid"))
+    pruner: str = option("median", "stop hopeless trials early, judged at each evaluation",
+                         choices=("median", "hyperband", "none"))
+    objective: str = option("val_loss", "what to minimise: the best validation loss, or bits per "
+                            "character (compares across tokenizers)", choices=("val_loss", "val_bits_per_char"))
+    trials: int | None = option(None, "trials to finish in all (default: the grid's size, or 20)",
+                                check="positive")
+    timeout: float | None = option(None, "start no new trial after this many seconds", check="positive")
+    storage: str | None = option(None, "an Optuna storage URL shared by several processes or machines "
+                                 "(default: sqlite:///OUTPUT_DIR/study.db)")
+    study_name: str = option("sweep", "the study's name in its storage", check="non_empty")
+    workers: int = option(1, "trials run at once on this machine, each in its own process", check="positive")
+    sampler_seed: int = option(0, "seed of the sampler (trials keep their own --seed)", check="seed")
+    report: str | None = option(None, "only report on the sweep in DIR (finished or not)", metavar="DIR")
+    json: bool = option(False, "with --report: print JSON")
+    quiet: bool = option(False, "print only warnings and errors", aliases=("-q",))

@@ -221,7 +221,7 @@ def config_warnings(cfg: Config) -> list[str]:
                      f"{o.lr_schedule}); ignored")
     if o.optimizer != "muon":
         changed = [f"--{name.replace('_', '-')}" for name in ("muon_lr", "muon_momentum")
-                   if getattr(o, name) != getattr(default.optim, name)]
+                   if getattr(o, name) != getattr(default.optim, name)]  # (muon_lr's default is None)
         if changed:
             verb = "applies" if len(changed) == 1 else "apply"
             found.append(f"{' and '.join(changed)} {verb} only with --optimizer muon "

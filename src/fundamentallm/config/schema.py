@@ -162,10 +162,12 @@ class OptimConfig:
         choices=("muon", "adamw"), start=OPTIMIZER_LAYOUT,
     )
     learning_rate: float = option(
-        6e-3, "peak learning rate (with muon: of the embedding and norm gains)", aliases=("--lr",),
-        check="positive",
+        6e-3, "peak learning rate of the whole run (with muon, the hidden matrices train at "
+        "MUON_LR_RATIO = 8.33 times it: see training/optim.py)", aliases=("--lr",), check="positive",
     )
-    muon_lr: float = option(0.05, "peak Muon learning rate (hidden matrices)", check="positive")
+    muon_lr: float | None = option(
+        None, "expert override: Muon's own peak rate for the hidden matrices, instead of "
+        "--learning-rate x MUON_LR_RATIO", check="positive")
     muon_momentum: float = option(0.95, "Muon momentum", check="fraction")
     min_lr: float | None = option(
         None, "learning rate at the end of the decay (default: learning rate / 10; Muon's rate "

@@ -29,19 +29,21 @@ from fundamentallm.training.setup import Run, describe, setup
 from fundamentallm.training.start import plan_start
 from fundamentallm.training.state import deterministic_kernels
 from fundamentallm.training.stopping import Interrupt, deferred_interrupt
+from fundamentallm.training.validator import Judge
 
 
 def train(config: Config | ConfigSources, console: TrainingConsole | None = None, *,
           resume: str | bool | None = None, overwrite: bool = False,
-          tracker: Tracker | None = None) -> dict[str, Any]:
+          tracker: Tracker | None = None, judge: Judge | None = None) -> dict[str, Any]:
     """Train as `config` says; return the run summary (also written to summary.json).
 
     `resume`: the --resume flag (None, True, "auto" or a checkpoint path); `overwrite` lets a
-    fresh run replace an earlier run's files in the output directory."""
+    fresh run replace an earlier run's files in the output directory; `judge` sees every
+    validation record and may stop the run there (a sweep's pruner: stop_reason "pruned")."""
     sources = config if isinstance(config, ConfigSources) else ConfigSources.of(config)
     cfg, start = plan_start(sources, resume)
     console = console or TrainingConsole("quiet")
-    run = setup(cfg, start, console, Interrupt(), overwrite, tracker)
+    run = setup(cfg, start, console, Interrupt(), overwrite, tracker, judge)
     run.console.start(describe(run))
     with deferred_interrupt(run.interrupt), deterministic_kernels(run.device), finish_on_failure(run.tracker):
         stop_reason = fit(run)
@@ -91,10 +93,10 @@ def fit(run: Run) -> str:
         if validate or gradient_check is not None or run.metrics.due(state.step, stopping):
             record = run.metrics.record(state, step_loss, lr, grad_norm, dropout)
         run.gradients.after_step(state.step, gradient_check, record)
-        if validate and run.validator.validate(state, record):
-            run.checkpointer.save_best(state)
-        if validate and run.validator.should_stop(state):
-            stop_reason = stop_reason or "early_stopping"
+        if validate:
+            if run.validator.validate(state, record):
+                run.checkpointer.save_best(state)
+            stop_reason = stop_reason or run.validator.stop_reason(state)  # early stopping, pruning
         run.metrics.publish(record)
         run.checkpointer.after_step(state, epoch_done, stop_reason is not None)  # incl. early stopping
         run.metrics.progress(state, run.total_steps, time_fraction, lr)

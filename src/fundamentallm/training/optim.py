@@ -99,11 +99,20 @@ def build_adamw(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) 
     )
 
 
+# Muon's peak rate over AdamW's: one --learning-rate moves every parameter group, and Muon's
+# orthogonalised updates (every singular value 1) want a far larger rate than Adam's per-
+# element steps. The ratio was measured at 105 s on Shakespeare with the default model: the
+# best Muon rate at the best AdamW rate (6e-3) was 0.05; ratios of a half and twice that
+# were worse (benchmarks/README.md, "One learning rate").
+MUON_LR_RATIO = 0.05 / 6e-3
+
+
 def build_muon(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
     groups = []
     for group in param_groups(model, cfg.weight_decay, cfg.layer_lr_decay):
         if group.pop("hidden"):
-            group.update(muon=True, lr=cfg.muon_lr, lr_scale=group["lr_scale"] * cfg.muon_lr / cfg.learning_rate,
+            ratio = MUON_LR_RATIO if cfg.muon_lr is None else cfg.muon_lr / cfg.learning_rate
+            group.update(muon=True, lr=cfg.learning_rate * ratio, lr_scale=group["lr_scale"] * ratio,
                          momentum=cfg.muon_momentum)
         else:
             group.update(muon=False, lr=cfg.learning_rate)

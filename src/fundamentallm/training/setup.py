@@ -35,7 +35,7 @@ from fundamentallm.training.schedule import ConstantDropout, DropoutSchedule, LR
 from fundamentallm.training.start import Start, check_world_size
 from fundamentallm.training.state import TrainState, seed_everything
 from fundamentallm.training.stopping import Interrupt, StopCondition
-from fundamentallm.training.validator import Validator
+from fundamentallm.training.validator import Judge, Validator
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Run:
 
 
 def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interrupt,
-          overwrite: bool = False, tracker: Tracker | None = None) -> Run:
+          overwrite: bool = False, tracker: Tracker | None = None, judge: Judge | None = None) -> Run:
     training = cfg.training
     device = resolve_device(training.device)
     cluster = join_cluster(device)
@@ -139,7 +139,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         compilation, state, LRSchedule(cfg.optim), dropout_schedule(training, cfg.model), total_steps,
         tokens_per_step, console, tracker,
         validator=Validator(training, model, data.val, data.tokenizer.unk_id, data.val_chars_per_token,
-                            precision),
+                            precision, judge),
         checkpointer=Checkpointer(cfg.checkpoint, cfg, data.tokenizer, cluster, tracker),
         metrics=MetricsLog(training, sampler.micro_per_epoch, Throughput(state, tokens_per_step), cluster,
                            tracker, console),

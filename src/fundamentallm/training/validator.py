@@ -2,7 +2,8 @@
 
 The validator decides when to validate (every `--eval-interval` steps, and whenever the run
 stops, so the last figure is always fresh), measures the loss on `--eval-iters` batches of
-the held-out tokens, and keeps the early-stopping count (as in Keras: the loss to beat by
+the held-out tokens, hands each result to a judge when one is given (a sweep's pruner),
+and keeps the early-stopping count (as in Keras: the loss to beat by
 more than `--min-delta`, and how many evaluations in a row have not). Its counters live in
 the TrainState, so they survive a resume.
 
@@ -11,6 +12,7 @@ Losses are per token; per character (bits/char) they compare across tokenizers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,11 +25,18 @@ from fundamentallm.training.precision import Precision
 from fundamentallm.training.state import TrainState
 
 
+# A judge sees every validation record ({"step", "val_loss", "val_bits_per_char", ...}) and
+# answers whether the run should stop there (a sweep's pruner: the run is hopeless).
+Judge = Callable[[dict[str, Any]], bool]
+
+
 class Validator:
     def __init__(self, training: TrainingConfig, model: GPT, val_ids: torch.Tensor | np.ndarray | None,
-                 unk_id: int | None, chars_per_token: float, precision: Precision):
+                 unk_id: int | None, chars_per_token: float, precision: Precision, judge: Judge | None = None):
         self.training, self.model, self.val_ids = training, model, val_ids
         self.unk_id, self.chars_per_token, self.precision = unk_id, chars_per_token, precision
+        self.judge = judge
+        self.condemned = False  # the judge said stop
 
     @property
     def enabled(self) -> bool:
@@ -53,14 +62,21 @@ class Validator:
             state.evals_without_improvement = 0
         else:
             state.evals_without_improvement += 1
+        if self.judge is not None:
+            self.condemned = self.judge(record)
         if state.last_val_loss < state.best_val_loss:
             state.best_val_loss = state.last_val_loss
             record["best"] = True
             return True
         return False
 
-    def should_stop(self, state: TrainState) -> bool:
-        return self.training.early_stopping and state.evals_without_improvement >= self.training.patience
+    def stop_reason(self, state: TrainState) -> str | None:
+        """Why the run should stop after this validation, if it should."""
+        if self.condemned:
+            return "pruned"
+        if self.training.early_stopping and state.evals_without_improvement >= self.training.patience:
+            return "early_stopping"
+        return None
 
     def best_bits_per_char(self, state: TrainState) -> float:
         return bits_per_char(state.best_val_loss, self.chars_per_token)
