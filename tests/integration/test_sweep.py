@@ -262,3 +262,17 @@ def test_bad_sweep_settings_are_one_line_errors(tmp_path, corpus, extra, fragmen
 
 def test_report_of_no_sweep_is_an_error(tmp_path):
     assert "no sweep here" in assert_one_line_error(run_process("sweep", "--report", tmp_path))
+
+
+def test_fixed_settings_can_come_from_a_config_file(tmp_path, corpus, capsys):
+    """The settings every trial shares, from --config (flags still win over it)."""
+    config = tmp_path / "fixed.yaml"
+    config.write_text(yaml.safe_dump({"training": {"max_steps": 4}, "optim": {"weight_decay": 0.05}}),
+                      encoding="utf-8")
+    space, out = write_space(tmp_path / "space.yaml", {"learning_rate": {"choices": [0.003, 0.01]}}), tmp_path / "s"
+    assert run_cli(*sweep_args(corpus, space, out, "--sampler", "grid", "--config", config, "--max-steps", "6")) == 0
+    for trial in report(out, capsys)["trials"]:
+        run_dir = Path(trial["run_dir"])
+        config_used = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config_used["optim"]["weight_decay"] == 0.05  # from the file
+        assert summary(run_dir)["steps"] == 6  # the flag over the file

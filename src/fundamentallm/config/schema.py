@@ -163,7 +163,7 @@ class OptimConfig:
     )
     learning_rate: float = option(
         6e-3, "peak learning rate of the whole run (with muon, the hidden matrices train at "
-        "MUON_LR_RATIO = 8.33 times it: see training/optim.py)", aliases=("--lr",), check="positive",
+        "MUON_LR_RATIO = 4.17 times it: see training/optim.py)", aliases=("--lr",), check="positive",
     )
     muon_lr: float | None = option(
         None, "expert override: Muon's own peak rate for the hidden matrices, instead of "

@@ -37,7 +37,7 @@ def sweep(settings: SweepSettings, workers: int = 1, quiet: bool = False) -> int
         raise UserError(f"--output-dir {out}: cannot create the directory ({exc.strerror})") from None
     study = open_study(settings, settings.space)
     err = Console(stderr=True, highlight=False)
-    say = (lambda text: None) if quiet else err.print
+    say = (lambda text: None) if quiet else (lambda text: err.print(text, soft_wrap=True))
     orphans = fail_orphans(study)
     if orphans:
         say(f"trial(s) {', '.join(map(str, orphans))} were running when an earlier sweep stopped: marked "

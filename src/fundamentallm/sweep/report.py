@@ -22,13 +22,15 @@ PLOTS = ("optimization_history", "param_importances", "slice")
 
 
 def trial_rows(study) -> list[dict[str, Any]]:
-    """Every trial, best first; unfinished and failed ones after the finished ones."""
+    """The finished trials, best first; then the pruned ones (by their last reported value),
+    the failed and the unfinished."""
     rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
              "run_dir": t.user_attrs.get("run_dir"), **({"error": t.user_attrs["error"]}
                                                         if "error" in t.user_attrs else {})}
             for t in study.get_trials(deepcopy=False)]
-    return sorted(rows, key=lambda r: (r["value"] is None, r["value"] if r["value"] is not None else 0,
-                                       r["number"]))
+    rank = {"COMPLETE": 0, "PRUNED": 1}
+    return sorted(rows, key=lambda r: (rank.get(r["state"], 2), r["value"] is None,
+                                       r["value"] if r["value"] is not None else 0, r["number"]))
 
 
 def best_trial(study):
