@@ -15,20 +15,9 @@ RESULTS=${1:?usage: benchmarks/cpu.sh RESULTS_DIR [TEXT]}
 TEXT=${2:-../shared/data/shakespeare.txt}
 SEEDS=${SEEDS:-"1 2 3"}
 MAX_TIME=${MAX_TIME:-105}
-SKIP=${SKIP:-}
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-mkdir -p "$RESULTS"
+source benchmarks/steps.sh
 BABY="--model-dim 128 --num-layers 4 --num-heads 4 --context-length 64 --batch-size 12"
-
-step() {  # step NAME LIMIT_S COMMAND...: run it unless skipped, keep its output, say how it went
-    local name=$1 limit=$2; shift 2
-    case " $SKIP " in *" ${name%%[-.]*} "*) return ;; esac
-    local start=$SECONDS
-    timeout "$limit" "$@" > "$RESULTS/$name" 2>> "$RESULTS/log.txt"
-    echo "== $name: exit $? after $((SECONDS - start)) s" | tee -a "$RESULTS/log.txt"
-}
 
 { date -u; lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core)'
   grep -o -wE 'avx512_bf16|amx_bf16|avx512f|avx2' /proc/cpuinfo | sort -u | tr '\n' ' '; echo

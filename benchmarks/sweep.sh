@@ -11,22 +11,11 @@ set -uo pipefail
 RESULTS=${1:?usage: benchmarks/sweep.sh RESULTS_DIR [TEXT]}
 TEXT=${2:-../shared/data/shakespeare.txt}
 TRIALS=${TRIALS:-20}
-SKIP=${SKIP:-}
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-mkdir -p "$RESULTS"
+source benchmarks/steps.sh
 RESULTS=$(cd "$RESULTS" && pwd)
 WORK=${WORK:-/tmp/fundamentallm-sweep}
 mkdir -p "$WORK"
-
-step() {  # step NAME LIMIT_S COMMAND...
-    local name=$1 limit=$2; shift 2
-    case " $SKIP " in *" ${name%%[-.]*} "*) return ;; esac
-    local start=$SECONDS
-    timeout "$limit" "$@" > "$RESULTS/$name" 2>> "$RESULTS/log.txt"
-    echo "== $name: exit $? after $((SECONDS - start)) s" | tee -a "$RESULTS/log.txt"
-}
 
 # The standard split: the first 90% of the characters to train, the last 10% to validate.
 "$PY" - "$TEXT" "$WORK" <<'PY'
