@@ -276,3 +276,26 @@ def test_fixed_settings_can_come_from_a_config_file(tmp_path, corpus, capsys):
         config_used = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config_used["optim"]["weight_decay"] == 0.05  # from the file
         assert summary(run_dir)["steps"] == 6  # the flag over the file
+
+
+def test_objective_pruner_study_name_quiet_and_timeout(tmp_path, corpus, capsys):
+    space = write_space(tmp_path / "space.yaml", {"learning_rate": {"choices": [0.003, 0.01]}})
+    out = tmp_path / "bits"
+    capsys.readouterr()
+    assert run_cli(*sweep_args(corpus, space, out, "--sampler", "grid", "--objective", "val_bits_per_char",
+                               "--pruner", "hyperband", "--study-name", "mine", "--quiet")) == 0
+    assert capsys.readouterr() == ("", "")  # --quiet: nothing on stdout or stderr
+    study = optuna.load_study(study_name="mine", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.user_attrs["objective"] == "val_bits_per_char"
+    for trial in study.get_trials():  # the objective is bits per character, not nats per token
+        assert trial.state.name in ("COMPLETE", "PRUNED")
+        if trial.state.name == "COMPLETE":
+            assert trial.value == summary(Path(trial.user_attrs["run_dir"]))["best_val_bits_per_char"]
+    assert run_cli("sweep", "--report", out, "--study-name", "mine", "--json") == 0
+    assert len(json.loads(capsys.readouterr().out)["trials"]) == 2
+    assert "no study 'sweep'" in assert_one_line_error(run_process("sweep", "--report", out))
+    # --timeout: no new trial starts once it has passed (here: before the first)
+    late = tmp_path / "late"
+    assert run_cli(*sweep_args(corpus, space, late, "--sampler", "grid", "--timeout", "0.001")) == 0
+    assert study_of(late).get_trials(states=(optuna.trial.TrialState.COMPLETE,)) == []
+    assert "no trial has finished yet" in capsys.readouterr().out
