@@ -29,7 +29,7 @@ from fundamentallm.model import GPT
 
 def timed(model: GPT, prompt: list[int], options: SamplingOptions) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
-    tokens = torch.stack([token for token, _ in generate(model, prompt, options)], dim=1)  # (samples, tokens)
+    tokens = torch.stack([token for token, *_ in generate(model, prompt, options)], dim=1)  # (samples, tokens)
     return tokens, time.perf_counter() - start
 
 

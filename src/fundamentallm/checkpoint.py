@@ -57,8 +57,15 @@ def save_checkpoint(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: 
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and check a checkpoint; every problem is a one-line UserError."""
+    """Read and check a checkpoint; every problem is a one-line UserError. A directory is
+    read as a Hugging Face model directory (interop/), converted on the fly."""
     path = Path(path)
+    if path.is_dir():
+        from fundamentallm.interop import is_model_directory, read_model_directory
+
+        if not is_model_directory(path):
+            raise UserError(f"{path}: a directory, but not a model directory (no config.json)")
+        return read_model_directory(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
     try:

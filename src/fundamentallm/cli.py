@@ -20,7 +20,9 @@ from fundamentallm import __version__
 from fundamentallm.config.commands import (
     DataSplitOptions,
     EvaluateOptions,
+    ExportOptions,
     GenerateOptions,
+    ImportOptions,
     InteractiveOptions,
     ServeOptions,
     SweepOptions,
@@ -220,9 +222,36 @@ def cmd_interactive(o: InteractiveOptions, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(o: ServeOptions, args: argparse.Namespace) -> int:
-    from fundamentallm.server import serve
+    import os
 
-    return serve(load_generator(o.checkpoint, o.device), o.checkpoint, o.host, o.port, o.max_tokens_limit)
+    from fundamentallm.server import API_KEY_VARIABLE, check_exposure, serve
+
+    api_key = o.api_key or os.environ.get(API_KEY_VARIABLE) or None
+    check_exposure(o.host, api_key)  # before minutes of loading a large model
+    return serve(load_generator(o.checkpoint, o.device), o.checkpoint, o.host, o.port, o.max_tokens_limit,
+                 api_key, o.model_name)
+
+
+# ---------------------------------------------------------------- export, import
+def cmd_export(o: ExportOptions, args: argparse.Namespace) -> int:
+    from fundamentallm.interop import export_checkpoint
+
+    report = export_checkpoint(o.checkpoint, o.output, o.dtype, o.overwrite)
+    print(report.describe())
+    print(f"wrote {o.output} ({report.bytes / 1e6:,.1f} MB of {o.dtype} weights, {report.seconds:.1f} s)")
+    return 0
+
+
+def cmd_import(o: ImportOptions, args: argparse.Namespace) -> int:
+    from fundamentallm.checkpoint import model_from_checkpoint, save_checkpoint
+    from fundamentallm.interop import is_model_directory, read_model_directory
+
+    if not is_model_directory(o.directory):
+        raise UserError(f"{o.directory}: not a Hugging Face model directory (no config.json)")
+    model, tokenizer, cfg = model_from_checkpoint(read_model_directory(o.directory), o.directory)
+    save_checkpoint(o.output, cfg, tokenizer, model)
+    print(f"wrote {o.output}: {model.num_parameters():,} parameters, tokenizer {tokenizer.describe()}")
+    return 0
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -315,7 +344,11 @@ COMMANDS: dict[str, Command] = {
                         more=((sampling_fields, SAMPLING_PREFIX),)),
     "interactive": Command("a prompt loop over a checkpoint that keeps its settings", InteractiveOptions,
                            cmd_interactive, more=((sampling_fields, SAMPLING_PREFIX),)),
-    "serve": Command("an HTTP API and web page for a checkpoint", ServeOptions, cmd_serve),
+    "serve": Command("an HTTP API (with OpenAI-compatible endpoints) and web page for a checkpoint",
+                     ServeOptions, cmd_serve),
+    "export": Command("write a checkpoint as a Hugging Face transformers model directory", ExportOptions,
+                      cmd_export),
+    "import": Command("read a Hugging Face model directory into a checkpoint", ImportOptions, cmd_import),
     "tokenizer": Command("train, inspect or apply a tokenizer", actions={
         "train": Command("train a tokenizer on text and save it as JSON", TokenizerTrainOptions,
                          cmd_tokenizer_train),

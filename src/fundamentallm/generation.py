@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -70,9 +70,10 @@ def _start(model: GPT, prompt: list[int], batch: int, options: SamplingOptions):
 
 @torch.inference_mode()  # like no_grad, minus the version-counter bookkeeping per op
 def generate(model: GPT, prompt: list[int], options: SamplingOptions,
-             banned: list[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (tokens, log-probabilities) of every sample, each (num_samples,), up to
-    `max_tokens` times. Log-probabilities are the model's own (before any sampling rule)."""
+             banned: list[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield (tokens, their log-probabilities, every token's log-probability) of every
+    sample, shaped (B,), (B,) and (B, V), up to `max_tokens` times. Log-probabilities are
+    the model's own (before any sampling rule)."""
     decoder, counts = _start(model, prompt, options.num_samples, options)
     rules = logits_rules(options, banned or [])
     generator = torch.Generator(decoder.text.device)
@@ -89,7 +90,8 @@ def generate(model: GPT, prompt: list[int], options: SamplingOptions,
             token = logits.argmax(dim=-1)  # (B,)
         else:
             token = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)  # (B,)
-        yield token, decoder.logits.log_softmax(-1)[rows, token]
+        logprobs = decoder.logits.log_softmax(-1)  # (B, V)
+        yield token, logprobs[rows, token], logprobs
         if i == options.max_tokens - 1:
             break
         counts[rows, token] += 1
@@ -160,6 +162,11 @@ class Completion:
     mean_logprob: float  # mean log-probability per generated token, under the model
     tokens_per_s: float
     stop_reason: str  # "stop" (a stop string) or "length" (max_tokens)
+    # Per generated token, when asked for (`alternatives`): its text, its log-probability and
+    # the most likely tokens at that step (text → log-probability).
+    token_texts: list[str] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"text": self.text, "tokens": self.tokens, "mean_logprob": round(self.mean_logprob, 4),
@@ -205,11 +212,13 @@ class TextGenerator:
         return ids, (ids.count(unk) if unk is not None else 0)
 
     def banned_ids(self, ban: list[str]) -> list[int]:
-        """<unk>, and for each --ban text: every token holding that character, or the one
-        token spelled exactly so."""
+        """<unk>, padding rows, and for each --ban text: every token holding that character,
+        or the one token spelled exactly so."""
         if self._token_texts is None and ban:
             self._token_texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
         banned = {self.tokenizer.unk_id} if self.tokenizer.unk_id is not None else set()
+        # rows of a padded vocabulary (an imported model's) that no token of the tokenizer has
+        banned.update(range(self.tokenizer.vocab_size, self.model.cfg.vocab_size))
         for text in ban:
             if len(text) == 1:
                 banned.update(i for i, t in enumerate(self._token_texts) if text in t)
@@ -219,12 +228,17 @@ class TextGenerator:
                 raise UserError(f"--ban {text!r}: neither one character nor one token of this model")
         return sorted(banned)
 
-    def stream(self, prompt: str, options: SamplingOptions) -> Iterator[tuple[int, str] | list[Completion]]:
-        """Yield (sample, new text) as it is generated, then the list of completions."""
+    def stream(self, prompt: str, options: SamplingOptions, alternatives: int | None = None
+               ) -> Iterator[tuple[int, str] | list[Completion]]:
+        """Yield (sample, new text) as it is generated, then the list of completions. With
+        `alternatives` k (0 or more), each completion also lists its tokens, their
+        log-probabilities and the k most likely tokens at each step."""
         ids, _ = self.encode_prompt(prompt)
         banned = self.banned_ids(options.ban)
         start = time.perf_counter()
         if options.beam_width > 1:
+            if alternatives is not None:
+                raise UserError("per-token log-probabilities are not available with beam search")
             yield from self._beam(ids, options, banned, start)
             return
         n = options.num_samples
@@ -232,12 +246,21 @@ class TextGenerator:
         scanners = [StopScanner(options.stop) for _ in range(n)]
         texts, tokens, logprob = [""] * n, [0] * n, [0.0] * n
         ended = [0.0] * n
-        for step_tokens, step_logprobs in generate(self.model, ids, options, banned):
+        details = [Completion("", 0, 0.0, 0.0, "") for _ in range(n)]  # per-token lists only
+        for step_tokens, step_logprobs, distribution in generate(self.model, ids, options, banned):
+            if alternatives:
+                top_values, top_ids = distribution.topk(min(alternatives, distribution.shape[1]), dim=-1)
             for i, (token, lp) in enumerate(zip(step_tokens.tolist(), step_logprobs.tolist())):
                 if scanners[i].done:
                     continue
                 tokens[i] += 1
                 logprob[i] += lp
+                if alternatives is not None:
+                    details[i].token_texts.append(self.tokenizer.decode([token]))
+                    details[i].token_logprobs.append(round(lp, 6))
+                    details[i].top_logprobs.append({} if not alternatives else {
+                        self.tokenizer.decode([t]): round(v, 6)
+                        for t, v in zip(top_ids[i].tolist(), top_values[i].tolist())})
                 new = scanners[i].feed(decoders[i].push(token))
                 if scanners[i].done:
                     ended[i] = time.perf_counter() - start
@@ -256,7 +279,8 @@ class TextGenerator:
                     yield i, new
         yield [Completion(texts[i], tokens[i], logprob[i] / max(1, tokens[i]),
                           tokens[i] / max(ended[i] or elapsed, 1e-9),
-                          "stop" if scanners[i].done else "length") for i in range(n)]
+                          "stop" if scanners[i].done else "length", details[i].token_texts,
+                          details[i].token_logprobs, details[i].top_logprobs) for i in range(n)]
 
     def _beam(self, ids: list[int], options: SamplingOptions, banned: list[int], start: float):
         def stop_at(generated: list[int]) -> int | None:

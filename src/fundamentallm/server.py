@@ -8,9 +8,15 @@ Endpoints:
   piece of text, then `event: done` whose data is the non-streaming answer.
 - `GET /health`, `GET /info` (the model, tokenizer, checkpoint and request limits), `GET /`
   (the page in web/index.html).
+- `/v1/models`, `/v1/completions`, `/v1/chat/completions`: OpenAI's API (openai_api.py).
 
 Every error is JSON `{"error": "one line"}`: 400 unreadable JSON, 413 a body over
-`MAX_BODY_BYTES`, 422 a request that cannot be served as asked.
+`MAX_BODY_BYTES`, 422 a request that cannot be served as asked; under /v1 it is OpenAI's
+error object instead.
+
+With an API key (`--api-key`, or FUNDAMENTALLM_API_KEY) every path but /health needs the
+header `Authorization: Bearer KEY` (401 otherwise); the server refuses to listen beyond
+loopback without one.
 
 The model is not thread-safe, so one lock serialises generations (others wait their turn).
 Generation steps run in the thread pool, so the event loop keeps answering (e.g. /health)
@@ -19,13 +25,17 @@ while a long generation runs; a streaming client that disconnects stops its gene
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -36,11 +46,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from fundamentallm import openai_api
 from fundamentallm.errors import UserError
 from fundamentallm.generation import TextGenerator
 from fundamentallm.sampling import SamplingOptions
 
-__all__ = ["MAX_BODY_BYTES", "MAX_SAMPLES", "create_app", "serve"]
+__all__ = ["API_KEY_VARIABLE", "MAX_BODY_BYTES", "MAX_SAMPLES", "create_app", "serve"]
+
+API_KEY_VARIABLE = "FUNDAMENTALLM_API_KEY"
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_SAMPLES = 16  # num_samples and beam_width: both multiply the work of one request
@@ -75,15 +88,21 @@ async def read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def parse_request(body: bytes, defaults: SamplingOptions, max_tokens_limit: int
-                  ) -> tuple[str, bool, SamplingOptions]:
-    """(prompt, stream, options) from a /generate body, or a RequestError."""
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a RequestError (400 not JSON, 422 not an object)."""
     try:
         values = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(400, f"the body is not valid JSON ({exc})") from None
     if not isinstance(values, dict):
         raise RequestError(422, "the body must be a JSON object")
+    return values
+
+
+def parse_request(body: bytes, defaults: SamplingOptions, max_tokens_limit: int
+                  ) -> tuple[str, bool, SamplingOptions]:
+    """(prompt, stream, options) from a /generate body, or a RequestError."""
+    values = json_object(body)
     prompt = values.pop("prompt", None)
     if not isinstance(prompt, str) or not prompt:
         raise RequestError(422, "prompt must be a non-empty string")
@@ -147,9 +166,50 @@ class EventStream(StreamingResponse):
             self.generation.close()
 
 
+class BearerAuth:
+    """ASGI middleware: every path but /health needs `Authorization: Bearer KEY`."""
+
+    OPEN = ("/health",)
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.OPEN:
+            header = dict(scope.get("headers") or []).get(b"authorization", b"")
+            scheme, _, token = header.partition(b" ")
+            if scheme.lower() != b"bearer" or not token:
+                await unauthorized(scope, "You didn't provide an API key: send the header "
+                                   "'Authorization: Bearer KEY'")(scope, receive, send)
+                return
+            if not hmac.compare_digest(token.strip(), self.key):  # constant time: no guessing by timing
+                await unauthorized(scope, "Incorrect API key provided")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def unauthorized(scope, message: str) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"}
+    if scope["path"].startswith("/v1/"):
+        body = openai_api.APIError(401, message, code="invalid_api_key").body()
+        return JSONResponse(body, status_code=401, headers=headers)
+    return JSONResponse({"error": message}, status_code=401, headers=headers)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: resolved by the system, so not known to stay local
+        return False
+
+
 def create_app(generator: TextGenerator, checkpoint: str, max_tokens_limit: int = 1000,
-               should_stop: Callable[[], bool] = lambda: False) -> Starlette:
-    """The ASGI app. `should_stop()` true (the server is shutting down) ends generations early."""
+               should_stop: Callable[[], bool] = lambda: False, api_key: str | None = None,
+               model_id: str | None = None) -> Starlette:
+    """The ASGI app. `should_stop()` true (the server is shutting down) ends generations early;
+    `model_id` is the name OpenAI clients ask for (default: the checkpoint's name)."""
     lock = anyio.Semaphore(1)  # a semaphore, not a Lock: a stream releases it from another task
     defaults = SamplingOptions(max_tokens=min(SamplingOptions().max_tokens, max_tokens_limit))
     page = resources.files("fundamentallm").joinpath("web/index.html").read_text(encoding="utf-8")
@@ -166,11 +226,12 @@ def create_app(generator: TextGenerator, checkpoint: str, max_tokens_limit: int 
         "defaults": {k: v for k, v in defaults.to_dict().items() if k != "use_cache"},
     }
 
-    async def start(prompt: str, options: SamplingOptions) -> tuple[Generation, Any]:
+    async def start(prompt: str, options: SamplingOptions, alternatives: int | None = None
+                    ) -> tuple[Generation, Any]:
         """Wait for the model; return the generation and its first event. Problems the
         generator finds (e.g. a --ban text it does not know) surface here, before any reply."""
         await lock.acquire()
-        generation = Generation(lock, generator.stream(prompt, options))
+        generation = Generation(lock, generator.stream(prompt, options, alternatives))
         try:
             return generation, await generation.next()
         except BaseException:
@@ -223,15 +284,76 @@ def create_app(generator: TextGenerator, checkpoint: str, max_tokens_limit: int 
         finally:
             generation.close()
 
+    # ---- the OpenAI-compatible API ----
+    model_id = model_id or model_name(checkpoint)
+    created = int(time.time())
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(openai_api.models_list(model_id, created, generator))
+
+    async def openai_generate(request: Request, chat: bool) -> Response:
+        try:
+            try:
+                values = json_object(await read_body(request))
+            except RequestError as exc:  # OpenAI answers 400 for any unreadable body
+                raise openai_api.APIError(400 if exc.status == 422 else exc.status, str(exc)) from None
+            parsed = openai_api.Request(values, model_id, max_tokens_limit, chat)
+            prompt_tokens = len(generator.tokenizer.encode(parsed.prompt))
+            if prompt_tokens == 0:
+                raise openai_api.APIError(400, "the prompt holds no token", "prompt")
+            try:
+                generation, first = await start(parsed.prompt, parsed.options, parsed.logprobs)
+            except UserError as exc:
+                raise openai_api.APIError(400, str(exc)) from None
+        except openai_api.APIError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)
+        if parsed.stream:
+            chunks = openai_api.stream_chunks(parsed, generation.next, first, prompt_tokens, should_stop)
+            return EventStream(chunks, generation)  # which ends the generation however it ends
+        try:
+            event = first
+            while not isinstance(event, list):
+                if should_stop() or await request.is_disconnected():
+                    error = openai_api.APIError(503, "generation stopped: the server is shutting down or the "
+                                                "client left", kind="server_error")
+                    return JSONResponse(error.body(), status_code=503)
+                event = await generation.next()
+        finally:
+            generation.close()
+        return JSONResponse(openai_api.reply(parsed, event, prompt_tokens))
+
+    async def completions(request: Request) -> Response:
+        return await openai_generate(request, chat=False)
+
+    async def chat_completions(request: Request) -> Response:
+        return await openai_generate(request, chat=True)
+
     async def http_error(request: Request, exc: HTTPException) -> Response:
+        if request.url.path.startswith("/v1/"):
+            error = openai_api.APIError(exc.status_code, str(exc.detail), code="not_found"
+                                        if exc.status_code == 404 else None)
+            return JSONResponse(error.body(), status_code=exc.status_code)
         return error_response(exc.status_code, exc.detail)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
 
     routes = [Route("/", index), Route("/health", health), Route("/info", get_info),
-              Route("/generate", generate, methods=["POST"])]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+              Route("/generate", generate, methods=["POST"]),
+              Route("/v1/models", models), Route("/v1/completions", completions, methods=["POST"]),
+              Route("/v1/chat/completions", chat_completions, methods=["POST"])]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    if api_key:
+        app.add_middleware(BearerAuth, key=api_key)
+    return app
+
+
+def model_name(checkpoint: str) -> str:
+    """The id OpenAI clients use: the run directory's name for OUT/final.pt, else the file's."""
+    path = Path(checkpoint)
+    if path.is_dir() or not path.parent.name:
+        return path.name or "fundamentallm"
+    return f"{path.parent.name}/{path.stem}"
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -252,15 +374,24 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_exposure(host: str, api_key: str | None) -> None:
+    """Beyond loopback, strangers can connect: then an API key is required."""
+    if not api_key and not is_loopback(host):
+        raise UserError(f"--host {host} lets other machines reach the server: set an API key with --api-key "
+                        f"KEY (or {API_KEY_VARIABLE}), so that only clients that know it are answered")
+
+
 def serve(generator: TextGenerator, checkpoint: str, host: str = "127.0.0.1", port: int = 8000,
-          max_tokens_limit: int = 1000) -> int:
+          max_tokens_limit: int = 1000, api_key: str | None = None, model_id: str | None = None) -> int:
     """Serve until Ctrl-C or SIGTERM, then return 0. Prints `serving on http://HOST:PORT`
     (the real port, also for port 0) once connections are accepted."""
     import uvicorn
 
+    check_exposure(host, api_key)
     sock = listening_socket(host, port)
     server: uvicorn.Server | None = None
-    app = create_app(generator, checkpoint, max_tokens_limit, lambda: bool(server and server.should_exit))
+    app = create_app(generator, checkpoint, max_tokens_limit, lambda: bool(server and server.should_exit),
+                     api_key, model_id)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

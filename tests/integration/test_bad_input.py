@@ -77,6 +77,15 @@ IN_PROCESS_CASES: dict[str, tuple[list[str], str]] = {
                                               "--prompt-file", "{good}"], "not allowed with"),
     "config not YAML": ([*TRAIN, "--config", "{tmp}/binary.txt"], "config"),
     "config not a mapping": ([*TRAIN, "--config", "{tmp}/list.yaml"], "list.yaml"),
+    "export a corrupt checkpoint": (["export", "{tmp}/random.pt", "{tmp}/exported"], "checkpoint"),
+    "export over a file": (["export", "{tmp}/model/final.pt", "{good}"], "exists and is not empty"),
+    "export with a bad dtype": (["export", "{tmp}/model/final.pt", "{tmp}/x", "--dtype", "fp8"], "invalid choice"),
+    "import a directory without a config": (["import", "{tmp}/nodir", "{tmp}/x.pt"], "no config.json"),
+    "import a text file": (["import", "{good}", "{tmp}/x.pt"], "not a Hugging Face model directory"),
+    "init-from a plain directory": ([*TRAIN, "--init-from", "{tmp}/nodir"], "not a model directory"),
+    "too many kv heads": ([*TRAIN, "--num-kv-heads", "3"], "--num-kv-heads 3 does not divide --num-heads"),
+    "serve beyond loopback without a key": (["serve", "{tmp}/model/final.pt", "--host", "0.0.0.0"],
+                                            "set an API key"),
 }
 
 

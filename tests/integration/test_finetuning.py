@@ -63,7 +63,7 @@ def test_layer_lr_decay_slows_the_lower_layers(tmp_path, pretrained, new_text):
 
     # The embedding trains at 0.1 ** 3 of the rate, the last block at 0.1, the final norm at 1.
     assert moved(decayed, "embed.weight") < 0.01 * moved(flat, "embed.weight")
-    assert moved(decayed, "blocks.1.mlp.up.weight") < 0.2 * moved(flat, "blocks.1.mlp.up.weight")
+    assert moved(decayed, "blocks.1.mlp.gate_up.weight") < 0.2 * moved(flat, "blocks.1.mlp.gate_up.weight")
     assert moved(decayed, "norm.weight") == pytest.approx(moved(flat, "norm.weight"), rel=0.5)
 
 

@@ -21,8 +21,10 @@ def ckpt(tmp_path_factory, tiny_text) -> Path:
     root = tmp_path_factory.mktemp("model")
     data = root / "train.txt"
     data.write_text(tiny_text, encoding="utf-8")
-    # Muon at 0.05: after 30 steps its greedy text holds line breaks (the --stop "\\n" test needs one)
-    return train(data, root / "run", max_steps=30, warmup_steps=0, learning_rate=0.01, muon_lr=0.05) / "final.pt"
+    # Muon at 0.05, 100 steps of 8: its greedy text holds line breaks and words (the --stop
+    # "\\n" test needs a line break, the stop-string tests a varied text)
+    return train(data, root / "run", max_steps=100, batch_size=8, warmup_steps=0, learning_rate=0.01,
+                 muon_lr=0.05) / "final.pt"
 
 
 def generate(capsys, ckpt: Path, *flags: str) -> str:

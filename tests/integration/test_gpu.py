@@ -76,5 +76,5 @@ def test_cuda_cached_and_uncached_generation_give_the_same_tokens():
     tokens = {}
     for use_cache in (True, False):
         options = SamplingOptions(max_tokens=20, temperature=0, num_samples=2, use_cache=use_cache)
-        tokens[use_cache] = torch.stack([t for t, _ in generate(model, [1, 2, 3], options)], dim=1)
+        tokens[use_cache] = torch.stack([t for t, *_ in generate(model, [1, 2, 3], options)], dim=1)
     assert torch.equal(tokens[True], tokens[False])

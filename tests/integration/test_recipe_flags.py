@@ -27,7 +27,7 @@ def first_losses(out) -> list[float]:
     ("norm", "layernorm", lambda m: type(m.norm).__name__ == "LayerNorm"),
     ("position", "learned", lambda m: "positions.table.weight" in m.state_dict()),
     ("activation", "gelu", lambda m: type(m.blocks[0].mlp).__name__ == "GeluMLP"),
-    ("activation", "swiglu", lambda m: type(m.blocks[0].mlp).__name__ == "SwiGLU"),
+    ("activation", "relu2", lambda m: type(m.blocks[0].mlp).__name__ == "ReluSquaredMLP"),
     ("qk_norm", False, lambda m: type(m.blocks[0].attn.q_norm).__name__ == "Identity"),
     ("norm_gain", False, lambda m: not any(name.endswith("norm.weight") for name in m.state_dict())),
 ])

@@ -132,7 +132,7 @@ def test_truncated_checkpoint_raises_user_error(saved):
 def test_missing_path_and_directory_raise_user_error(tmp_path):
     with pytest.raises(UserError, match="no such checkpoint"):
         load_model(tmp_path / "absent.pt")
-    with pytest.raises(UserError, match="no such checkpoint"):
+    with pytest.raises(UserError, match="a directory, but not a model directory"):
         load_model(tmp_path)
 
 

@@ -29,7 +29,8 @@ def leaf_parsers() -> list[tuple[str, argparse.ArgumentParser]]:
 def test_every_command_is_reached():
     names = {name for name, _ in leaf_parsers()}
     assert names == {f"fundamentallm {c}" for c in (
-        "train", "sweep", "evaluate", "generate", "interactive", "serve", "tokenizer train", "tokenizer encode",
+        "train", "sweep", "evaluate", "generate", "interactive", "serve", "export", "import", "tokenizer train",
+        "tokenizer encode",
         "tokenizer decode", "tokenizer info", "data split")}
 
 

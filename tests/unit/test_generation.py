@@ -19,7 +19,7 @@ PROMPT = [3, 1, 4]
 def run(model: GPT, prompt: list[int] = PROMPT, banned: list[int] | None = None,
         **options) -> torch.Tensor:
     """All generated tokens, (num_samples, max_tokens)."""
-    steps = [token for token, _ in generate(model, prompt, SamplingOptions(**options), banned)]
+    steps = [token for token, *_ in generate(model, prompt, SamplingOptions(**options), banned)]
     return torch.stack(steps, dim=1) if steps else torch.empty(0)
 
 
@@ -136,7 +136,11 @@ def test_context_length_one_can_generate(tiny_model_config):
 def test_num_samples_gives_that_many_rows(tiny_model):
     steps = list(generate(tiny_model, PROMPT, SamplingOptions(max_tokens=7, num_samples=3, seed=0)))
     assert len(steps) == 7
-    assert all(token.shape == (3,) and logprob.shape == (3,) for token, logprob in steps)
+    vocab = tiny_model.cfg.vocab_size
+    assert all(token.shape == (3,) and logprob.shape == (3,) and dist.shape == (3, vocab)
+               for token, logprob, dist in steps)
+    # the chosen token's log-probability is its entry in the whole distribution
+    assert all(torch.equal(dist.gather(1, token[:, None]).squeeze(1), logprob) for token, logprob, dist in steps)
 
 
 def test_zero_tokens_yields_nothing(tiny_model):
@@ -175,7 +179,7 @@ def test_sampling_follows_the_model_distribution(tiny_model):
 def test_cached_and_uncached_generation_give_the_same_tokens(tiny_model, tiny_model_config):
     # Within the context both see the same text, so with one seed they sample the same tokens.
     fits = tiny_model_config.context_length - 3
-    runs = [torch.stack([t for t, _ in generate(tiny_model, [1, 2, 3], SamplingOptions(
+    runs = [torch.stack([t for t, *_ in generate(tiny_model, [1, 2, 3], SamplingOptions(
         max_tokens=fits, temperature=1.0, seed=5, num_samples=2, use_cache=use_cache))], dim=1)
         for use_cache in (True, False)]
     assert runs[0].shape == (2, fits)

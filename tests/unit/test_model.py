@@ -128,6 +128,7 @@ VARIANTS = [
      "zero_init": False},  # the classic GPT-2 recipe
     {"activation": "swiglu"},
     {"qk_norm": False},
+    {"num_kv_heads": 1, "tie_embeddings": False, "rope_theta": 500.0, "mlp_hidden": 48, "norm_eps": 1e-5},
 ]
 
 
@@ -159,12 +160,12 @@ def test_variant_modules_are_the_ones_asked_for(tiny_model_config):
     modern = variant(tiny_model_config)
     assert isinstance(modern.norm, torch.nn.RMSNorm)
     assert isinstance(modern.blocks[0].attn.q_norm, torch.nn.RMSNorm)
-    assert type(modern.blocks[0].mlp).__name__ == "ReluSquaredMLP"
+    assert type(modern.blocks[0].mlp).__name__ == "SwiGLU"
     assert not list(modern.positions.parameters())  # RoPE has nothing to learn
 
 
 def test_relu_squared_mlp_computes_relu_squared(tiny_model_config):
-    mlp = variant(tiny_model_config, zero_init=False).blocks[0].mlp
+    mlp = variant(tiny_model_config, activation="relu2", zero_init=False).blocks[0].mlp
     x = torch.randn(2, 3, tiny_model_config.model_dim)
     expected = mlp.down(torch.relu(mlp.up(x)) ** 2)
     torch.testing.assert_close(mlp(x), expected)
@@ -192,10 +193,10 @@ def test_positions_matter_with_learned_positions_and_rope(tiny_model_config):
 
 def test_flops_per_token_counts_matrices_and_attention(tiny_model_config):
     c = tiny_model_config
-    model = variant(c)
+    model = variant(c, activation="relu2")
     matrices = c.vocab_size * c.model_dim + c.num_layers * 12 * c.model_dim ** 2  # embed + qkv/proj/up/down
     assert model.flops_per_token() == 6 * matrices + 12 * c.num_layers * c.model_dim * c.context_length
-    learned = variant(c, position="learned")  # the position table is a lookup: same FLOPs
+    learned = variant(c, activation="relu2", position="learned")  # the position table is a lookup: same FLOPs
     assert learned.flops_per_token() == model.flops_per_token()
 
 
@@ -211,7 +212,7 @@ def test_dropconnect_drops_weights_in_training_only(tiny_model_config):
     model.eval(), plain.eval()
     torch.testing.assert_close(model(idx)[0], plain(idx)[0])  # evaluation: the full matrices
     model.train()
-    layer = model.blocks[0].mlp.up
+    layer = model.blocks[0].mlp.gate_up
     x = torch.randn(4, cfg.model_dim)
     a, b = layer(x), layer(x)
     assert not torch.allclose(a, b)  # a new mask each call
@@ -229,3 +230,63 @@ def test_set_dropout_reaches_every_dropout(tiny_model_config):
     rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert rates and all(p == 0.3 for p in rates)
     assert all(block.attn.dropout == 0.3 for block in model.blocks)
+
+
+def test_grouped_query_attention_shares_key_value_heads(tiny_model_config):
+    c = tiny_model_config  # 2 heads of 16 channels
+    model = variant(c, num_kv_heads=1, zero_init=False)
+    attn = model.blocks[0].attn
+    assert attn.qkv.weight.shape == (c.model_dim + 2 * 16, c.model_dim)  # q: 2 heads, k and v: 1 each
+    assert model.new_cache(batch=1).keys.shape[2] == 1  # the cache holds the shared heads only
+    # The same as full attention whose two heads carry identical keys and values.
+    full = variant(c, zero_init=False)
+    with torch.no_grad():
+        for grouped, plain in zip(model.blocks, full.blocks):
+            q, k, v = grouped.attn.qkv.weight.split([c.model_dim, 16, 16])
+            plain.attn.qkv.weight.copy_(torch.cat([q, k, k, v, v]))
+            for name in ("proj", "q_norm", "k_norm"):
+                getattr(plain.attn, name).load_state_dict(getattr(grouped.attn, name).state_dict())
+            plain.mlp.load_state_dict(grouped.mlp.state_dict())
+            plain.attn_norm.load_state_dict(grouped.attn_norm.state_dict())
+            plain.mlp_norm.load_state_dict(grouped.mlp_norm.state_dict())
+        full.embed.weight.copy_(model.embed.weight)
+        full.norm.load_state_dict(model.norm.state_dict())
+    idx = tokens(c.vocab_size, 2, c.context_length)
+    torch.testing.assert_close(model(idx), full(idx), atol=1e-5, rtol=0)
+
+
+def test_num_kv_heads_must_divide_num_heads(tiny_config):
+    from fundamentallm.config import validate
+    from fundamentallm.errors import UserError
+
+    tiny_config.model.num_heads, tiny_config.model.num_kv_heads = 4, 3
+    with pytest.raises(UserError, match="--num-kv-heads 3 does not divide --num-heads 4"):
+        validate(tiny_config)
+
+
+def test_untied_embeddings_are_two_matrices(tiny_model_config):
+    model = variant(tiny_model_config, tie_embeddings=False)
+    assert model.head.weight is not model.embed.weight
+    tied = variant(tiny_model_config)
+    extra = tiny_model_config.vocab_size * tiny_model_config.model_dim
+    assert model.num_parameters() == tied.num_parameters() + extra
+    # the input embedding is a lookup: the FLOPs are those of the tied model
+    assert model.flops_per_token() == tied.flops_per_token()
+
+
+def test_rope_theta_sets_the_rotation_frequencies(tiny_model_config):
+    slow = variant(tiny_model_config, rope_theta=1e6)
+    head_dim = tiny_model_config.model_dim // tiny_model_config.num_heads
+    # channel pair 1 turns at theta^(-2/D) radians per position
+    torch.testing.assert_close(slow.positions.cos[1, 1], torch.tensor(math.cos(1e6 ** (-2 / head_dim))))
+    idx = tokens(tiny_model_config.vocab_size, 1, 8)
+    assert not torch.allclose(variant(tiny_model_config, rope_theta=1e6, zero_init=False)(idx),
+                              variant(tiny_model_config, zero_init=False)(idx), atol=1e-4)
+
+
+def test_mlp_hidden_and_norm_eps_are_used(tiny_model_config):
+    model = variant(tiny_model_config, mlp_hidden=40, activation="swiglu", norm_eps=0.25)
+    assert model.blocks[0].mlp.down.weight.shape == (tiny_model_config.model_dim, 40)
+    assert model.blocks[0].mlp.gate_up.weight.shape == (80, tiny_model_config.model_dim)
+    assert model.norm.eps == 0.25 and model.blocks[0].attn.q_norm.eps == 0.25
+    assert variant(tiny_model_config, norm="layernorm").norm.eps == 1e-5  # torch's LayerNorm default

@@ -25,7 +25,7 @@ def test_decay_only_on_non_embedding_matrices(tiny_model):
     assert "norm.weight" in no_decay
     assert {"blocks.0.attn_norm.weight", "blocks.1.mlp_norm.weight"} <= no_decay
     assert {"blocks.0.attn.qkv.weight", "blocks.0.attn.proj.weight",
-            "blocks.1.mlp.up.weight", "blocks.1.mlp.down.weight"} <= decay
+            "blocks.1.mlp.gate_up.weight", "blocks.1.mlp.down.weight"} <= decay
     params = dict(tiny_model.named_parameters())
     assert all(params[n].dim() >= 2 and not n.startswith("embed.") for n in decay)
     assert all(params[n].dim() < 2 or n.startswith("embed.") for n in no_decay)
@@ -103,7 +103,7 @@ def test_layer_lr_decay_scales_each_depth(tiny_model):
     groups = param_groups(tiny_model, 0.1, layer_decay=0.5)  # 2 blocks: top = depth 3
     scales = scales_by_name(tiny_model, groups)
     assert scales["norm.weight"] == 1.0
-    assert scales["blocks.1.mlp.up.weight"] == scales["blocks.1.attn_norm.weight"] == 0.5
+    assert scales["blocks.1.mlp.gate_up.weight"] == scales["blocks.1.attn_norm.weight"] == 0.5
     assert scales["blocks.0.attn.qkv.weight"] == 0.25
     assert scales["embed.weight"] == 0.125
     assert [g["hidden"] for g in groups] == [True, True, False, False, False, False]  # matrices first
@@ -117,8 +117,8 @@ def test_muon_groups_combine_their_rate_with_the_layer_scale(tiny_model):
     cfg = OptimConfig(optimizer="muon", learning_rate=1e-3, muon_lr=0.04, layer_lr_decay=0.5)
     opt = build_optimizer(tiny_model, cfg, torch.device("cpu"))
     scales = scales_by_name(tiny_model, opt.param_groups)
-    assert scales["blocks.1.mlp.up.weight"] == pytest.approx(40 * 0.5)
-    assert scales["blocks.0.mlp.up.weight"] == pytest.approx(40 * 0.25)
+    assert scales["blocks.1.mlp.gate_up.weight"] == pytest.approx(40 * 0.5)
+    assert scales["blocks.0.mlp.gate_up.weight"] == pytest.approx(40 * 0.25)
     assert scales["embed.weight"] == 0.125
     assert [g["muon"] for g in opt.param_groups] == [True, True, False, False, False, False]
 

@@ -17,7 +17,8 @@ UNITS = ("lines", "chars", "documents")  # what `data split` moves whole
 
 
 def checkpoint_argument() -> Any:
-    return option("", "a .pt file written by train (e.g. OUTPUT_DIR/final.pt)", positional=True)
+    return option("", "a .pt file written by train (e.g. OUTPUT_DIR/final.pt), or a Hugging Face "
+                  "model directory", positional=True)
 
 
 def text_field_option(default: str | None = "text") -> Any:
@@ -78,6 +79,25 @@ class ServeOptions:
     port: int = option(8000, "port (0: any free port, printed at start)", check="port")
     device: str = device_option()
     max_tokens_limit: int = option(1000, "the largest max_tokens a request may ask for", check="positive")
+    api_key: str | None = option(None, "require 'Authorization: Bearer KEY' on every request (default: "
+                                 "$FUNDAMENTALLM_API_KEY; needed to listen beyond loopback)", check="non_empty")
+    model_name: str | None = option(None, "the model id OpenAI clients ask for (default: RUN/final for "
+                                    "RUN/final.pt)", check="non_empty")
+
+
+@dataclass
+class ExportOptions:
+    checkpoint: str = checkpoint_argument()
+    output: str = option("", "the model directory to write", positional=True, metavar="OUT_DIR")
+    dtype: str = option("fp32", "weights in float32, or bfloat16 (half the size)", choices=("fp32", "bf16"))
+    overwrite: bool = option(False, "replace OUT_DIR if it exists and is not empty")
+
+
+@dataclass
+class ImportOptions:
+    directory: str = option("", "a Hugging Face model directory (config.json, model.safetensors, "
+                            "tokenizer.json)", positional=True, metavar="HF_DIR")
+    output: str = option("", "the checkpoint to write (.pt)", positional=True, metavar="OUT.pt")
 
 
 @dataclass

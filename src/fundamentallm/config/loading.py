@@ -182,6 +182,8 @@ def validate(cfg: Config) -> None:
             f"--num-heads {m.num_heads} {reason} --model-dim {m.model_dim}; "
             f"nearest valid head counts: {near}"
         )
+    if m.num_kv_heads is not None and m.num_heads % m.num_kv_heads:
+        raise UserError(f"--num-kv-heads {m.num_kv_heads} does not divide --num-heads {m.num_heads}")
     d = cfg.data
     if d.bpe_vocab_size is not None and d.tokenizer != "bpe":
         raise UserError(f"--vocab-size applies to --tokenizer bpe only (the {d.tokenizer} "

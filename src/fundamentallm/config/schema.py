@@ -93,6 +93,10 @@ class ModelConfig:
     model_dim: int = option(128, "width of the residual stream", check="positive", start=SHAPE)
     num_layers: int = option(4, "number of transformer blocks", check="positive", start=SHAPE)
     num_heads: int = option(4, "attention heads per block (must divide --model-dim)", check="positive", start=SHAPE)
+    num_kv_heads: int | None = option(
+        None, "key/value heads, shared by groups of query heads (grouped-query attention, Ainslie "
+        "et al. 2023; must divide --num-heads; default: one per head)", check="positive", start=SHAPE
+    )
     context_length: int = option(
         128, "tokens the model sees at once", aliases=("--max-seq-len",), check="positive",
         start=SHAPE
@@ -108,7 +112,7 @@ class ModelConfig:
         choices=("rope", "learned"), start=SHAPE,
     )
     activation: str = option(
-        "relu2", "MLP nonlinearity: ReLU squared, GELU, or a SwiGLU gate", choices=("relu2", "gelu", "swiglu"),
+        "swiglu", "MLP nonlinearity: a SwiGLU gate, ReLU squared, or GELU", choices=("swiglu", "relu2", "gelu"),
         start=SHAPE,
     )
     norm_gain: bool = option(True, "learn a per-channel gain in every norm (--no-norm-gain: "
@@ -116,6 +120,20 @@ class ModelConfig:
     qk_norm: bool = option(True, "normalise queries and keys per head before attention", start=SHAPE)
     zero_init: bool = option(
         True, "start the projections that write into the residual stream at zero", start=SHAPE
+    )
+    tie_embeddings: bool = option(
+        True, "the output projection is the input embedding matrix (--no-tie-embeddings: two matrices)",
+        start=SHAPE
+    )
+    rope_theta: float = option(10000.0, "RoPE base: the longest rotation period, in positions",
+                               check="positive", start=SHAPE)
+    mlp_hidden: int | None = option(
+        None, "MLP hidden width (default 4 x --model-dim; SwiGLU 8/3 x, the same parameter count)",
+        check="positive", start=SHAPE
+    )
+    norm_eps: float | None = option(
+        None, "epsilon added inside every norm (default: RMSNorm the dtype's eps, LayerNorm 1e-5)",
+        check="positive", start=SHAPE
     )
 
 

@@ -9,7 +9,7 @@ import torch
 class KVCache:
     """Preallocated keys and values for every layer, filled left to right.
 
-    Shapes: keys/values (layers, batch, heads, max_len, head_dim). `length` is how many
+    Shapes: keys/values (layers, batch, kv heads, max_len, head_dim). `length` is how many
     positions are filled; the model reads it as the position of the next token.
     """
 

@@ -13,11 +13,17 @@ as measured in benchmarks/README.md):
 - MLP with ReLU² (So et al. 2021, "Primer"), GELU, or a SwiGLU gate (Shazeer 2020);
 - residual-writing projections start at zero (as in the modded-nanogpt speedrun), so every
   block starts as the identity; or GPT-2's scaled normal init;
-- input embedding and output projection share one matrix (Press & Wolf 2017);
+- input embedding and output projection share one matrix (Press & Wolf 2017), or not;
+- grouped-query attention (Ainslie et al. 2023): groups of query heads share one key/value
+  head, which shrinks the KV cache (what small public models such as SmolLM use);
 - optional DropConnect on the blocks' weight matrices (Wan et al. 2013).
 
+This file and kv_cache.py import nothing but torch: an exported model that no standard
+`transformers` architecture computes carries them as its modelling code (interop/remote).
+
 Every variant is chosen once, in `__init__`; `forward` has no branches on the config.
-Shapes: B batch, T sequence length, C model_dim, H heads, D = C / H head size, V vocab.
+Shapes: B batch, T sequence length, C model_dim, H heads, D = C / H head size, K key/value
+heads (H by default), V vocab.
 """
 
 from __future__ import annotations
@@ -28,15 +34,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fundamentallm.config.schema import ModelConfig
-from fundamentallm.model.kv_cache import KVCache
+from .kv_cache import KVCache
 
-# ---- norms: (dim, gain) → module; `gain` learns a per-channel scale after normalising ----
+try:  # for annotations only (see the module docstring: exported, this file runs without it)
+    from fundamentallm.config.schema import ModelConfig
+except ImportError:  # pragma: no cover - only inside an exported model directory
+    ModelConfig = object
+
+# ---- norms: (cfg, dim) → module; `norm_gain` learns a per-channel scale after normalising ----
+# RMSNorm's eps None is torch's default, the eps of the input's dtype.
 NORMS = {
-    "rmsnorm": lambda dim, gain: nn.RMSNorm(dim, elementwise_affine=gain),
-    "layernorm": lambda dim, gain: nn.LayerNorm(dim, bias=False, elementwise_affine=gain),
+    "rmsnorm": lambda cfg, dim: nn.RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_gain),
+    "layernorm": lambda cfg, dim: nn.LayerNorm(dim, eps=1e-5 if cfg.norm_eps is None else cfg.norm_eps,
+                                               bias=False, elementwise_affine=cfg.norm_gain),
 }
-
 
 
 # ---- linear layers inside blocks: plain, or with DropConnect ----
@@ -61,16 +72,25 @@ def block_linear(cfg: ModelConfig, in_features: int, out_features: int) -> nn.Li
 
 # ---- positions: each kind offers `embed` (at the input) and `rotate` (queries and keys) ----
 class RotaryPositions(nn.Module):
-    """Rotates each (i, i + D/2) pair of channels by an angle proportional to the position."""
+    """Rotates each (i, i + D/2) pair of channels by an angle proportional to the position:
+    channel pair i turns at rope_theta^(-2i/D) radians per position (the "rotate half"
+    layout, as in Hugging Face's Llama)."""
 
-    def __init__(self, cfg: ModelConfig, base: float = 10000.0):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        head_dim = cfg.model_dim // cfg.num_heads
-        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        angles = torch.outer(torch.arange(cfg.context_length, dtype=torch.float32), inv_freq)  # (T_max, D/2)
+        self.cfg = cfg
         # Derived from the config, so not saved in checkpoints (persistent=False).
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("cos", torch.empty(0), persistent=False)
+        self.register_buffer("sin", torch.empty(0), persistent=False)
+        self.reset_tables()
+
+    def reset_tables(self) -> None:
+        """(Re)compute the cos/sin tables, e.g. after the module was built on the meta device."""
+        head_dim = self.cfg.model_dim // self.cfg.num_heads
+        inv_freq = 1.0 / self.cfg.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(self.cfg.context_length, dtype=torch.float32), inv_freq)  # (T_max, D/2)
+        device = self.cos.device if self.cos.device.type != "meta" else None
+        self.cos, self.sin = angles.cos().to(device), angles.sin().to(device)
 
     def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
         return x  # positions enter through `rotate` only
@@ -102,15 +122,22 @@ POSITIONS = {"rope": RotaryPositions, "learned": LearnedPositions}
 
 
 # ---- attention ----
+def kv_heads(cfg: ModelConfig) -> int:
+    return cfg.num_kv_heads or cfg.num_heads
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.num_heads = cfg.num_heads
+        self.num_heads, self.num_kv_heads = cfg.num_heads, kv_heads(cfg)
         self.dropout = cfg.dropout
-        head_dim = cfg.model_dim // cfg.num_heads
-        self.qkv = block_linear(cfg, cfg.model_dim, 3 * cfg.model_dim)
-        self.q_norm = NORMS[cfg.norm](head_dim, cfg.norm_gain) if cfg.qk_norm else nn.Identity()
-        self.k_norm = NORMS[cfg.norm](head_dim, cfg.norm_gain) if cfg.qk_norm else nn.Identity()
+        self.head_dim = head_dim = cfg.model_dim // cfg.num_heads
+        # Queries, then keys, then values: C + 2 K D output channels.
+        self.qkv = block_linear(cfg, cfg.model_dim, cfg.model_dim + 2 * self.num_kv_heads * head_dim)
+        # Each key/value head serves H / K query heads (SDPA repeats them when asked to).
+        self.grouped = self.num_kv_heads != self.num_heads
+        self.q_norm = NORMS[cfg.norm](cfg, head_dim) if cfg.qk_norm else nn.Identity()
+        self.k_norm = NORMS[cfg.norm](cfg, head_dim) if cfg.qk_norm else nn.Identity()
         self.proj = block_linear(cfg, cfg.model_dim, cfg.model_dim)
         self.proj_dropout = nn.Dropout(cfg.dropout)
 
@@ -118,29 +145,36 @@ class CausalSelfAttention(nn.Module):
                 layer: int) -> torch.Tensor:
         B, T, C = x.shape
         start = cache.length if cache is not None else 0
-        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
-        q = q.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, D)
-        v = v.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, D)
+        kv_width = self.num_kv_heads * self.head_dim
+        q, k, v = self.qkv(x).split([C, kv_width, kv_width], dim=2)  # (B, T, C), (B, T, KD), (B, T, KD)
+        q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         q = positions.rotate(self.q_norm(q), start)
         k = positions.rotate(self.k_norm(k), start)
         if cache is not None:
             # A multi-token chunk is only fed into an empty cache (the prompt), so the causal
             # mask below lines up; single tokens attend to everything cached.
-            k, v = cache.update(layer, k, v)  # (B, H, start + T, D)
+            k, v = cache.update(layer, k, v)  # (B, K, start + T, D)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=T > 1, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=T > 1, dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.grouped,
         )  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.proj_dropout(self.proj(y))
 
 
 # ---- MLPs: (B, T, C) → (B, T, hidden) → (B, T, C); `down` writes into the residual stream ----
+def mlp_hidden(cfg: ModelConfig) -> int:
+    """The hidden width: given, or 4C (8C/3 for SwiGLU: three matrices with the parameters of two)."""
+    return cfg.mlp_hidden or (8 * cfg.model_dim // 3 if cfg.activation == "swiglu" else 4 * cfg.model_dim)
+
+
 class GeluMLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.up = block_linear(cfg, cfg.model_dim, 4 * cfg.model_dim)
-        self.down = block_linear(cfg, 4 * cfg.model_dim, cfg.model_dim)
+        self.up = block_linear(cfg, cfg.model_dim, mlp_hidden(cfg))
+        self.down = block_linear(cfg, mlp_hidden(cfg), cfg.model_dim)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,12 +189,11 @@ class ReluSquaredMLP(GeluMLP):
 
 
 class SwiGLU(nn.Module):
-    """silu(x W_gate) * (x W_up), then down. Hidden width 8C/3 keeps the parameter count of a
-    4C MLP (three matrices instead of two)."""
+    """silu(x W_gate) * (x W_up), then down."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        hidden = 8 * cfg.model_dim // 3
+        hidden = mlp_hidden(cfg)
         self.gate_up = block_linear(cfg, cfg.model_dim, 2 * hidden)
         self.down = block_linear(cfg, hidden, cfg.model_dim)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -179,9 +212,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.attn_norm = NORMS[cfg.norm](cfg.model_dim, cfg.norm_gain)
+        self.attn_norm = NORMS[cfg.norm](cfg, cfg.model_dim)
         self.attn = CausalSelfAttention(cfg)
-        self.mlp_norm = NORMS[cfg.norm](cfg.model_dim, cfg.norm_gain)
+        self.mlp_norm = NORMS[cfg.norm](cfg, cfg.model_dim)
         self.mlp = MLPS[cfg.activation](cfg)
 
     def forward(self, x: torch.Tensor, positions: nn.Module, cache: KVCache | None,
@@ -198,9 +231,10 @@ class GPT(nn.Module):
         self.positions = POSITIONS[cfg.position](cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
-        self.norm = NORMS[cfg.norm](cfg.model_dim, cfg.norm_gain)
+        self.norm = NORMS[cfg.norm](cfg, cfg.model_dim)
         self.head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
-        self.head.weight = self.embed.weight  # tied input/output embedding
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight  # one matrix reads tokens in and writes them out
         self.apply(self._init_weights)
         # The projections that write into the residual stream: zero (each block starts as the
         # identity), or GPT-2's std 0.02/sqrt(2L) so the stream's variance does not grow with depth.
@@ -231,10 +265,12 @@ class GPT(nn.Module):
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward + backward, Kaplan et al. 2020 / PaLM appendix B):
         6 per weight-matrix entry (2 forward, 4 backward), plus 12·L·C·T for the attention
-        scores and mixing. Norm gains and a learned position table do no matmul work."""
+        scores and mixing. Norm gains, a learned position table and an untied input embedding
+        (a lookup) do no matmul work."""
         cfg = self.cfg
+        lookups = [*self.positions.parameters(), *([] if cfg.tie_embeddings else [self.embed.weight])]
         matmul_params = sum(p.numel() for p in self.parameters() if p.dim() == 2) - sum(
-            p.numel() for p in self.positions.parameters())
+            p.numel() for p in lookups)
         return 6 * matmul_params + 12 * cfg.num_layers * cfg.model_dim * cfg.context_length
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
@@ -260,5 +296,5 @@ class GPT(nn.Module):
     def new_cache(self, batch: int) -> KVCache:
         p = self.embed.weight
         head_dim = self.cfg.model_dim // self.cfg.num_heads
-        return KVCache(self.cfg.num_layers, batch, self.cfg.num_heads, self.cfg.context_length,
+        return KVCache(self.cfg.num_layers, batch, kv_heads(self.cfg), self.cfg.context_length,
                        head_dim, p.device, p.dtype)

@@ -7,7 +7,8 @@ several characters per position: more text per context window and per step.
 
 Training and encoding use the Hugging Face `tokenizers` library (Rust, fast); the trained
 tokenizer is stored in checkpoints as its JSON string, a plain value that loads with
-`weights_only=True`.
+`weights_only=True`. A model imported from Hugging Face brings its own `tokenizer.json`,
+whatever its model, with the roles of its special tokens (`special`: eos_token → text).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def _library():
 class BPETokenizer(Tokenizer):
     kind = "bpe"
 
-    def __init__(self, serialized: str):
+    def __init__(self, serialized: str, special: dict[str, str] | None = None):
         self.serialized = serialized  # the library's JSON: merges, vocabulary, pre-tokenizer
+        self.special = dict(special or {})  # role (eos_token, bos_token, ...) → token text
         try:
             self._tok = _library().Tokenizer.from_str(serialized)
         except Exception as exc:  # the library raises its own exception types
@@ -65,21 +67,28 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
-        serialized = data.get("tokenizer")
-        if not isinstance(serialized, str):
+        serialized, special = data.get("tokenizer"), data.get("special", {})
+        if not isinstance(serialized, str) or not isinstance(special, dict):
             raise UserError("checkpoint holds a malformed BPE tokenizer")
-        return cls(serialized)
+        return cls(serialized, special)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tokenizer": self.serialized}
+        return {"kind": self.kind, "tokenizer": self.serialized, **({"special": self.special} if self.special else {})}
+
+    def special_id(self, role: str) -> int | None:
+        """The id of the token with this role (e.g. "eos_token"), if it has one."""
+        text = self.special.get(role)
+        return self._tok.token_to_id(text) if text is not None else None
 
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
+        # add_special_tokens=False: an imported tokenizer may add a BOS to every encoding; our
+        # texts are streams, cut into windows, not documents.
         if len(text) <= ENCODE_PIECE_CHARS:
-            return self._tok.encode(text).ids
+            return self._tok.encode(text, add_special_tokens=False).ids
         # Cut where no pre-token can span the cut, then encode the pieces in parallel; the
         # result equals encoding the whole text at once.
         pieces, start = [], 0
@@ -88,7 +97,7 @@ class BPETokenizer(Tokenizer):
             end = cut.start() if cut else len(text)
             pieces.append(text[start:end])
             start = end
-        return [i for encoding in self._tok.encode_batch(pieces) for i in encoding.ids]
+        return [i for encoding in self._tok.encode_batch(pieces, add_special_tokens=False) for i in encoding.ids]
 
     def encode_stream(self, pieces: Iterable[str]) -> Iterator[np.ndarray]:
         # Carry the text after the last safe cut into the next piece (see _CUT).

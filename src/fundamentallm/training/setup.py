@@ -86,7 +86,9 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     saved_tokenizer = tokenizer_from_dict(saved["tokenizer"]) if saved else None
     with cluster.main_first():  # one process builds a token cache, the others read it
         data = load_tokens(cfg.data, saved_tokenizer, console.stage)
-    cfg.model.vocab_size = data.tokenizer.vocab_size
+    # A new model has one row per token; a saved one keeps its rows (an imported model's
+    # vocabulary may be padded beyond its tokenizer's, e.g. to a multiple of 64).
+    cfg.model.vocab_size = max(cfg.model.vocab_size, data.tokenizer.vocab_size) if saved else data.tokenizer.vocab_size
     check_scorable(data)
     sampler = EpochSampler(data.train, cfg.model.context_length, training.batch_size,
                            training.grad_accum_steps, training.seed, data.tokenizer.unk_id,
