@@ -20,7 +20,6 @@ import json
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -30,40 +29,19 @@ from fundamentallm.errors import ArgumentParser, run_reporting_errors
 from fundamentallm.model import GPT
 from fundamentallm.tracking import read_metrics
 from fundamentallm.training.loop import train
-from fundamentallm.training.precision import (
-    cpu_has_native_bf16,
-    matmul_gflops,
-    resolve_device,
-    resolve_precision,
-)
+from fundamentallm.training.precision import resolve_device, resolve_precision
+from fundamentallm.training.profiling import peak_gflops
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "shakespeare_sample.txt"
 DTYPE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PROBES: dict[str, dict[int, float]] = {}  # the last probe's GFLOP/s by size, for the report
 
 
-def peak_gflops(dtype: torch.dtype, device: torch.device) -> float:
-    """The most this machine's matmuls do in `dtype`: the best of a few shapes and trials.
-
-    On a CPU the best shape is not the largest: (2048x512)@(512x1024), whose operands fit
-    in the caches, runs ~15% faster here than (4096x1024)@(1024x2048), and a model's small
-    matmuls run as fast as that. Taking the best over sizes keeps MFU from reading high.
-    """
-    if device.type == "cuda":
-        a = torch.randn(8192, 8192, device=device, dtype=dtype)
-        a @ a  # warm-up
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(10):
-            a @ a
-        torch.cuda.synchronize()
-        return 10 * 2 * 8192**3 / (time.perf_counter() - start) / 1e9
-    trials = 3 if dtype == torch.float32 or cpu_has_native_bf16() else 1  # emulated bf16 is slow
-    sizes = (256, 512, 1024) if trials > 1 else (512,)
-    by_size = {size: max(matmul_gflops(dtype, size=size, repeats=4 * (1024 // size) ** 3)
-                         for _ in range(trials)) for size in sizes}
-    PROBES[str(dtype).removeprefix("torch.")] = {k: round(v, 1) for k, v in by_size.items()}
-    return max(by_size.values())
+def probed_peak(dtype: torch.dtype, device: torch.device) -> float:
+    """The package's peak probe (training/profiling.py, which `train --profile` uses too)."""
+    peak, by_size = peak_gflops(dtype, device)
+    PROBES[str(dtype).removeprefix("torch.")] = by_size
+    return peak
 
 
 def measure(args, mixed: bool, workdir: Path) -> dict:
@@ -109,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     device = resolve_device(args.device)
-    peaks = {name: peak_gflops(dtype, device) for name, dtype in DTYPE_NAMES.items()}
+    peaks = {name: probed_peak(dtype, device) for name, dtype in DTYPE_NAMES.items()}
     defaults = Config()
     cfg = defaults.model
     cfg.model_dim, cfg.num_layers, cfg.num_heads, cfg.context_length, cfg.vocab_size = (
@@ -131,7 +109,7 @@ def run(args) -> int:
             results[key] = measure(args, mixed, Path(tmp))
     # A shared virtual machine's speed drifts: probe the peak again after training and keep
     # the higher figure, so MFU errs low rather than high.
-    peaks = {name: max(peaks[name], peak_gflops(dtype, device)) for name, dtype in DTYPE_NAMES.items()}
+    peaks = {name: max(peaks[name], probed_peak(dtype, device)) for name, dtype in DTYPE_NAMES.items()}
     report["peak_gflops"] = {k: round(v, 1) for k, v in peaks.items()}
     report["last_probe_gflops_by_size"] = PROBES
     for key, result in results.items():

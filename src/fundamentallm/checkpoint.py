@@ -67,7 +67,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             raise UserError(f"{path}: a directory, but not a model directory (no config.json)")
         return read_model_directory(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint")
+        # the original FundamentaLLM's name for the final model
+        hint = "; this FundamentaLLM writes final.pt" if path.name == "final_model.pt" else ""
+        raise UserError(f"{path}: no such checkpoint{hint}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the safe unpickler fails in many ways on a corrupt file

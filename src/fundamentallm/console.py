@@ -90,7 +90,8 @@ class TrainingConsole:
     def message(self, text: str) -> None:
         """Warnings and notes: shown in every mode but "silent", on stderr."""
         if self.mode != "silent":
-            (self.progress.console if self.progress else self.err).print(text)
+            console = self.progress.console if self.progress else self.err
+            console.print(text, soft_wrap=True, markup=False, highlight=False)  # one line, as written
 
     def end(self, summary: dict[str, Any]) -> None:
         if self.progress is not None:

@@ -29,11 +29,13 @@ from fundamentallm.sampling import SamplingOptions
 COMMANDS = {
     "/help": "this list, and every option /set knows",
     "/set": "/set name=value [name=value ...], e.g. /set temperature=0.7 top_k=40 stop=\\n\\n",
-    "/settings": "the current settings",
+    "/settings": "the current settings (/status too)",
     "/reset": "back to the settings the loop started with",
     "/save": "/save FILE: write this session's prompts and outputs to FILE",
-    "/quit": "leave (Ctrl-D too)",
+    "/clear": "clear the screen",
+    "/quit": "leave (/exit and Ctrl-D too)",
 }
+CLEAR_SCREEN = "\033[2J\033[H"  # erase the terminal, cursor to the top left
 
 
 def parse_value(info, text: str):
@@ -97,8 +99,10 @@ class Repl:
                 self.show_help()
             elif name == "/set":
                 self.set(args)
-            elif name == "/settings":
+            elif name in ("/settings", "/status"):
                 self.show_settings()
+            elif name == "/clear":
+                self.say(CLEAR_SCREEN, end="")
             elif name == "/reset":
                 self.options = self.start
                 self.say("settings reset")

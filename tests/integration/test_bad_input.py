@@ -83,6 +83,7 @@ IN_PROCESS_CASES: dict[str, tuple[list[str], str]] = {
     "import a directory without a config": (["import", "{tmp}/nodir", "{tmp}/x.pt"], "no config.json"),
     "import a text file": (["import", "{good}", "{tmp}/x.pt"], "not a Hugging Face model directory"),
     "init-from a plain directory": ([*TRAIN, "--init-from", "{tmp}/nodir"], "not a model directory"),
+    "the original's final model name": (["generate", "{tmp}/model/final_model.pt"], "writes final.pt"),
     "too many kv heads": ([*TRAIN, "--num-kv-heads", "3"], "--num-kv-heads 3 does not divide --num-heads"),
     "serve beyond loopback without a key": (["serve", "{tmp}/model/final.pt", "--host", "0.0.0.0"],
                                             "set an API key"),

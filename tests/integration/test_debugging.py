@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from integration_helpers import assert_one_line_error, losses, metrics, run_process, summary, tiny_args, train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -58,3 +60,36 @@ def test_a_diverging_run_keeps_what_it_logged(tmp_path, corpus):
     steps = [r["step"] for r in metrics(out)]
     assert steps and steps == list(range(1, len(steps) + 1))  # every step before the blow-up
     assert (out / "loss_curve.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_profile_writes_a_trace_and_prints_where_the_time_goes(tmp_path, corpus, capsys):
+    import json
+
+    out = train(corpus, tmp_path / "run", "--profile", "--profile-steps", "2:4", max_steps=6)
+    err = capsys.readouterr().err
+    assert "profile of 2 steps" in err and "MFU" in err and "top operators by self time:" in err
+    assert "peak memory" in err and "aten::" in err
+    traces = list((out / "profile").glob("*.pt.trace.json"))
+    assert len(traces) == 1
+    events = json.loads(traces[0].read_text())["traceEvents"]  # Chrome trace format: Perfetto, TensorBoard
+    names = {e.get("name") for e in events}
+    assert {"data", "forward", "backward", "optimizer"} <= names
+    summary = json.loads((out / "profile" / "summary.json").read_text())
+    assert summary["steps"] == 2 and 0 < summary["mfu"] < 1 and summary["peak_gflops"] > 0
+    assert sum(summary["phases"].values()) == pytest.approx(1.0, abs=0.01)
+    assert summary["phases"]["backward"] > 0 and summary["phases"]["forward"] > 0
+
+
+def test_profile_steps_are_checked(tmp_path, corpus):
+    result = run_process("train", corpus, "-o", tmp_path / "bad", *tiny_args(), "--profile",
+                         "--profile-steps", "5:3")
+    assert_one_line_error(result, "--profile-steps '5:3': give START:END with 0 <= START < END")
+    result = run_process("train", corpus, "-o", tmp_path / "warn", *tiny_args(max_steps=1), "--profile-steps", "1:2")
+    assert result.returncode == 0 and "--profile-steps applies only with --profile" in result.stderr
+    assert not (tmp_path / "warn" / "profile").exists()
+
+
+def test_a_run_shorter_than_the_profile_window_says_so(tmp_path, corpus, capsys):
+    out = train(corpus, tmp_path / "run", "--profile", "--profile-steps", "1:10", max_steps=3)
+    assert "the run ended after 2 of the 9 profiled steps" in capsys.readouterr().err
+    assert (out / "profile" / "summary.json").exists()

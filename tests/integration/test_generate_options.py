@@ -190,7 +190,12 @@ def test_interactive_keeps_settings_streams_and_survives_ctrl_c(ckpt, tmp_path):
         assert transcript.read_text().startswith(output + "\n\n")
         term.send("/nope\n")
         assert "unknown command /nope" in term.read_until("> ")
-        term.send("/quit\n")
+        # the original FundamentaLLM's spellings: /status shows the settings, /clear the screen
+        term.send("/status\n")
+        assert "max_tokens = 20" in term.read_until("> ")
+        term.send("/clear\n")
+        assert "\x1b[2J" in term.read_until("> ")
+        term.send("/exit\n")
         assert term.close() == 0
     finally:
         try:
@@ -206,3 +211,10 @@ def test_generate_interactive_flag_and_ctrl_d(ckpt):
     assert term.read_until("> ").startswith("Hi")
     term.send("\x04")  # Ctrl-D at an empty prompt: leave
     assert term.close() == 0
+
+
+def test_output_file_is_the_original_spelling_of_output(ckpt, capsys, tmp_path):
+    flags = ("--greedy", "--max-tokens", "20", "--prompt", "A")
+    assert run_cli("generate", ckpt, *flags, "--output", tmp_path / "a.txt") == 0
+    assert run_cli("generate", ckpt, *flags, "--output-file", tmp_path / "b.txt") == 0
+    assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text() != ""

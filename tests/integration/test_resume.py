@@ -97,13 +97,29 @@ def test_resume_keeps_the_run_settings(tmp_path, first_half, capsys):
     assert saved["training"]["max_steps"] == 12
 
 
-def test_resume_from_weights_only_checkpoint_fails(tmp_path, first_half, capsys):
+@pytest.mark.parametrize("name", ["final.pt", "best_model.pt"])
+def test_resume_from_a_weights_only_checkpoint_starts_a_new_run_from_it(tmp_path, first_half, capsys, name):
     out = copy_run(first_half, tmp_path / "run")
-    before = (out / "metrics.json").read_bytes()
-    assert run_cli("train", "-o", out, "--resume", out / "final.pt", "--max-steps", "20") == 2
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # a learning rate of 1e-30: one step leaves the weights as they were (below float32's
+    # resolution), so they are the ones the new run started from
+    assert run_cli("train", "-o", out, "--resume", out / name, "--max-steps", "1", "--learning-rate", "1e-30",
+                   "--quiet") == 0
     err = capsys.readouterr().err
-    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
-    assert (out / "metrics.json").read_bytes() == before  # nothing was written
+    note = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "holds model weights only" in note[0] and "fresh optimizer" in note[0]
+    continued = tmp_path / "run-continued"
+    assert str(continued) in note[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old run is untouched
+    assert_same_weights(load_pt(continued / "final.pt")["model"], load_pt(out / name)["model"])
+    assert summary(continued)["steps"] == 1  # step 0 onwards: a new run, not step 10 onwards
+    # and it trains: with the run's own rate, the weights move (into the next free directory)
+    assert run_cli("train", "-o", out, "--resume", out / name, "--max-steps", "3", "--quiet") == 0
+    assert "run-continued-2" in capsys.readouterr().err
+    assert not torch.equal(load_pt(tmp_path / "run-continued-2" / "final.pt")["model"]["embed.weight"],
+                           load_pt(out / name)["model"]["embed.weight"])
+    config = load_pt(tmp_path / "run-continued-2" / "final.pt")["config"]
+    assert config["optim"]["lr_schedule"] == "constant"  # the run's other settings, kept
 
 
 def test_resume_with_a_different_model_fails(tmp_path, first_half, capsys):

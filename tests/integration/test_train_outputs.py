@@ -146,7 +146,7 @@ def test_bad_config_file_exits_2(tmp_path, text_file, capsys, text, fragment):
     assert len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("preset", ["small", "default", "large"])
+@pytest.mark.parametrize("preset", ["small", "medium", "default", "large"])
 def test_shipped_presets_parse(preset, text_file, capsys, monkeypatch):
     path = ROOT / "configs" / f"{preset}.yaml"
     if not path.exists():

@@ -59,7 +59,8 @@ class GenerateOptions:
     checkpoint: str = checkpoint_argument()
     prompt: str | None = option(None, "text to continue (default: a newline)", exclusive="prompt")
     prompt_file: str | None = option(None, "continue the text of this file", exclusive="prompt")
-    output: str | None = option(None, "write the output to this file instead of stdout")
+    output: str | None = option(None, "write the output to this file instead of stdout",
+                                aliases=("--output-file",))
     json: bool = option(False, "print JSON: each sample's text, token count, mean log-probability "
                         "and tokens/s")
     interactive: bool = option(False, "a prompt loop that keeps the settings")

@@ -196,6 +196,10 @@ def validate(cfg: Config) -> None:
     if tr.early_stopping and d.validation_data is None and d.val_split == 0:
         raise UserError("--early-stopping needs validation data to watch: give --validation-data, "
                         "or a --val-split above 0")
+    if tr.profile:
+        from fundamentallm.training.profiling import parse_steps
+
+        parse_steps(tr.profile_steps)
     if tr.overfit_batches % tr.grad_accum_steps:
         raise UserError(f"--overfit-batches {tr.overfit_batches} must be a multiple of --grad-accum-steps "
                         f"{tr.grad_accum_steps} (each step uses that many micro-batches)")
@@ -218,6 +222,8 @@ def validate(cfg: Config) -> None:
 def config_warnings(cfg: Config) -> list[str]:
     """Settings that were changed from their defaults but cannot act in this run."""
     default, o, found = Config(), cfg.optim, []
+    if cfg.training.profile_steps != default.training.profile_steps and not cfg.training.profile:
+        found.append("--profile-steps applies only with --profile; ignored")
     if o.cooldown_fraction != default.optim.cooldown_fraction and o.lr_schedule != "wsd":
         found.append(f"--cooldown-fraction applies only with --lr-schedule wsd (this run: "
                      f"{o.lr_schedule}); ignored")

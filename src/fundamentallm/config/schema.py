@@ -268,6 +268,12 @@ class TrainingConfig:
         False, "bf16 autocast where the hardware supports it natively, fp16 + GradScaler on "
         "CUDA without bf16, otherwise fp32 (and says so)"
     )
+    profile: bool = option(
+        False, "record a torch.profiler trace of a few steps after warm-up into OUTPUT_DIR/profile/ "
+        "(TensorBoard, Perfetto) and print where the step time goes, MFU and peak memory"
+    )
+    profile_steps: str = option("5:8", "with --profile: record steps START+1 to END (the first START "
+                                "steps, compilation included, are the warm-up)", metavar="START:END")
 
 
 @dataclass

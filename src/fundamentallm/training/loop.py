@@ -12,6 +12,7 @@ decides for itself whether this step is one of its own: the validator evaluates 
 
 from __future__ import annotations
 
+import gc
 import time
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -54,6 +55,7 @@ def fit(run: Run) -> str:
     """Optimizer steps until the run stops; returns why it stopped."""
     cfg, state, optimizer = run.cfg, run.state, run.state.optimizer
     accum = cfg.training.grad_accum_steps
+    phase = run.profiler.phase  # marks the parts of a step in a --profile trace
     clock = time.perf_counter() - state.elapsed
     stop_reason = run.stop.before_start(state)
     run.model.train()
@@ -68,23 +70,27 @@ def fit(run: Run) -> str:
         for micro in range(accum):
             if run.ddp is not None:  # average the gradients once, after the last micro-batch
                 run.ddp.require_backward_grad_sync = micro == accum - 1
-            x, y = run.sampler.batch_at(state.epoch, state.micro_batch)
-            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-            with run.precision.autocast():
+            with phase("data"):
+                x, y = run.sampler.batch_at(state.epoch, state.micro_batch)
+                x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            with phase("forward"), run.precision.autocast():
                 loss = run.step_module(x, y) / accum
-            state.scaler.scale(loss).backward()
+            with phase("backward"):
+                state.scaler.scale(loss).backward()
             step_loss += loss.detach()
             state.micro_batch += 1
         state.scaler.unscale_(optimizer)  # true gradients from here on (a no-op without fp16 scaling)
         gradient_check = run.gradients.check(state.step + 1)  # before clipping
-        grad_norm = clip_gradients(run.trainable, cfg.optim.gradient_clip) if cfg.optim.gradient_clip else None
-        state.scaler.step(optimizer)
-        state.scaler.update()
+        with phase("optimizer"):
+            grad_norm = clip_gradients(run.trainable, cfg.optim.gradient_clip) if cfg.optim.gradient_clip else None
+            state.scaler.step(optimizer)
+            state.scaler.update()
         epoch_done = state.advance(run.tokens_per_step, time.perf_counter() - clock,
                                    run.sampler.micro_per_epoch)
 
         # ---- when to stop ----
         stop_reason = run.stop.after_step(state)
+        run.profiler.after_step(state.step, stop_reason is not None)  # the step only, not what follows
 
         # ---- the components, each on the steps that are its own ----
         stopping = stop_reason is not None
@@ -106,6 +112,7 @@ def fit(run: Run) -> str:
 def finish(run: Run, stop_reason: str) -> dict[str, Any]:
     """The final model, the trackers closed, the summary written and shown."""
     state, cluster = run.state, run.cluster
+    run.profiler.after_step(state.step, stopping=True)  # a window that early stopping cut short
     final = run.checkpointer.save_final(state)
     run.tracker.save_model(final)
     run.tracker.finish()
@@ -135,6 +142,11 @@ def finish(run: Run, stop_reason: str) -> dict[str, Any]:
         run.console.message("interrupted: state saved; continue with --resume "
                             f"(output dir {run.cfg.checkpoint.output_dir})")
     cluster.barrier()  # every process leaves together, after rank 0 has written everything
+    # DDP's reducer holds the process group and its gloo threads: let it go first, while the
+    # interpreter is alive. Freed only at interpreter exit, a worker thread still joinable
+    # there aborts the process ("terminate called without an active exception").
+    run.ddp = run.step_module = None
+    gc.collect()
     leave_cluster(cluster)
     return summary
 

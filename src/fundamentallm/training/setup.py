@@ -31,6 +31,7 @@ from fundamentallm.training.gradients import GradientMonitor
 from fundamentallm.training.metrics import MetricsLog, Throughput
 from fundamentallm.training.optim import build_optimizer, freeze
 from fundamentallm.training.precision import Precision, resolve_device, resolve_precision
+from fundamentallm.training.profiling import Profiler
 from fundamentallm.training.schedule import ConstantDropout, DropoutSchedule, LRSchedule, dropout_schedule
 from fundamentallm.training.start import Start, check_world_size
 from fundamentallm.training.state import TrainState, seed_everything
@@ -68,6 +69,7 @@ class Run:
     gradients: GradientMonitor
     stop: StopCondition
     interrupt: Interrupt
+    profiler: Profiler
 
 
 def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interrupt,
@@ -80,6 +82,8 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         console = TrainingConsole("silent")  # rank 0 speaks (and writes) for all
     for warning in config_warnings(cfg):
         console.message(f"warning: {warning}")
+    if start.note:
+        console.message(f"note: {start.note}")
 
     # ---- data and tokenizer ----
     saved = start.checkpoint
@@ -99,7 +103,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     model = GPT(cfg.model).to(device)
     if cluster.distributed:
         seed_everything(training.seed + cluster.rank)  # but each its own dropout masks
-    if start.kind == "init":  # taken out of the checkpoint: no second copy of the weights stays
+    if start.from_weights:  # taken out of the checkpoint: no second copy of the weights stays
         model.load_state_dict(saved.pop("model"))
     freeze(model, cfg.optim.freeze_embeddings, cfg.optim.freeze_layers)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -148,6 +152,11 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         gradients=GradientMonitor(cfg.tracking, model, out, cluster.main, tracker, console.message),
         stop=StopCondition(training, total_steps, cluster, interrupt),
         interrupt=interrupt,
+        # rank 0 profiles its own share of the step: flops per process, against one device's peak
+        profiler=Profiler(training.profile_steps if training.profile else None, out, device,
+                          precision.dtype or torch.float32,
+                          model.flops_per_token() * tokens_per_step / cluster.world_size,
+                          console.message, enabled=cluster.main),
     )
 
 
@@ -168,7 +177,7 @@ def describe(run: Run) -> dict[str, Any]:
     return {
         "parameters": run.model.num_parameters(),
         "trainable": f"{sum(p.numel() for p in run.trainable):,} (the rest frozen)" if frozen else None,
-        "initialised from": str(run.start.path) if run.start.kind == "init" else None,
+        "initialised from": str(run.start.path) if run.start.from_weights else None,
         "train tokens": len(data.train),
         "validation": f"{len(data.val):,} tokens ({data.source})" if data.val is not None else "none",
         "token cache": data.cache,

@@ -1,5 +1,7 @@
 """Where a run begins, decided in one place: afresh, resumed from a training state
-(`--resume`), or fine-tuned from a checkpoint's weights (`--init-from`).
+(`--resume`), fine-tuned from a checkpoint's weights (`--init-from`), or continued from a
+weights-only checkpoint (`--resume best_model.pt`: its weights and whole config, with a
+fresh optimizer and schedule, since the file holds no optimizer state).
 
 The command line passes the `--resume` flag as it was given; this module finds and loads
 the checkpoint, resolves the config against it (config/sources.py) and checks that the
@@ -21,13 +23,19 @@ RESUME_NAME = "resume_checkpoint.pt"
 
 @dataclass
 class Start:
-    kind: str = "fresh"  # "fresh", "resume" or "init"
+    kind: str = "fresh"  # "fresh", "resume", "init" (--init-from) or "continue" (weights-only --resume)
     path: Path | None = None
     checkpoint: dict[str, Any] | None = None  # the loaded file; setup moves its weights out
+    note: str | None = None  # one line for the user about how the run starts
 
     @property
     def resumed(self) -> bool:
         return self.kind == "resume"
+
+    @property
+    def from_weights(self) -> bool:
+        """A new run (step 0, fresh optimizer) that starts from the checkpoint's weights."""
+        return self.kind in ("init", "continue")
 
 
 def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tuple[Config, Start]:
@@ -44,8 +52,11 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tupl
         path = latest if resume is True else Path(resume)
         checkpoint = load_checkpoint(path)
         cfg = sources.resolve(checkpoint["config"], resumed=True, source=str(path))
-        check_train_state(checkpoint, path)
-        start = Start("resume", path, checkpoint)
+        if "train_state" in checkpoint or resume is True:
+            check_train_state(checkpoint, path)
+            start = Start("resume", path, checkpoint)
+        else:
+            start = continue_from_weights(cfg, path, checkpoint)
     elif cfg.training.init_from:
         path = Path(cfg.training.init_from)
         checkpoint = load_checkpoint(path)
@@ -57,6 +68,23 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tupl
         raise UserError("train: give a training text file (fundamentallm train FILE)")
     validate(cfg)  # flag errors before minutes of reading and tokenizing
     return cfg, start
+
+
+def continue_from_weights(cfg: Config, path: Path, checkpoint: dict[str, Any]) -> Start:
+    """A weights-only file given to --resume: a new run from its weights and config. It
+    writes in the run's directory (the checkpoint's, or -o) if that holds no run, else
+    beside it, never over it: the run it came from keeps its files."""
+    cfg.checkpoint.output_dir = str(free_run_dir(Path(cfg.checkpoint.output_dir)))
+    note = (f"{path} holds model weights only (no optimizer state): starting a new run from its weights, "
+            f"tokenizer and config, with a fresh optimizer and schedule, in {cfg.checkpoint.output_dir}")
+    return Start("continue", path, checkpoint, note)
+
+
+def free_run_dir(out: Path) -> Path:
+    """`out` if it holds no run, else the first of OUT-continued, OUT-continued-2, ... that holds none."""
+    candidates = [out, out.with_name(out.name + "-continued")]
+    candidates += (out.with_name(f"{out.name}-continued-{i}") for i in range(2, 1000))
+    return next(c for c in candidates if not (c / RESUME_NAME).exists())
 
 
 def check_train_state(checkpoint: dict[str, Any], path: Path) -> None:
