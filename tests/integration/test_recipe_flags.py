@@ -30,6 +30,11 @@ def first_losses(out) -> list[float]:
     ("activation", "relu2", lambda m: type(m.blocks[0].mlp).__name__ == "ReluSquaredMLP"),
     ("qk_norm", False, lambda m: type(m.blocks[0].attn.q_norm).__name__ == "Identity"),
     ("norm_gain", False, lambda m: not any(name.endswith("norm.weight") for name in m.state_dict())),
+    ("num_kv_heads", 1, lambda m: m.blocks[0].attn.num_kv_heads == 1 and m.new_cache(1).keys.shape[2] == 1),
+    ("tie_embeddings", False, lambda m: m.head.weight is not m.embed.weight),
+    ("rope_theta", 500.0, lambda m: m.positions.cfg.rope_theta == 500.0),
+    ("mlp_hidden", 48, lambda m: m.blocks[0].mlp.down.weight.shape[1] == 48),
+    ("norm_eps", 0.01, lambda m: m.norm.eps == 0.01),
 ])
 def test_architecture_flags_build_that_model(tmp_path, corpus, baseline, flag, value, check):
     out = run(corpus, tmp_path, max_steps=2, **{flag: value})
