@@ -58,3 +58,12 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+def serving(checkpoint: Path, log: Path, *extra: str):
+    """A module's server: started, yielded, then stopped with SIGTERM (what a service manager
+    sends), which must be a clean stop: status 0, no traceback."""
+    served = ServerProcess(checkpoint, *extra, log=log)
+    yield served
+    assert served.stop(signal.SIGTERM) == 0, served.stderr()
+    assert "Traceback" not in served.stderr(), served.stderr()

@@ -5,14 +5,13 @@ CLI (`generate --greedy`), never hard-coded."""
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import httpx
 import pytest
 
 from integration_helpers import assert_one_line_error, run_cli, run_process
-from server_helpers import PROMPT, ServerProcess, tiny_checkpoint
+from server_helpers import PROMPT, serving, tiny_checkpoint
 
 openai = pytest.importorskip("openai")
 
@@ -26,11 +25,8 @@ def checkpoint(tmp_path_factory, tiny_text) -> Path:
 
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
-    served = ServerProcess(checkpoint, "--api-key", KEY, "--model-name", "tiny",
-                           log=tmp_path_factory.mktemp("openai") / "stderr.txt")
-    yield served
-    assert served.stop(signal.SIGTERM) == 0, served.stderr()
-    assert "Traceback" not in served.stderr(), served.stderr()
+    yield from serving(checkpoint, tmp_path_factory.mktemp("openai") / "stderr.txt",
+                       "--api-key", KEY, "--model-name", "tiny")
 
 
 @pytest.fixture(scope="module")

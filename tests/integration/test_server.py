@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from integration_helpers import run_cli
-from server_helpers import PROMPT, ServerProcess, tiny_checkpoint
+from server_helpers import PROMPT, ServerProcess, serving, tiny_checkpoint
 
 LIMIT = 100_000  # --max-tokens-limit: high enough for a generation that would run for minutes
 
@@ -31,12 +31,8 @@ def checkpoint(tmp_path_factory, tiny_text) -> Path:
 
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
-    served = ServerProcess(checkpoint, "--max-tokens-limit", str(LIMIT),
-                           log=tmp_path_factory.mktemp("server") / "stderr.txt")
-    yield served
-    # SIGTERM (what a service manager sends) is a clean stop: status 0, no traceback.
-    assert served.stop(signal.SIGTERM) == 0, served.stderr()
-    assert "Traceback" not in served.stderr(), served.stderr()
+    yield from serving(checkpoint, tmp_path_factory.mktemp("server") / "stderr.txt",
+                       "--max-tokens-limit", str(LIMIT))
 
 
 @pytest.fixture(scope="module")
