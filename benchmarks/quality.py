@@ -9,7 +9,7 @@ then, for each seed, runs exactly what a user would type:
 
 with our defaults (plus any extra train flags after `--`, e.g. `--tokenizer bpe`), and the
 classic recipe (nanoGPT's "baby GPT" on CPU: learned positions, LayerNorm, GELU, AdamW at 1e-3 with cosine decay,
-4 layers x 4 heads x 128 dim, context 64, batch 12, eager as in nanoGPT's CPU recipe) for
+4 layers x 4 heads x 128 dim, context 64, batch 12, eager and fp32 as in nanoGPT's CPU recipe) for
 the same time on the same machine, so the gain is a same-machine comparison. Loss is in
 nats per token over the whole validation split (per character with the default tokenizer);
 `bits_per_char` compares runs with different tokenizers.
@@ -31,6 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from fundamentallm.data.text import read_text_file
 from fundamentallm.errors import ArgumentParser, UserError, run_reporting_errors
 
@@ -39,7 +41,7 @@ CLASSIC = [
     "--no-zero-init", "--optimizer", "adamw", "--learning-rate", "1e-3", "--min-lr", "1e-4",
     "--lr-schedule", "cosine", "--warmup-steps", "100", "--beta2", "0.99", "--weight-decay", "0.1",
     "--model-dim", "128", "--num-layers", "4", "--num-heads", "4", "--context-length", "64",
-    "--batch-size", "12", "--dropout", "0", "--no-compile",
+    "--batch-size", "12", "--dropout", "0", "--no-compile", "--precision", "fp32",
 ]
 
 
@@ -63,9 +65,12 @@ def one_run(train: Path, val: Path, out: Path, seed: int, max_time: float, flags
                   "--seed", str(seed), "-o", str(out), "--overwrite", "--quiet", *flags)
     score = json.loads(fundamentallm("evaluate", str(out / "final.pt"), str(val), "--json"))
     summary = json.loads((out / "summary.json").read_text())
+    model = yaml.safe_load((out / "config.yaml").read_text())["model"]  # the shape it trained (sized or given)
     result = {"seed": seed, "val_loss": round(score["loss"], 4),
               "bits_per_char": round(score["bits_per_char"], 4), "steps": summary["steps"],
-              "tokens_per_s": summary["tokens_per_s"], "wall_time_s": summary["wall_time_s"]}
+              "tokens_per_s": summary["tokens_per_s"], "wall_time_s": summary["wall_time_s"],
+              "precision": summary["precision"], "parameters": summary["parameters"],
+              "shape": "x".join(str(model[k]) for k in ("model_dim", "num_layers", "num_heads", "context_length"))}
     if target is not None:
         result["time_to_target_s"] = time_to_target(out, target)
     return result

@@ -11,6 +11,7 @@ import torch
 
 from fundamentallm.config import Config, ModelConfig
 from fundamentallm.model import GPT
+from fundamentallm.training import precision
 from helpers import TINY_SHAPE, sample_text, sharpen
 
 TINY_VOCAB = 30
@@ -25,6 +26,14 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def cpu_without_native_bf16(monkeypatch):
+    """`--precision auto`, the default, trains in bf16 on a CPU with native bf16 and in fp32
+    elsewhere, so its losses depend on the machine. The suite's expected losses are fp32's:
+    every test sees a CPU without native bf16 unless it declares another (the precision tests)."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
 
 
 @pytest.fixture

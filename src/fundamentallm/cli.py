@@ -51,7 +51,9 @@ def add_fields(p: argparse.ArgumentParser, infos: Iterable[FieldInfo], prefix: s
         meta = info.meta
         target = p
         if meta["exclusive"]:
-            target = groups.setdefault(meta["exclusive"], p.add_mutually_exclusive_group())
+            if meta["exclusive"] not in groups:  # (setdefault would make an empty group each time)
+                groups[meta["exclusive"]] = p.add_mutually_exclusive_group()
+            target = groups[meta["exclusive"]]
         dest = prefix + (info.key if info.section else info.name)
         common: dict[str, Any] = {"default": argparse.SUPPRESS, "help": meta["help"]}
         if meta["positional"]:
@@ -70,6 +72,9 @@ def add_fields(p: argparse.ArgumentParser, infos: Iterable[FieldInfo], prefix: s
             metavar = meta["metavar"] or (info.name.upper() if not meta["choices"] else None)
             target.add_argument(*names, type=info.kind, choices=meta["choices"], metavar=metavar,
                                 **extra, **common)
+        for flag, (value, help) in meta["fixed_flags"].items():
+            target.add_argument(flag, action="store_const", const=value, dest=dest,
+                                default=argparse.SUPPRESS, help=help)
 
 
 def parsed(args: argparse.Namespace, prefix: str) -> dict[str, Any]:

@@ -21,18 +21,29 @@ def bench(script: str, *args: str) -> dict:
     return json.loads(done.stdout)
 
 
-def test_throughput_reports_fp32_and_mixed_with_mfu():
+def test_throughput_reports_fp32_and_bf16_with_mfu_and_the_loss_gap():
     report = bench("throughput.py", *TINY_FLAGS, "--batch-size", "4", "--steps", "10",
                    "--warmup", "10", "--no-compile")
     assert set(report["peak_gflops"]) == {"fp32", "bf16"}
     assert report["peak_gflops"]["fp32"] > 0
-    for key in ("fp32", "mixed"):
+    for key in ("fp32", "bf16"):
         assert report[key]["tokens_per_s"] > 0
         expected_mfu = report[key]["tokens_per_s"] * report["flops_per_token"] / (
-            report["peak_gflops"]["bf16" if report[key].get("dtype") == "bf16" else "fp32"] * 1e9)
+            report["peak_gflops"][key] * 1e9)
         assert abs(report[key]["mfu"] - expected_mfu) < 1e-3
-    assert report["mixed"]["dtype"] in ("fp32", "bf16") and report["mixed"]["note"]
+    ratio = report["bf16"]["tokens_per_s"] / report["fp32"]["tokens_per_s"]
+    assert report["bf16_over_fp32"] == pytest.approx(ratio, abs=0.01)
+    gap = report["bf16"]["last_loss"] - report["fp32"]["last_loss"]
+    assert report["last_loss_gap"] == pytest.approx(gap, abs=1e-4) and abs(gap) < 0.1
+    assert report["auto"].startswith(("bf16", "fp32"))
     assert report["shape"]["batch_size"] == 4 and report["compile"] is False
+
+
+def test_attention_times_each_kernel_in_each_dtype():
+    report = bench("attention.py", "--shape", "2", "2", "16", "8", "--repeats", "1")
+    rows = report["ms_forward_backward"]
+    assert [row["dtype"] for row in rows] == ["fp32", "bf16"]
+    assert all(row[k] > 0 for row in rows for k in ("sdpa", "written_out", "written_out_compiled"))
 
 
 def test_generate_compares_cached_and_uncached():

@@ -16,7 +16,6 @@ from fundamentallm.config import OptimConfig
 from fundamentallm.data.batching import encode
 from fundamentallm.evaluation import total_loss
 from fundamentallm.training import precision
-from fundamentallm.training.precision import cpu_has_native_bf16
 from integration_helpers import assert_same_weights, load_pt, metrics, run_cli, summary, train
 
 # The baseline: 6 steps, a record every step, no warmup, cosine schedule, validation every 3
@@ -295,40 +294,24 @@ def test_validation_data_file(tmp_path, corpus, capsys):
     assert records[-1]["val_loss"] == pytest.approx(nats / scored, rel=1e-5)
 
 
-def expected_cpu_precision() -> str:
-    """bf16 only where the CPU has native bf16 units (and, where the package measures it,
-    where bf16 matmuls really are faster); otherwise fp32."""
-    if not cpu_has_native_bf16():
-        return "fp32"
-    speedup = getattr(precision, "cpu_bf16_speedup", None)  # cached: the run measured it
-    return "bf16" if speedup is None or speedup() >= 1.2 else "fp32"
-
-
-def test_mixed_precision(tmp_path, corpus):
-    out = run(corpus, tmp_path / "mixed", "--mixed-precision", max_steps=2)
-    assert summary(out)["precision"] == expected_cpu_precision()
-    assert all(math.isfinite(x) for x in loss_list(out))
-    out = run(corpus, tmp_path / "plain", "--no-mixed-precision", max_steps=2)
-    assert summary(out)["precision"] == "fp32"
-
-
 @contextmanager
-def linear_output_dtypes(monkeypatch, forced: precision.Precision | None = None) -> Iterator[set[torch.dtype]]:
-    """The dtypes of every nn.Linear output while a run trains in this block. `forced`
-    replaces what --mixed-precision resolves to; without it the CPU is declared to have fast
-    native bf16 (resolve_precision's override), whatever this machine measures."""
-    from fundamentallm.training import setup
+def compute_dtypes(monkeypatch) -> Iterator[dict[str, set[torch.dtype]]]:
+    """The dtypes of every nn.Linear output, and of the queries reaching attention, while a
+    run trains in this block."""
+    from fundamentallm.model import transformer
 
-    def chosen(mixed, device):
-        return forced if forced is not None else precision.resolve_precision(mixed, device, cpu_bf16=True)
+    seen: dict[str, set[torch.dtype]] = {"linear": set(), "attention": set()}
+    attend = transformer.attend
 
-    monkeypatch.setattr(setup, "resolve_precision", chosen)
-    seen: set[torch.dtype] = set()
+    def watched_attend(q, *args, **kwargs):
+        seen["attention"].add(q.dtype)
+        return attend(q, *args, **kwargs)
 
     def hook(module, inputs, output):
         if isinstance(module, torch.nn.Linear):
-            seen.add(output.dtype)
+            seen["linear"].add(output.dtype)
 
+    monkeypatch.setattr(transformer, "attend", watched_attend)
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
         yield seen
@@ -336,24 +319,56 @@ def linear_output_dtypes(monkeypatch, forced: precision.Precision | None = None)
         handle.remove()
 
 
-def test_mixed_precision_forced_bf16_really_runs_in_bf16(tmp_path, corpus, monkeypatch):
-    with linear_output_dtypes(monkeypatch) as seen:
-        out = run(corpus, tmp_path / "bf16", "--mixed-precision", max_steps=2)
+def fast_native_bf16(monkeypatch) -> None:
+    """Declare this CPU one with native bf16 that measures fast (as the Zen 5 CI machine is),
+    whatever it really is."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 4.0)
+
+
+def test_auto_precision_is_bf16_on_a_cpu_with_fast_native_bf16(tmp_path, corpus, monkeypatch, capsys):
+    fast_native_bf16(monkeypatch)
+    with compute_dtypes(monkeypatch) as seen:
+        out = run(corpus, tmp_path / "auto", "--json", precision=None, max_steps=2)
     assert summary(out)["precision"] == "bf16"
-    assert seen == {torch.bfloat16}  # every matmul of the forward (and of validation) ran in bf16
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert start["precision"].startswith("bf16 autocast (auto: native CPU bf16")  # what, and why
+    # every matmul of the forward (and of validation) ran in bf16, and so did attention
+    assert seen == {"linear": {torch.bfloat16}, "attention": {torch.bfloat16}}
     assert all(math.isfinite(x) for x in loss_list(out))
+    # the former spellings: --mixed-precision is auto, --no-mixed-precision fp32
+    assert summary(run(corpus, tmp_path / "mixed", "--mixed-precision", precision=None,
+                       max_steps=1))["precision"] == "bf16"
+    assert summary(run(corpus, tmp_path / "plain", "--no-mixed-precision", precision=None,
+                       max_steps=1))["precision"] == "fp32"
 
 
-def test_fp16_trains_with_a_grad_scaler_on_cpu(tmp_path, corpus, monkeypatch):
-    fp16 = precision.Precision("cpu", torch.float16, "fp16 autocast with gradient scaling (test)")
-    with linear_output_dtypes(monkeypatch, fp16) as seen:
-        out = run(corpus, tmp_path / "fp16", "--mixed-precision", max_steps=3)
-    assert summary(out)["precision"] == "fp16" and seen == {torch.float16}
+def test_auto_precision_is_fp32_on_a_cpu_without_native_bf16(tmp_path, corpus, monkeypatch, capsys):
+    with compute_dtypes(monkeypatch) as seen:  # conftest: this CPU has no native bf16
+        out = run(corpus, tmp_path / "auto", "--json", precision=None, max_steps=2)
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert summary(out)["precision"] == "fp32" and "no native bf16" in start["precision"]
+    assert seen == {"linear": {torch.float32}, "attention": {torch.float32}}
+
+
+def test_forced_bf16_runs_in_bf16_and_keeps_the_loss_near_fp32(tmp_path, corpus, monkeypatch):
+    with compute_dtypes(monkeypatch) as seen:
+        bf16 = run(corpus, tmp_path / "bf16", precision="bf16", max_steps=4)
+    assert summary(bf16)["precision"] == "bf16"
+    assert seen == {"linear": {torch.bfloat16}, "attention": {torch.bfloat16}}
+    fp32 = run(corpus, tmp_path / "fp32", precision="fp32", max_steps=4)
+    assert loss_list(bf16) != loss_list(fp32)  # really another arithmetic
+    assert abs(loss_list(bf16)[-1] - loss_list(fp32)[-1]) < 0.05
+
+
+def test_forced_fp16_trains_with_a_grad_scaler_on_cpu(tmp_path, corpus, monkeypatch):
+    with compute_dtypes(monkeypatch) as seen:
+        out = run(corpus, tmp_path / "fp16", precision="fp16", max_steps=3)
+    assert summary(out)["precision"] == "fp16" and seen["linear"] == {torch.float16}
     assert all(math.isfinite(x) for x in loss_list(out))
     # An enabled GradScaler saves its scale (a disabled one saves nothing), and it resumes.
     scaler = load_pt(out / "resume_checkpoint.pt")["train_state"]["scaler"]
     assert scaler["scale"] > 0
-    monkeypatch.undo()
     plain = run(corpus, tmp_path / "fp32", max_steps=1)
     assert load_pt(plain / "resume_checkpoint.pt")["train_state"]["scaler"] == {}
 

@@ -114,10 +114,24 @@ def test_unknown_choice_lists_the_valid_ones():
 def test_flags_set_values():
     cfg = Config()
     apply_flags(cfg, {"model.model_dim": 64, "optim.lr_schedule": "constant",
-                      "training.mixed_precision": True})
+                      "training.precision": "bf16"})
     assert cfg.model.model_dim == 64
     assert cfg.optim.lr_schedule == "constant"
-    assert cfg.training.mixed_precision is True
+    assert cfg.training.precision == "bf16"
+
+
+@pytest.mark.parametrize(("mixed", "precision"), [(True, "auto"), (False, "fp32")])
+def test_older_configs_mixed_precision_key_reads_as_precision(mixed, precision):
+    """Configs written before --precision (and the configs inside older checkpoints) said
+    `mixed_precision: true|false`; they keep meaning what they meant."""
+    cfg = Config()
+    apply_mapping(cfg, {"training": {"mixed_precision": mixed}}, "old.yaml")
+    assert cfg.training.precision == precision
+
+
+def test_precision_rejects_other_values():
+    with pytest.raises(UserError, match="--precision.*auto, fp32, bf16, fp16"):
+        apply_flags(Config(), {"training.precision": "fp8"})
 
 
 def test_heads_not_dividing_model_dim_names_both_numbers_and_nearest_valid_counts():

@@ -98,6 +98,13 @@ def options_from(cls: type, values: dict[str, Any]) -> Any:
     return cls(**chosen)
 
 
+# Keys of older configs (and of the configs saved in older checkpoints), each read as the key
+# that replaced it: old key → (new key, the old value → the new one).
+RENAMED_KEYS = {
+    "training.mixed_precision": ("training.precision", lambda mixed: "auto" if mixed else "fp32"),
+}
+
+
 def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
     """Set fields from a nested mapping such as a parsed YAML file; unknown keys are errors."""
     known = field_by_key()
@@ -111,6 +118,9 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
         if not isinstance(values, dict):
             raise UserError(f"{source}: section {section!r} must hold a mapping of settings")
         for name, value in values.items():
+            if f"{section}.{name}" in RENAMED_KEYS:
+                new_key, convert = RENAMED_KEYS[f"{section}.{name}"]
+                name, value = new_key.split(".")[1], convert(value)
             info = known.get(f"{section}.{name}")
             if info is None:
                 raise UserError(f"{source}: unknown key '{section}.{name}'")

@@ -64,6 +64,7 @@ def option(
     metavar: str | None = None,
     exclusive: str | None = None,
     const: Any = None,
+    fixed_flags: dict[str, tuple[Any, str]] | None = None,
 ) -> Any:
     """A config or command field, and how the command line sets it.
 
@@ -71,10 +72,12 @@ def option(
     positional argument (a list takes any number, at least one when `required`; an optional
     one may be left out). `required` makes a flag required. Fields with the same `exclusive`
     name cannot be given together. `const`: the value of the flag given bare (`--resume`).
+    `fixed_flags`: more flags, each setting one value, {flag: (value, help)} (a former
+    spelling, such as `--mixed-precision` for `--precision auto`).
     """
     meta = {"help": help, "flag": flag, "aliases": aliases, "choices": choices, "check": check,
             "start": start, "positional": positional, "required": required, "metavar": metavar,
-            "exclusive": exclusive, "const": const}
+            "exclusive": exclusive, "const": const, "fixed_flags": fixed_flags or {}}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -242,7 +245,14 @@ class TrainingConfig:
     epochs: int = option(10, "passes over the training tokens", check="positive")
     max_steps: int | None = option(None, "stop after this many optimizer steps", check="positive")
     max_time: float | None = option(
-        None, "stop after this many seconds of training (checkpointing properly)", check="positive"
+        None, "stop after this many seconds of training (checkpointing properly); with no shape "
+        "set, the model is sized to it (--auto-size)", check="positive"
+    )
+    auto_size: bool = option(
+        True, "with --max-time and no shape setting (width, depth, heads, context, batch), size the "
+        "model and learning rate to the budget, this machine's measured speed and the data "
+        "(training/sizing.py); --no-auto-size keeps the default shape. --max-steps alone does "
+        "not size a model: it fixes the tokens, not the compute", start=StartPolicy("take", "fresh"),
     )
     batch_size: int = option(16, "sequences per micro-batch", check="positive")
     grad_accum_steps: int = option(
@@ -264,9 +274,13 @@ class TrainingConfig:
         True, "train through torch.compile where a compiler is available (the first run of a "
         "model shape compiles for up to a minute; later runs reuse the on-disk cache)"
     )
-    mixed_precision: bool = option(
-        False, "bf16 autocast where the hardware supports it natively, fp16 + GradScaler on "
-        "CUDA without bf16, otherwise fp32 (and says so)"
+    precision: str = option(
+        "auto", "arithmetic of the forward and backward: auto (bf16 autocast where the hardware "
+        "computes bf16 faster: CUDA with bf16, MPS, a CPU with native bf16 and a measured "
+        "speedup; fp32 elsewhere), fp32, bf16, or fp16 (with gradient scaling)",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        fixed_flags={"--mixed-precision": ("auto", "the former spelling of --precision auto"),
+                     "--no-mixed-precision": ("fp32", "the former spelling of --precision fp32")},
     )
     profile: bool = option(
         False, "record a torch.profiler trace of a few steps after warm-up into OUTPUT_DIR/profile/ "

@@ -57,6 +57,16 @@ class ConfigSources:
                  != getattr(getattr(default, info.section), info.name)}
         return cls(flags=flags)
 
+    def given(self) -> set[str]:
+        """The settings ("section.name") the user chose: in the config file or as flags."""
+        keys = set(self.flags)
+        if self.file:
+            mapping = load_yaml(preset_path(self.file))
+            if isinstance(mapping, dict):
+                keys |= {f"{section}.{name}" for section, values in mapping.items()
+                         if isinstance(values, dict) for name in values}
+        return keys
+
     def resolve(self, saved: dict[str, Any] | None = None, *, resumed: bool = True,
                 source: str = "checkpoint") -> Config:
         """The config of a run; `saved` is the config stored in a checkpoint it starts from

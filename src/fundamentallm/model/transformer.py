@@ -9,7 +9,8 @@ as measured in benchmarks/README.md):
   learned position table;
 - QK-norm (Henry et al. 2020; Dehghani et al. 2023): queries and keys are normalised per
   head, which bounds the attention logits and tolerates higher learning rates;
-- causal attention through `F.scaled_dot_product_attention`, which picks a fused kernel;
+- causal attention through `F.scaled_dot_product_attention`, which picks a fused kernel
+  (written out instead for bf16 on a CPU, where that is faster: `attend`);
 - MLP with ReLU² (So et al. 2021, "Primer"), GELU, or a SwiGLU gate (Shazeer 2020);
 - residual-writing projections start at zero (as in the modded-nanogpt speedrun), so every
   block starts as the identity; or GPT-2's scaled normal init;
@@ -42,9 +43,19 @@ except ImportError:  # pragma: no cover - only inside an exported model director
     ModelConfig = object
 
 # ---- norms: (cfg, dim) → module; `norm_gain` learns a per-channel scale after normalising ----
+class RMSNorm(nn.RMSNorm):
+    """x / rms(x) · gain (Zhang & Sennrich 2019), torch's, with the gain cast to the input's
+    dtype: under bf16 autocast the per-head query/key norms receive bf16, and a gain of
+    another dtype sends torch to a slow composite kernel instead of the fused one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gain = None if self.weight is None else self.weight.to(x.dtype)
+        return F.rms_norm(x, self.normalized_shape, gain, self.eps)
+
+
 # RMSNorm's eps None is torch's default, the eps of the input's dtype.
 NORMS = {
-    "rmsnorm": lambda cfg, dim: nn.RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_gain),
+    "rmsnorm": lambda cfg, dim: RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_gain),
     "layernorm": lambda cfg, dim: nn.LayerNorm(dim, eps=1e-5 if cfg.norm_eps is None else cfg.norm_eps,
                                                bias=False, elementwise_affine=cfg.norm_gain),
 }
@@ -126,6 +137,39 @@ def kv_heads(cfg: ModelConfig) -> int:
     return cfg.num_kv_heads or cfg.num_heads
 
 
+def written_out_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                          dropout: float, grouped: bool) -> torch.Tensor:
+    """softmax(q kᵀ / √D + causal mask) v, step by step (Vaswani et al. 2017, eq. 1).
+
+    q (B, H, T, D), k and v (B, K, S, D) → (B, H, T, D). The mask is aligned bottom-right:
+    query i (of T) sees keys up to S - T + i, so a prompt fed after a cache lines up."""
+    if grouped:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # (B, H, S, D)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)  # (B, H, S, D)
+    T, S = q.shape[2], k.shape[2]
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, T, S)
+    if causal:
+        visible = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # (T, S)
+        scores = scores.masked_fill(~visible, float("-inf"))
+    # Softmax in fp32: bf16's 8-bit mantissa would round small probabilities away.
+    weights = F.dropout(torch.softmax(scores.float(), dim=-1), dropout).to(v.dtype)  # (B, H, T, S)
+    return weights @ v  # (B, H, T, D)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, dropout: float,
+           grouped: bool) -> torch.Tensor:
+    """Causal attention through the fastest kernel for the inputs' device and dtype.
+
+    PyTorch's fused CPU kernel (flash attention for CPU) has a slow bf16 backward: measured
+    2.2x slower than in fp32 at (16, 4, 128, 32) (benchmarks/README.md, "bf16 on a CPU");
+    there the written-out form, whose softmax and mask torch.compile fuses, is 3x faster.
+    Everywhere else scaled_dot_product_attention picks a fused kernel (flash or
+    memory-efficient attention on CUDA)."""
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        return written_out_attention(q, k, v, causal, dropout, grouped)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout, enable_gqa=grouped)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -156,10 +200,8 @@ class CausalSelfAttention(nn.Module):
             # A multi-token chunk is only fed into an empty cache (the prompt), so the causal
             # mask below lines up; single tokens attend to everything cached.
             k, v = cache.update(layer, k, v)  # (B, K, start + T, D)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=T > 1, dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.grouped,
-        )  # (B, H, T, D)
+        y = attend(q, k, v, causal=T > 1, dropout=self.dropout if self.training else 0.0,
+                   grouped=self.grouped)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.proj_dropout(self.proj(y))
 

@@ -221,7 +221,10 @@ def run_trials(settings: SweepSettings, on_finished: Callable[[Any], None] = lam
         out = Path(settings.directory) / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(out))
         params = space.suggest(trial)
-        flags = {**settings.sources.flags, **params, "checkpoint.output_dir": str(out)}
+        # Trials compare settings on one shape: not sized to --max-time (a throughput probe's
+        # noise could change the shape between trials) unless the sweep says --auto-size.
+        flags = {"training.auto_size": False, **settings.sources.flags, **params,
+                 "checkpoint.output_dir": str(out)}
         sources = ConfigSources(settings.sources.file, flags, settings.sources.data)
         try:
             summary = train(sources, TrainingConsole("silent"), judge=pruning_judge(trial, settings.objective))

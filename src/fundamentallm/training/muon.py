@@ -6,8 +6,8 @@ the same rate, instead of the few dominant ones that plain SGD/Adam steps are ma
 GPTs reach a given loss in markedly fewer steps (the modded-nanogpt speedrun records).
 
 U Vᵀ is approximated by a few Newton–Schulz iterations, only matmuls. They run in bf16 on
-CUDA and in fp32 on a CPU, where bf16 matmuls are often slower (emulated, without
-AVX-512 BF16 or AMX). Embeddings, norm gains and anything not 2-D are trained by AdamW, in the same
+CUDA and in a run trained in bf16, and in fp32 on a CPU trained in fp32, where bf16 matmuls
+may be emulated (without AVX-512 BF16 or AMX) and many times slower. Embeddings, norm gains and anything not 2-D are trained by AdamW, in the same
 optimizer object, so one state dict and one learning-rate schedule cover both.
 """
 

@@ -36,16 +36,18 @@ def peak_gflops(dtype: torch.dtype, device: torch.device) -> tuple[float, dict[i
     the caches, runs faster than a 4096-square product, and a model's small matmuls run as
     fast as that. Taking the best over sizes keeps MFU from reading high.
     """
-    if device.type == "cuda":
-        a = torch.randn(8192, 8192, device=device, dtype=dtype)
+    if device.type in ("cuda", "mps"):
+        synchronize = torch.cuda.synchronize if device.type == "cuda" else torch.mps.synchronize
+        size = 8192 if device.type == "cuda" else 4096
+        a = torch.randn(size, size, device=device, dtype=dtype)
         a @ a  # warm-up
-        torch.cuda.synchronize()
+        synchronize()
         start = time.perf_counter()
         for _ in range(10):
             a @ a
-        torch.cuda.synchronize()
-        best = 10 * 2 * 8192**3 / (time.perf_counter() - start) / 1e9
-        return best, {8192: round(best, 1)}
+        synchronize()
+        best = 10 * 2 * size**3 / (time.perf_counter() - start) / 1e9
+        return best, {size: round(best, 1)}
     trials = 3 if dtype == torch.float32 or cpu_has_native_bf16() else 1  # emulated bf16 is slow
     sizes = (256, 512, 1024) if trials > 1 else (512,)
     by_size = {size: max(matmul_gflops(dtype, size=size, repeats=4 * (1024 // size) ** 3)

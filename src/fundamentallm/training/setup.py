@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from fundamentallm.config import Config, config_to_dict, config_warnings
+from fundamentallm.config import Config, ModelConfig, config_to_dict, config_warnings
 from fundamentallm.console import TrainingConsole
 from fundamentallm.data.batching import EpochSampler
 from fundamentallm.data.tokens import TokenData, load_tokens
@@ -31,7 +31,8 @@ from fundamentallm.training.gradients import GradientMonitor
 from fundamentallm.training.metrics import MetricsLog, Throughput
 from fundamentallm.training.optim import build_optimizer, freeze
 from fundamentallm.training.precision import Precision, resolve_device, resolve_precision
-from fundamentallm.training.profiling import Profiler
+from fundamentallm.training.profiling import Profiler, peak_gflops
+from fundamentallm.training.sizing import Shape, Sizing, size_for_budget
 from fundamentallm.training.schedule import ConstantDropout, DropoutSchedule, LRSchedule, dropout_schedule
 from fundamentallm.training.start import Start, check_world_size
 from fundamentallm.training.state import TrainState, seed_everything
@@ -94,6 +95,14 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     # vocabulary may be padded beyond its tokenizer's, e.g. to a multiple of 64).
     cfg.model.vocab_size = max(cfg.model.vocab_size, data.tokenizer.vocab_size) if saved else data.tokenizer.vocab_size
     check_scorable(data)
+    precision = resolve_precision(training.precision, device)
+    sizing = None
+    if start.sizable:  # --max-time and no shape: sized to the budget, this machine and the data
+        sizing = cluster.agree(cluster.on_main(lambda: size_to_budget(
+            training.max_time, device, precision.dtype or torch.float32, len(data.train),
+            cfg.model, cluster.world_size)))  # one probe, on rank 0: every process builds one shape
+        apply_sizing(cfg, sizing.shape, start.sizable)
+        console.message(f"model sized to the budget: {sizing.note}")
     sampler = EpochSampler(data.train, cfg.model.context_length, training.batch_size,
                            training.grad_accum_steps, training.seed, data.tokenizer.unk_id,
                            training.overfit_batches, cfg.data.augment, cluster.rank, cluster.world_size)
@@ -118,8 +127,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         ddp = DistributedDataParallel(step_module, device_ids=[cluster.local_rank] if device.type == "cuda"
                                       else None, forward_sync_buffers=False)  # buffers (RoPE) are constant
         step_module = ddp
-    optimizer = build_optimizer(model, cfg.optim, device)
-    precision = resolve_precision(training.mixed_precision, device)
+    optimizer = build_optimizer(model, cfg.optim, device, precision.dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     state = TrainState(model, optimizer, scaler)
     if start.resumed:
@@ -158,6 +166,22 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
                           model.flops_per_token() * tokens_per_step / cluster.world_size,
                           console.message, enabled=cluster.main),
     )
+
+
+def size_to_budget(budget_s: float, device: torch.device, dtype: torch.dtype, train_tokens: int,
+                   template: ModelConfig, world_size: int) -> Sizing:
+    peak, _ = peak_gflops(dtype, device)  # about a second on a CPU
+    return size_for_budget(budget_s, peak * world_size, dtype, train_tokens, template)
+
+
+def apply_sizing(cfg: Config, shape: Shape, sizable: tuple[str, ...]) -> None:
+    chosen = {"model.model_dim": shape.model_dim, "model.num_layers": shape.num_layers,
+              "model.num_heads": shape.num_heads, "model.num_kv_heads": None,
+              "model.context_length": shape.context_length, "model.mlp_hidden": None,
+              "training.batch_size": shape.batch_size, "optim.learning_rate": shape.learning_rate}
+    for key in sizable:
+        section, name = key.split(".")
+        setattr(getattr(cfg, section), name, chosen[key])
 
 
 def check_scorable(data: TokenData) -> None:

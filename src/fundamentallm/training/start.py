@@ -17,6 +17,7 @@ from typing import Any
 from fundamentallm.checkpoint import load_checkpoint
 from fundamentallm.config import Config, ConfigSources, validate
 from fundamentallm.errors import UserError
+from fundamentallm.training.sizing import LEARNING_RATE_KEY, SHAPE_KEYS
 
 RESUME_NAME = "resume_checkpoint.pt"
 
@@ -27,6 +28,9 @@ class Start:
     path: Path | None = None
     checkpoint: dict[str, Any] | None = None  # the loaded file; setup moves its weights out
     note: str | None = None  # one line for the user about how the run starts
+    # A new run with --max-time and no shape set: the settings the budget sizing may choose
+    # (training/sizing.py); empty when the shape is given, saved or fixed (--no-auto-size).
+    sizable: tuple[str, ...] = ()
 
     @property
     def resumed(self) -> bool:
@@ -63,11 +67,19 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tupl
         cfg = sources.resolve(checkpoint["config"], resumed=False, source=str(path))
         start = Start("init", path, checkpoint)
     else:
-        start = Start()
+        start = Start(sizable=sizable_settings(cfg, sources.given()))
     if not cfg.data.train:
         raise UserError("train: give a training text file (fundamentallm train FILE)")
     validate(cfg)  # flag errors before minutes of reading and tokenizing
     return cfg, start
+
+
+def sizable_settings(cfg: Config, given: set[str]) -> tuple[str, ...]:
+    """What the budget sizing may set in a new run: the shape when none of it is given, and
+    the learning rate unless given too."""
+    if not (cfg.training.auto_size and cfg.training.max_time) or given & set(SHAPE_KEYS):
+        return ()
+    return SHAPE_KEYS + (() if LEARNING_RATE_KEY in given else (LEARNING_RATE_KEY,))
 
 
 def continue_from_weights(cfg: Config, path: Path, checkpoint: dict[str, Any]) -> Start:

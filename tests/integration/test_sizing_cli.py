@@ -1,0 +1,82 @@
+"""`train --max-time` with no shape sizes the model to the budget; any shape setting, a
+resumed run and --no-auto-size keep the shape they have."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from fundamentallm.training import setup, sizing
+from integration_helpers import run_cli, summary, train
+
+UNSHAPED = {"model_dim": None, "num_layers": None, "num_heads": None, "context_length": None,
+            "batch_size": None}
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """A machine of 50 GFLOP/s, and no cap from the tiny corpus (whose 20,000 tokens would
+    hold every run to the smallest shape)."""
+    probes = []
+
+    def peak(dtype, device):
+        probes.append(dtype)
+        return 50.0, {512: 50.0}
+
+    monkeypatch.setattr(setup, "peak_gflops", peak)
+    monkeypatch.setattr(sizing, "PARAMETERS_PER_TRAIN_TOKEN", 1e6)
+    return probes
+
+
+def printed(capsys) -> str:
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+def shape(out):
+    model = yaml.safe_load((out / "config.yaml").read_text())["model"]
+    return model["model_dim"], model["num_layers"], model["num_heads"], model["context_length"]
+
+
+def test_a_larger_budget_picks_a_larger_model(tmp_path, corpus, measured, capsys):
+    short = train(corpus, tmp_path / "short", "--json", max_time=60, max_steps=1, **UNSHAPED)
+    assert "model sized to the budget: 128 wide x 4 layers" in printed(capsys)
+    long = train(corpus, tmp_path / "long", "--json", max_time=36_000, max_steps=1, **UNSHAPED)
+    out = printed(capsys)
+    assert "model sized to the budget" in out and "in 36000 s" in out
+    assert shape(short) == (128, 4, 4, 128)
+    assert summary(long)["parameters"] > 2 * summary(short)["parameters"]
+    wide = next(s for s in sizing.LADDER if s.model_dim == shape(long)[0])
+    assert shape(long) == (wide.model_dim, wide.num_layers, wide.num_heads, wide.context_length)
+    assert yaml.safe_load((long / "config.yaml").read_text())["training"]["batch_size"] == wide.batch_size
+    assert measured == [sizing.torch.float32, sizing.torch.float32]  # probed in the run's precision
+
+
+def test_a_shape_setting_wins_and_nothing_is_sized(tmp_path, corpus, measured):
+    out = train(corpus, tmp_path / "given", max_time=36_000, max_steps=1,
+                **{**UNSHAPED, "num_layers": 2})
+    assert shape(out) == (128, 2, 4, 128) and measured == []
+
+
+def test_no_auto_size_keeps_the_default_shape(tmp_path, corpus, measured):
+    out = train(corpus, tmp_path / "fixed", "--no-auto-size", max_time=36_000, max_steps=1, **UNSHAPED)
+    assert shape(out) == (128, 4, 4, 128) and measured == []
+
+
+def test_a_given_learning_rate_is_kept(tmp_path, corpus, measured, monkeypatch):
+    rung = sizing.LADDER[1]
+    monkeypatch.setattr(sizing, "LADDER", (sizing.LADDER[0], type(rung)(**{**rung.__dict__, "learning_rate": 1e-3})))
+    sized = train(corpus, tmp_path / "sized", max_time=36_000, max_steps=1, **UNSHAPED)
+    assert yaml.safe_load((sized / "config.yaml").read_text())["optim"]["learning_rate"] == 1e-3
+    mine = train(corpus, tmp_path / "mine", "--learning-rate", "0.002", max_time=36_000, max_steps=1, **UNSHAPED)
+    config = yaml.safe_load((mine / "config.yaml").read_text())
+    assert config["optim"]["learning_rate"] == 0.002 and config["model"]["model_dim"] == rung.model_dim
+
+
+def test_a_resumed_run_keeps_its_sized_shape(tmp_path, corpus, measured):
+    out = train(corpus, tmp_path / "run", max_time=36_000, max_steps=1, **UNSHAPED)
+    first = shape(out)
+    measured.clear()
+    assert run_cli("train", "-o", out, "--resume", "--max-steps", "2", "--quiet") == 0
+    assert shape(out) == first and measured == []  # not sized again
+    assert summary(out)["steps"] == 2

@@ -1,0 +1,81 @@
+"""The budget sizing rule (training/sizing.py): its ladder of shapes and what it picks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fundamentallm.config import ModelConfig
+from fundamentallm.model import GPT
+from fundamentallm.training import sizing
+from fundamentallm.training.sizing import LADDER, cost, model_for, size_for_budget
+
+CHARS = ModelConfig(vocab_size=65)  # Shakespeare's characters
+SHAKESPEARE_TRAIN = 4_500_000  # tokens in the first 90% of shakespeare.txt
+ZEN5_BF16, ZEN5_FP32 = 1000.0, 230.0  # GFLOP/s measured on the 2-core Zen 5 CPU
+
+
+def test_ladder_shapes_are_valid_and_grow():
+    sizes = [cost(shape, CHARS)[0] for shape in LADDER]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert all(shape.model_dim % shape.num_heads == 0 for shape in LADDER)
+    first = LADDER[0]  # the default shape is the ladder's first rung
+    default = ModelConfig()
+    assert (first.model_dim, first.num_layers, first.num_heads, first.context_length) == (
+        default.model_dim, default.num_layers, default.num_heads, default.context_length)
+
+
+def test_cost_counts_what_the_real_model_has():
+    shape = LADDER[2]
+    real = GPT(model_for(shape, CHARS))
+    assert cost(shape, CHARS) == (real.num_parameters(), real.flops_per_token())
+
+
+# The rule's table: what it chooses for Shakespeare on the Zen 5 CPU (section 7 of
+# benchmarks/README.md) and on a GPU of 700 TFLOP/s.
+@pytest.mark.parametrize(("budget", "peak", "dtype", "width"), [
+    (105, ZEN5_BF16, torch.bfloat16, 128),
+    (600, ZEN5_BF16, torch.bfloat16, 160),
+    (1800, ZEN5_BF16, torch.bfloat16, 192),
+    (3600, ZEN5_BF16, torch.bfloat16, 256),
+    (105, ZEN5_FP32, torch.float32, 128),
+    (1800, ZEN5_FP32, torch.float32, 160),
+    (60, 700_000.0, torch.bfloat16, 320),
+])
+def test_the_rules_table(budget, peak, dtype, width):
+    assert size_for_budget(budget, peak, dtype, SHAKESPEARE_TRAIN, CHARS).shape.model_dim == width
+
+
+def test_more_time_never_gives_a_smaller_model():
+    widths = [size_for_budget(b, ZEN5_BF16, torch.bfloat16, SHAKESPEARE_TRAIN, CHARS).parameters
+              for b in (30, 105, 300, 600, 1800, 3600, 36_000)]
+    assert widths == sorted(widths) and widths[0] < widths[-1]
+
+
+def test_the_chosen_shape_gets_its_tokens_and_the_next_one_would_not():
+    chosen = size_for_budget(1800, ZEN5_BF16, torch.bfloat16, SHAKESPEARE_TRAIN, CHARS)
+    assert chosen.tokens >= sizing.TOKENS_PER_PARAMETER * chosen.parameters
+    bigger = LADDER[LADDER.index(chosen.shape) + 1]
+    params, per_token = cost(bigger, CHARS)
+    assert chosen.tokens * cost(chosen.shape, CHARS)[1] / per_token < sizing.TOKENS_PER_PARAMETER * params
+    assert "1800 s" in chosen.note and "would get" in chosen.note
+
+
+def test_a_small_corpus_caps_the_model():
+    roomy = size_for_budget(3600, 700_000.0, torch.bfloat16, SHAKESPEARE_TRAIN, CHARS)
+    small = size_for_budget(3600, 700_000.0, torch.bfloat16, 1_000_000, CHARS)
+    assert small.parameters < roomy.parameters
+    assert small.parameters <= sizing.PARAMETERS_PER_TRAIN_TOKEN * 1_000_000
+    assert "parameters per training token" in small.note
+
+
+def test_a_budget_too_small_for_any_shape_gets_the_smallest_and_says_so():
+    tiny = size_for_budget(5, ZEN5_FP32, torch.float32, SHAKESPEARE_TRAIN, CHARS)
+    assert tiny.shape == LADDER[0] and "smallest" in tiny.note
+
+
+def test_the_template_keeps_its_architecture():
+    template = ModelConfig(vocab_size=300, activation="relu2", num_kv_heads=2, mlp_hidden=77)
+    sized = model_for(LADDER[3], template)
+    assert sized.activation == "relu2" and sized.vocab_size == 300
+    assert sized.num_kv_heads is None and sized.mlp_hidden is None  # sized with the shape
