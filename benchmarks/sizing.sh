@@ -26,7 +26,7 @@ corpus_file() {
     case $1 in
         shakespeare) echo "${SHAKESPEARE:-$here/../../shared/data/shakespeare.txt}" ;;
         python)
-            local file="$out/python-stdlib.txt"
+            local file="${WORK:-${TMPDIR:-/tmp}}/fundamentallm-python-stdlib.txt"  # 4.7 MB: not kept
             if [ ! -s "$file" ]; then
                 "$python" -c 'import pathlib, sysconfig
 lib = pathlib.Path(sysconfig.get_paths()["stdlib"])

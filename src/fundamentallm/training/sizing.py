@@ -36,8 +36,12 @@ USABLE_FRACTION = 0.8
 # Model FLOPs per second over the matmul peak (MFU) that training reaches, by autocast dtype
 # (benchmarks/throughput.py on a Zen 5 CPU: fp32 0.59-0.67, bf16 0.32-0.54).
 EFFICIENCY = {torch.float32: 0.55, torch.bfloat16: 0.4, torch.float16: 0.4}
-# Tokens each parameter sees at the best shape for a budget (fitted: see the module docstring).
-TOKENS_PER_PARAMETER = 7.0
+# Tokens each parameter sees at the best shape for a budget. Fitted on Shakespeare (bf16, Zen 5,
+# benchmarks/README.md section 7): after 105 s the best shape saw 5.3-7.3 tokens/parameter and the
+# next one up, worse, 1.3; after 600 s the best (192 x 6, 1.3785) saw 3.8 and beat 160 x 5
+# (1.4035, 12) and 128 x 4 (1.4319, 35). Far below Chinchilla's ~20: at a budget this short,
+# size pays more than tokens.
+TOKENS_PER_PARAMETER = 3.5
 # At most this many parameters per training token (beyond it a model memorises its corpus).
 PARAMETERS_PER_TRAIN_TOKEN = 2.0
 
