@@ -2,8 +2,11 @@
 # Issue 4's GPU measurements in one go, for a machine with a CUDA GPU (see README.md):
 #   1. the CUDA tests (bf16 autocast, fused AdamW, flash attention, compile, KV cache);
 #   2. throughput.py on the 6-layer / 384-dim / context-256 model, batch 64 (fp32 and bf16);
-#   3. quality.py runs of that model with --mixed-precision for two wall-clock budgets,
-#      reporting the time at which validation loss first reached 1.47.
+#   3. quality.py runs of that model (--precision auto: bf16 on a GPU with it) for two
+#      wall-clock budgets, reporting the time at which validation loss first reached 1.47;
+#   4. the budget-sized default for SIZED_BUDGET seconds (60): no shape given, so
+#      training/sizing.py picks one for this GPU (its shape, parameters and precision are in
+#      sized60.json; compare with the CPU's choice for the same time).
 # Each step has its own time limit, so one that hangs cannot take the others with it.
 #
 #   benchmarks/gpu.sh TEXT RESULTS_DIR        e.g. benchmarks/gpu.sh shakespeare.txt results
@@ -18,6 +21,7 @@ DEVICE=${DEVICE:-cuda}
 SHAPE=${SHAPE:-"--model-dim 384 --num-layers 6 --num-heads 6 --context-length 256 --batch-size 64"}
 BUDGETS=${BUDGETS:-"120 60"}
 TARGET=${TARGET:-1.47}
+SIZED_BUDGET=${SIZED_BUDGET:-60}
 STEPS=${STEPS:-200}
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -42,8 +46,11 @@ for budget in $BUDGETS; do
     # shellcheck disable=SC2086
     step "quality$budget.json" $((budget + 120)) "$PY" benchmarks/quality.py --data "$TEXT" \
         --max-time "$budget" --seeds 1 --no-classic --target-loss "$TARGET" \
-        --work-dir "/tmp/gpu-quality-$budget" --json -- $SHAPE --mixed-precision --device "$DEVICE" \
+        --work-dir "/tmp/gpu-quality-$budget" --json -- $SHAPE --device "$DEVICE" \
         --eval-interval 50
     cp "/tmp/gpu-quality-$budget/recipe0-seed1/metrics.json" "$RESULTS/metrics$budget.json" 2>/dev/null
 done
+step "sized$SIZED_BUDGET.json" $((SIZED_BUDGET + 180)) "$PY" benchmarks/quality.py --data "$TEXT" \
+    --max-time "$SIZED_BUDGET" --seeds 1 --no-classic --target-loss "$TARGET" --json -- --device "$DEVICE" \
+    --eval-interval 50
 tail -n 30 "$RESULTS"/*.json "$RESULTS/pytest.txt" 2>/dev/null | grep -v '^$' | tail -n 120

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from fundamentallm.training import setup, sizing
-from integration_helpers import run_cli, summary, train
+from integration_helpers import run_cli, summary, tiny_args, train
 
 UNSHAPED = {"model_dim": None, "num_layers": None, "num_heads": None, "context_length": None,
             "batch_size": None}
@@ -80,3 +80,16 @@ def test_a_resumed_run_keeps_its_sized_shape(tmp_path, corpus, measured):
     assert run_cli("train", "-o", out, "--resume", "--max-steps", "2", "--quiet") == 0
     assert shape(out) == first and measured == []  # not sized again
     assert summary(out)["steps"] == 2
+
+
+def test_sweep_trials_are_not_sized_unless_asked(tmp_path, corpus, measured):
+    """Trials compare settings on one shape; `sweep --auto-size` sizes them all the same."""
+    pytest.importorskip("optuna", reason="the sweep needs Optuna")
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"parameters": {"dropout": {"low": 0.0, "high": 0.1}}}))
+    flags = tiny_args(max_time=36_000, max_steps=1, eval_interval=1, **UNSHAPED)
+    for name, extra in (("fixed", ()), ("sized", ("--auto-size",))):
+        assert run_cli("sweep", corpus, "--space", space, "-o", tmp_path / name, "--trials", "1",
+                       "--sampler", "random", *flags, *extra) == 0
+    assert shape(tmp_path / "fixed" / "trial_0000") == (128, 4, 4, 128)
+    assert shape(tmp_path / "sized" / "trial_0000")[0] > 128
