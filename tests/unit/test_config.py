@@ -129,6 +129,11 @@ def test_older_configs_mixed_precision_key_reads_as_precision(mixed, precision):
     assert cfg.training.precision == precision
 
 
+def test_older_mixed_precision_key_must_be_a_bool():
+    with pytest.raises(UserError, match="old.yaml: training.mixed_precision: expected bool, got 'no'"):
+        apply_mapping(Config(), {"training": {"mixed_precision": "no"}}, "old.yaml")
+
+
 def test_precision_rejects_other_values():
     with pytest.raises(UserError, match="--precision.*auto, fp32, bf16, fp16"):
         apply_flags(Config(), {"training.precision": "fp8"})

@@ -74,6 +74,10 @@ def test_a_budget_too_small_for_any_shape_gets_the_smallest_and_says_so():
     assert tiny.shape == LADDER[0] and "smallest" in tiny.note
 
 
+def test_a_shape_sets_every_sized_setting():
+    assert set(LADDER[0].settings()) == {*sizing.SHAPE_KEYS, sizing.LEARNING_RATE_KEY}
+
+
 def test_the_template_keeps_its_architecture():
     template = ModelConfig(vocab_size=300, activation="relu2", num_kv_heads=2, mlp_hidden=77)
     sized = model_for(LADDER[3], template)

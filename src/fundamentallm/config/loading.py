@@ -99,7 +99,7 @@ def options_from(cls: type, values: dict[str, Any]) -> Any:
 
 
 # Keys of older configs (and of the configs saved in older checkpoints), each read as the key
-# that replaced it: old key → (new key, the old value → the new one).
+# that replaced it: old key (a bool) → (new key, the old value → the new one).
 RENAMED_KEYS = {
     "training.mixed_precision": ("training.precision", lambda mixed: "auto" if mixed else "fp32"),
 }
@@ -120,6 +120,8 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
         for name, value in values.items():
             if f"{section}.{name}" in RENAMED_KEYS:
                 new_key, convert = RENAMED_KEYS[f"{section}.{name}"]
+                if not isinstance(value, bool):
+                    raise UserError(f"{source}: {section}.{name}: expected bool, got {value!r}")
                 name, value = new_key.split(".")[1], convert(value)
             info = known.get(f"{section}.{name}")
             if info is None:

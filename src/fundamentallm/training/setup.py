@@ -175,10 +175,7 @@ def size_to_budget(budget_s: float, device: torch.device, dtype: torch.dtype, tr
 
 
 def apply_sizing(cfg: Config, shape: Shape, sizable: tuple[str, ...]) -> None:
-    chosen = {"model.model_dim": shape.model_dim, "model.num_layers": shape.num_layers,
-              "model.num_heads": shape.num_heads, "model.num_kv_heads": None,
-              "model.context_length": shape.context_length, "model.mlp_hidden": None,
-              "training.batch_size": shape.batch_size, "optim.learning_rate": shape.learning_rate}
+    chosen = shape.settings()
     for key in sizable:
         section, name = key.split(".")
         setattr(getattr(cfg, section), name, chosen[key])

@@ -59,6 +59,14 @@ class Shape:
     batch_size: int
     learning_rate: float
 
+    def settings(self) -> dict[str, object]:
+        """The config values this shape sets, by SHAPE_KEYS and LEARNING_RATE_KEY (a sized
+        model has no separate key/value heads or MLP width: they follow the shape)."""
+        return {"model.model_dim": self.model_dim, "model.num_layers": self.num_layers,
+                "model.num_heads": self.num_heads, "model.num_kv_heads": None,
+                "model.context_length": self.context_length, "model.mlp_hidden": None,
+                "training.batch_size": self.batch_size, LEARNING_RATE_KEY: self.learning_rate}
+
     def describe(self) -> str:
         return (f"{self.model_dim} wide x {self.num_layers} layers x {self.num_heads} heads, "
                 f"context {self.context_length}, batch {self.batch_size}")
