@@ -230,21 +230,27 @@ def run_trials(settings: SweepSettings, on_finished: Callable[[Any], None] = lam
             summary = train(sources, TrainingConsole("silent"), judge=pruning_judge(trial, settings.objective))
         except UserError as exc:  # these settings cannot train (e.g. the loss diverged)
             trial.set_user_attr("error", str(exc))
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, state=TrialState.FAIL)
             on_finished(study.trials[trial.number])
             continue
         value = summary[OBJECTIVES[settings.objective]]
         if summary["stop_reason"] == "interrupted":
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, state=TrialState.FAIL)
             return "interrupted"
         if summary["stop_reason"] == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
+            tell(study, trial, state=TrialState.PRUNED)
         elif value is None or not math.isfinite(value):
             trial.set_user_attr("error", "no validation loss")
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, state=TrialState.FAIL)
         else:
-            study.tell(trial, value)
+            tell(study, trial, value)
         on_finished(study.trials[trial.number])
+
+
+def tell(study, trial, value: float | None = None, state=None) -> None:
+    """Record a finished trial. Workers sharing a study over SQLite can both be handed the
+    same queued grid point; the second to finish skips it instead of failing the sweep."""
+    study.tell(trial, value, state=state, skip_if_finished=True)
 
 
 def pruning_judge(trial, objective: str):
