@@ -6,10 +6,13 @@ run after a kill) sees either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable
 
@@ -17,20 +20,79 @@ from fundamentallm.errors import UserError
 from fundamentallm.textstream import DEFAULT_CHUNK_BYTES, DecodedFile
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call `write(f)` on a temporary binary file, then move it to `path`."""
+class WriteFailed(UserError):
+    """A file could not be written (a full disk, a read-only or vanished directory): one line
+    naming the file, the cause and, for a full disk, the space it needs."""
+
+    def __init__(self, path: Path, error: OSError, needed: int | None):
+        self.path, self.errno = path, error.errno
+        cause = error.strerror or str(error)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = free_bytes(path.parent)
+            cause += (f": {readable_bytes(free)} free" if free is not None else "") + (
+                f", about {readable_bytes(needed)} needed" if needed else "")
+        self.cause = cause
+        super().__init__(f"{path}: cannot write ({cause})")
+
+
+class _WatchedFile:
+    """A file whose first OSError on write is kept: some writers (torch.save) report a failed
+    write as an unrelated error of their own, and the real cause must not be lost."""
+
+    def __init__(self, file: BinaryIO):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], expected_bytes: int | None = None) -> None:
+    """Call `write(f)` on a temporary binary file, then move it to `path`. A write the system
+    refuses (no space, read-only, no permission) is a `WriteFailed`; `path` is then untouched.
+    `expected_bytes`: about how large the file will be, for the message when space runs out."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
+    watched = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            watched = _WatchedFile(f)
+            write(watched)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            with suppress(OSError):
+                Path(tmp).unlink()
+        error = watched.error if watched is not None and watched.error else exc
+        if isinstance(error, OSError) and error.errno is not None:
+            raise WriteFailed(path, error, expected_bytes) from None
         raise
+
+
+def free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def readable_bytes(count: float) -> str:
+    if count < 1000:
+        return f"{int(count)} bytes"
+    for unit in ("KB", "MB", "GB", "TB"):
+        count /= 1000
+        if count < 1000 or unit == "TB":
+            return f"{count:.1f} {unit}"
 
 
 def write_text(path: str | Path, text: str) -> None:

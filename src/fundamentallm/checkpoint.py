@@ -8,12 +8,21 @@ reads it and a checkpoint from a stranger cannot run code on your machine:
     tokenizer             tokenizer.to_dict()
     model                 model.state_dict()
     train_state           (resume checkpoints only) TrainState.state_dict()
+    checksum              a digest of everything above (version 5 on), checked on loading
 
 Every checkpoint can be evaluated and sampled from; those with `train_state` can resume.
+
+The checksum is over the contents, not the file's bytes: every tensor's dtype, shape and
+bytes and every other value, in a fixed order. A file cut off while written, emptied, or
+with a flipped bit anywhere is then reported as damaged, instead of being trained on or
+sampled from as if it were good. (The zip container PyTorch writes has CRC-32s, but the
+reader does not check them.) Files from before version 5 carry none and load unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +35,18 @@ from fundamentallm.model import GPT
 from fundamentallm.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "fundamentallm"
-VERSION = 4
+VERSION = 5
 # Settings that older checkpoints predate, by version: such a config is read with these
 # values under the stored ones, so the file still loads as the model it was.
 # Version 1: before the architecture and optimizer options. Version 2: before --norm-gain.
-# Version 3: before data.vocab_size was renamed (below).
+# Version 3: before data.vocab_size was renamed (below). Version 4: before the checksum.
 LEGACY_SETTINGS = {
     1: {"model": {"norm": "rmsnorm", "position": "rope", "activation": "gelu", "qk_norm": False,
                   "zero_init": False, "norm_gain": True},
         "optim": {"optimizer": "adamw"}},
     2: {"model": {"norm_gain": True}},
     3: {},
+    4: {},
 }
 # Settings renamed since: (section, old name, new name), applied to every older version.
 RENAMED = (("data", "vocab_size", "bpe_vocab_size"),)
@@ -53,7 +63,56 @@ def save_checkpoint(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: 
     }
     if train_state is not None:
         ckpt["train_state"] = train_state
-    atomic_write(path, lambda f: torch.save(ckpt, f))
+    seal(ckpt)
+    atomic_write(path, lambda f: torch.save(ckpt, f), expected_bytes=tensor_bytes(ckpt))
+
+
+class DamagedCheckpoint(UserError):
+    """A file that was a checkpoint but cannot be trusted now: cut off, emptied, altered."""
+
+
+def content_digest(ckpt: dict[str, Any]) -> str:
+    """A digest of every entry but the checksum: tensors by dtype, shape and bytes, other
+    values by their repr, dict entries in sorted order (a tuple and a list read the same)."""
+    digest = hashlib.blake2b(digest_size=16)
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)  # (numel,)
+            digest.update(f"T{flat.dtype}{tuple(value.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy())  # the raw bytes, for any dtype (bf16 too)
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key in sorted(value, key=repr):
+                digest.update(repr(key).encode() + b":")
+                walk(value[key])
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                walk(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode() + b",")
+
+    walk({k: v for k, v in ckpt.items() if k != "checksum"})
+    return "blake2b-128:" + digest.hexdigest()
+
+
+def seal(ckpt: dict[str, Any]) -> None:
+    """Set the checksum of `ckpt` (after every change to it, before it is saved)."""
+    ckpt["checksum"] = content_digest(ckpt)
+
+
+def tensor_bytes(value: Any) -> int:
+    """Bytes of tensor data in `value`: about the size of its file."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -70,16 +129,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         # the original FundamentaLLM's name for the final model
         hint = "; this FundamentaLLM writes final.pt" if path.name == "final_model.pt" else ""
         raise UserError(f"{path}: no such checkpoint{hint}")
+    if path.stat().st_size == 0:
+        raise DamagedCheckpoint(f"{path}: not a readable checkpoint (an empty file: cut off while "
+                                "it was written, or never written)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the safe unpickler fails in many ways on a corrupt file
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise DamagedCheckpoint(f"{path}: {unreadable(exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not a FundamentaLLM checkpoint")
     if ckpt.get("version") not in (*LEGACY_SETTINGS, VERSION):
         raise UserError(f"{path}: checkpoint version {ckpt.get('version')!r} is not supported "
                         f"(this FundamentaLLM reads versions 1 to {VERSION})")
+    if ckpt["version"] == VERSION and ckpt.get("checksum") != content_digest(ckpt):
+        raise DamagedCheckpoint(f"{path}: damaged checkpoint: its contents do not match the checksum "
+                                "written with them (changed or corrupted on disk since)")
     malformed = [k for k in ("config", "tokenizer", "model") if not isinstance(ckpt.get(k), dict)]
     if malformed:
         raise UserError(f"{path}: checkpoint is missing or has malformed {', '.join(malformed)}")
@@ -97,11 +161,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def unreadable(exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in one line. A pickle that would call
+    Python code (the way a malicious .pt runs its payload) is named for what it is."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"not a readable checkpoint: refused, as loading it would call {found.group(1)} (Python "
+                "code, which no checkpoint needs: FundamentaLLM reads only tensors and plain values)")
+    detail = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    reason = detail.group(1) if detail else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return f"not a readable checkpoint ({reason[:120]})"
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint"
                           ) -> tuple[GPT, Tokenizer, Config]:
     """Rebuild the model, tokenizer and config stored in a loaded checkpoint."""
     cfg = config_from_dict(ckpt["config"], source)
-    tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    try:
+        tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
     model = GPT(cfg.model)
     try:
         model.load_state_dict(ckpt["model"])

@@ -229,11 +229,12 @@ def cmd_interactive(o: InteractiveOptions, args: argparse.Namespace) -> int:
 def cmd_serve(o: ServeOptions, args: argparse.Namespace) -> int:
     import os
 
-    from fundamentallm.server import API_KEY_VARIABLE, check_exposure, serve
+    from fundamentallm.server import API_KEY_VARIABLE, Limits, check_exposure, serve
 
     api_key = o.api_key or os.environ.get(API_KEY_VARIABLE) or None
     check_exposure(o.host, api_key)  # before minutes of loading a large model
-    return serve(load_generator(o.checkpoint, o.device), o.checkpoint, o.host, o.port, o.max_tokens_limit,
+    limits = Limits(o.max_tokens_limit, o.max_concurrent, o.body_timeout)
+    return serve(load_generator(o.checkpoint, o.device), o.checkpoint, o.host, o.port, limits,
                  api_key, o.model_name)
 
 
@@ -265,7 +266,10 @@ def load_any_tokenizer(source: str):
     from fundamentallm.tokenizers import load_tokenizer_file, tokenizer_from_dict
 
     if source.endswith(".pt"):
-        return tokenizer_from_dict(load_checkpoint(source)["tokenizer"])
+        try:
+            return tokenizer_from_dict(load_checkpoint(source)["tokenizer"])
+        except UserError as exc:
+            raise UserError(f"{source}: {exc}" if not str(exc).startswith(source) else str(exc)) from None
     return load_tokenizer_file(source)
 
 

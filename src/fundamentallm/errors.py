@@ -12,6 +12,12 @@ import sys
 from typing import Callable
 
 
+def one_line(text: str) -> str:
+    """`text` with its line breaks (any that str.splitlines knows: a value a user typed may
+    hold a \\r or a \\u2028) turned into spaces: an error is always one line."""
+    return " ".join(str(text).splitlines())
+
+
 class UserError(Exception):
     """A problem with the user's input, reported as one line and exit status 2."""
 
@@ -22,7 +28,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (no usage block) and status 2."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message}\n")
+        self.exit(2, f"error: {one_line(f'{self.prog}: {message}')}\n")
 
 
 def run_reporting_errors(work: Callable[[], int]) -> int:
@@ -30,7 +36,7 @@ def run_reporting_errors(work: Callable[[], int]) -> int:
     try:
         return work()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

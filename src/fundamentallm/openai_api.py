@@ -129,6 +129,8 @@ class Request:
     def __init__(self, values: dict[str, Any], model_id: str, limit: int, chat: bool):
         check_keys(values, CHAT_KEYS if chat else COMPLETION_KEYS)
         model = values.get("model")
+        if not isinstance(model, str) or not model:
+            raise APIError(400, f"model must be given: the id of a model this server has ({model_id!r})", "model")
         if model != model_id:
             raise APIError(404, f"The model {model!r} does not exist; this server has {model_id!r}", "model",
                            "model_not_found")

@@ -10,15 +10,19 @@ Endpoints:
   (the page in web/index.html).
 - `/v1/models`, `/v1/completions`, `/v1/chat/completions`: OpenAI's API (openai_api.py).
 
-Every error is JSON `{"error": "one line"}`: 400 unreadable JSON, 413 a body over
-`MAX_BODY_BYTES`, 422 a request that cannot be served as asked; under /v1 it is OpenAI's
+Every error is JSON `{"error": "one line"}`: 400 unreadable JSON (not UTF-8, malformed,
+nested too deeply), 408 a body not sent within `--body-timeout`, 413 a body over
+`MAX_BODY_BYTES`, 422 a request that cannot be served as asked, 503 (with `Retry-After`)
+when `--max-concurrent` generation requests are already admitted; under /v1 it is OpenAI's
 error object instead.
 
 With an API key (`--api-key`, or FUNDAMENTALLM_API_KEY) every path but /health needs the
 header `Authorization: Bearer KEY` (401 otherwise); the server refuses to listen beyond
 loopback without one.
 
-The model is not thread-safe, so one lock serialises generations (others wait their turn).
+The model is not thread-safe, so one lock serialises generations: one runs and the other
+admitted requests queue for their turn, at most `--max-concurrent` in all; beyond that a
+request is turned away at once with 503, so a flood cannot build an unbounded queue.
 Generation steps run in the thread pool, so the event loop keeps answering (e.g. /health)
 while a long generation runs; a streaming client that disconnects stops its generation.
 """
@@ -34,6 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,7 +56,7 @@ from fundamentallm.errors import UserError
 from fundamentallm.generation import TextGenerator
 from fundamentallm.sampling import SamplingOptions
 
-__all__ = ["API_KEY_VARIABLE", "MAX_BODY_BYTES", "MAX_SAMPLES", "create_app", "serve"]
+__all__ = ["API_KEY_VARIABLE", "MAX_BODY_BYTES", "MAX_SAMPLES", "Limits", "create_app", "serve"]
 
 API_KEY_VARIABLE = "FUNDAMENTALLM_API_KEY"
 
@@ -60,6 +65,18 @@ MAX_SAMPLES = 16  # num_samples and beam_width: both multiply the work of one re
 # The page may only talk to this server and load nothing from elsewhere: it must work offline.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for, and how much the server takes on at once."""
+
+    max_tokens: int = 1000  # the largest max_tokens a request may ask for
+    max_concurrent: int = 16  # generation requests admitted at once (one runs, the rest queue)
+    body_timeout: float = 30.0  # seconds a client has to send its whole request body
+
+
+RETRY_AFTER_S = 1  # what a 503 tells a client to wait: a tiny model's generation takes about that
 
 
 class RequestError(Exception):
@@ -74,17 +91,22 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
 
 
-async def read_body(request: Request) -> bytes:
+async def read_body(request: Request, timeout: float) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed the limit: from
-    Content-Length before reading anything, otherwise (chunked) while reading."""
+    Content-Length before reading anything, otherwise (chunked) while reading; and with 408
+    when it has not all arrived within `timeout` seconds (a client that never finishes)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    try:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        raise RequestError(408, f"the request body did not arrive within {timeout:g} s") from None
     return bytes(body)
 
 
@@ -94,6 +116,8 @@ def json_object(body: bytes) -> dict[str, Any]:
         values = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(400, f"the body is not valid JSON ({exc})") from None
+    except RecursionError:  # [[[[... within the size limit: Python's parser recurses per level
+        raise RequestError(400, "the body's JSON is nested too deeply") from None
     if not isinstance(values, dict):
         raise RequestError(422, "the body must be a JSON object")
     return values
@@ -133,8 +157,8 @@ class Generation:
     """One request's turn at the model: holds the lock until closed (exactly once), and
     steps the generation in the thread pool."""
 
-    def __init__(self, lock: anyio.Semaphore, events: Iterator):
-        self.lock, self.events, self.closed = lock, events, False
+    def __init__(self, lock: anyio.Semaphore, events: Iterator, on_close: Callable[[], None] = lambda: None):
+        self.lock, self.events, self.closed, self.on_close = lock, events, False, on_close
 
     async def next(self) -> Any:
         # The thread call cannot be cancelled halfway, so close() never meets a running step.
@@ -148,6 +172,7 @@ class Generation:
             self.closed = True
             self.events.close()  # ends generation; the generator state stays consistent
             self.lock.release()
+            self.on_close()
 
 
 class EventStream(StreamingResponse):
@@ -205,12 +230,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def create_app(generator: TextGenerator, checkpoint: str, max_tokens_limit: int = 1000,
+class Busy(Exception):
+    """Every place in the queue is taken: 503, come back after Retry-After."""
+
+
+def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limits(),
                should_stop: Callable[[], bool] = lambda: False, api_key: str | None = None,
                model_id: str | None = None) -> Starlette:
     """The ASGI app. `should_stop()` true (the server is shutting down) ends generations early;
     `model_id` is the name OpenAI clients ask for (default: the checkpoint's name)."""
+    max_tokens_limit = limits.max_tokens
     lock = anyio.Semaphore(1)  # a semaphore, not a Lock: a stream releases it from another task
+    admitted = {"count": 0}  # generation requests running or waiting for the lock
     defaults = SamplingOptions(max_tokens=min(SamplingOptions().max_tokens, max_tokens_limit))
     page = resources.files("fundamentallm").joinpath("web/index.html").read_text(encoding="utf-8")
     model, tokenizer = generator.model, generator.tokenizer
@@ -222,21 +253,37 @@ def create_app(generator: TextGenerator, checkpoint: str, max_tokens_limit: int 
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
         "context_length": model.cfg.context_length,
         "limits": {"max_tokens": max_tokens_limit, "num_samples": MAX_SAMPLES,
-                   "beam_width": MAX_SAMPLES, "body_bytes": MAX_BODY_BYTES},
+                   "beam_width": MAX_SAMPLES, "body_bytes": MAX_BODY_BYTES,
+                   "max_concurrent": limits.max_concurrent, "body_timeout_s": limits.body_timeout},
         "defaults": {k: v for k, v in defaults.to_dict().items() if k != "use_cache"},
     }
 
     async def start(prompt: str, options: SamplingOptions, alternatives: int | None = None
                     ) -> tuple[Generation, Any]:
         """Wait for the model; return the generation and its first event. Problems the
-        generator finds (e.g. a --ban text it does not know) surface here, before any reply."""
-        await lock.acquire()
-        generation = Generation(lock, generator.stream(prompt, options, alternatives))
+        generator finds (e.g. a --ban text it does not know) surface here, before any reply.
+        Beyond --max-concurrent requests admitted, Busy at once."""
+        if admitted["count"] >= limits.max_concurrent:
+            raise Busy
+        admitted["count"] += 1
+        try:
+            await lock.acquire()
+        except BaseException:  # the client left while queued
+            admitted["count"] -= 1
+            raise
+        generation = Generation(lock, generator.stream(prompt, options, alternatives),
+                                lambda: admitted.update(count=admitted["count"] - 1))
         try:
             return generation, await generation.next()
         except BaseException:
             generation.close()
             raise
+
+    def busy_headers() -> dict[str, str]:
+        return {"Retry-After": str(RETRY_AFTER_S)}
+
+    busy_message = (f"the server is busy: {limits.max_concurrent} requests are already running or queued "
+                    f"(--max-concurrent); retry after {RETRY_AFTER_S} s")
 
     async def index(request: Request) -> Response:
         return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
@@ -249,8 +296,11 @@ def create_app(generator: TextGenerator, checkpoint: str, max_tokens_limit: int 
 
     async def generate(request: Request) -> Response:
         try:
-            prompt, stream, options = parse_request(await read_body(request), defaults, max_tokens_limit)
+            prompt, stream, options = parse_request(await read_body(request, limits.body_timeout), defaults,
+                                                    max_tokens_limit)
             generation, first = await start(prompt, options)
+        except Busy:
+            return JSONResponse({"error": busy_message}, status_code=503, headers=busy_headers())
         except RequestError as exc:
             return error_response(exc.status, str(exc))
         except UserError as exc:
@@ -294,7 +344,7 @@ def create_app(generator: TextGenerator, checkpoint: str, max_tokens_limit: int 
     async def openai_generate(request: Request, chat: bool) -> Response:
         try:
             try:
-                values = json_object(await read_body(request))
+                values = json_object(await read_body(request, limits.body_timeout))
             except RequestError as exc:  # OpenAI answers 400 for any unreadable body
                 raise openai_api.APIError(400 if exc.status == 422 else exc.status, str(exc)) from None
             parsed = openai_api.Request(values, model_id, max_tokens_limit, chat)
@@ -305,6 +355,9 @@ def create_app(generator: TextGenerator, checkpoint: str, max_tokens_limit: int 
                 generation, first = await start(parsed.prompt, parsed.options, parsed.logprobs)
             except UserError as exc:
                 raise openai_api.APIError(400, str(exc)) from None
+            except Busy:
+                error = openai_api.APIError(503, busy_message, kind="server_error")
+                return JSONResponse(error.body(), status_code=503, headers=busy_headers())
         except openai_api.APIError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
         if parsed.stream:
@@ -382,7 +435,7 @@ def check_exposure(host: str, api_key: str | None) -> None:
 
 
 def serve(generator: TextGenerator, checkpoint: str, host: str = "127.0.0.1", port: int = 8000,
-          max_tokens_limit: int = 1000, api_key: str | None = None, model_id: str | None = None) -> int:
+          limits: Limits = Limits(), api_key: str | None = None, model_id: str | None = None) -> int:
     """Serve until Ctrl-C or SIGTERM, then return 0. Prints `serving on http://HOST:PORT`
     (the real port, also for port 0) once connections are accepted."""
     import uvicorn
@@ -390,7 +443,7 @@ def serve(generator: TextGenerator, checkpoint: str, host: str = "127.0.0.1", po
     check_exposure(host, api_key)
     sock = listening_socket(host, port)
     server: uvicorn.Server | None = None
-    app = create_app(generator, checkpoint, max_tokens_limit, lambda: bool(server and server.should_exit),
+    app = create_app(generator, checkpoint, limits, lambda: bool(server and server.should_exit),
                      api_key, model_id)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=5)

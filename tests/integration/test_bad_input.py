@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fundamentallm.checkpoint import seal
+
 from integration_helpers import (
     assert_one_line_error, load_pt, run_cli, run_process, summary, tiny_args, train,
 )
@@ -111,6 +113,7 @@ def make_inputs(tmp: Path, good_text: str) -> Path:
     payload = load_pt(model / "final.pt")
     payload["config"]["model"]["model_dim"] = 64
     payload["config"]["model"]["num_heads"] = 4
+    seal(payload)  # well formed, checksum and all: the weights just do not fit the config
     torch.save(payload, tmp / "mismatched.pt")
     return good
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fundamentallm.checkpoint import seal
+
 from integration_helpers import (
     ROOT, assert_same_weights, fundamentallm_command, load_pt, losses, metrics, process_env, run_cli, summary,
     tiny_args, train,
@@ -172,6 +174,7 @@ def test_resume_from_an_older_or_malformed_state_is_not_a_traceback(tmp_path, fi
     out = copy_run(first_half, tmp_path / "run")
     payload = load_pt(out / "resume_checkpoint.pt")
     payload["train_state"] = edit(payload["train_state"]) or payload["train_state"]
+    seal(payload)  # a well-formed file holding an older or malformed state, not a damaged one
     torch.save(payload, out / "resume_checkpoint.pt")
     rc = run_cli("train", "-o", out, "--resume", "--max-steps", "12", "--quiet")
     assert rc in (0, 2)  # continue (from a sensible default), or refuse in one line

@@ -4,16 +4,20 @@ UserError. Also atomic_write, which every checkpoint goes through."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
+import os
 import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from fundamentallm.atomic import atomic_write, write_json, write_text
-from fundamentallm.checkpoint import FORMAT, VERSION, load_checkpoint, load_model, save_checkpoint
+from fundamentallm.atomic import WriteFailed, atomic_write, write_json, write_text
+from fundamentallm.checkpoint import (
+    FORMAT, VERSION, DamagedCheckpoint, content_digest, load_checkpoint, load_model, save_checkpoint, seal,
+)
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import CharTokenizer
@@ -137,8 +141,10 @@ def test_missing_path_and_directory_raise_user_error(tmp_path):
 
 
 def tamper(path: Path, **changes) -> None:
+    """Change entries and save the file again, resealed: a well-formed file with bad contents."""
     payload = torch.load(path, weights_only=True)
     payload.update(changes)
+    seal(payload)
     torch.save(payload, path)
 
 
@@ -151,6 +157,7 @@ def test_other_version_raises_user_error(saved):
 def test_missing_entry_raises_user_error(saved):
     payload = torch.load(saved[0], weights_only=True)
     del payload["tokenizer"]
+    seal(payload)
     torch.save(payload, saved[0])
     with pytest.raises(UserError, match=r"ckpt\.pt: checkpoint is missing or has malformed tokenizer$"):
         load_model(saved[0])
@@ -159,6 +166,7 @@ def test_missing_entry_raises_user_error(saved):
 def test_every_missing_entry_is_named(saved):
     payload = torch.load(saved[0], weights_only=True)
     del payload["config"], payload["model"]
+    seal(payload)
     torch.save(payload, saved[0])
     with pytest.raises(UserError, match="checkpoint is missing or has malformed config, model$"):
         load_model(saved[0])
@@ -187,6 +195,83 @@ def test_malformed_entries_raise_user_error(saved, entry, message):
     tamper(saved[0], **entry)
     with pytest.raises(UserError, match=message):
         load_model(saved[0])
+
+
+# ------------------------------------------------------------------ integrity: the checksum
+def test_every_checkpoint_carries_a_checksum_of_its_contents(saved):
+    payload = torch.load(saved[0], weights_only=True)
+    assert payload["checksum"].startswith("blake2b-128:")
+    assert payload["checksum"] == content_digest(payload)
+    payload["model"]["embed.weight"][0, 0] += 1e-6  # one weight, a little
+    assert payload["checksum"] != content_digest(payload)
+
+
+def test_the_checksum_covers_every_kind_of_value(saved):
+    """Tensors of any dtype (bf16 has no numpy twin), nested state, and plain values."""
+    payload = torch.load(saved[0], weights_only=True)
+    base = content_digest(payload)
+    for change in (lambda p: p["config"]["model"].update(dropout=0.5),
+                   lambda p: p["tokenizer"].update(kind="byte"),
+                   lambda p: p.update(extra=torch.ones(3, dtype=torch.bfloat16)),
+                   lambda p: p.update(train_state={"counters": {"step": 1}, "rng": [1, 2]})):
+        changed = torch.load(saved[0], weights_only=True)
+        change(changed)
+        assert content_digest(changed) != base
+    bf16 = {"w": torch.ones(2, 2, dtype=torch.bfloat16)}
+    assert content_digest(bf16) != content_digest({"w": torch.ones(2, 2, dtype=torch.float16)})
+    assert content_digest({"w": torch.ones(4)}) != content_digest({"w": torch.ones(2, 2)})  # shapes count
+
+
+def test_a_flipped_bit_anywhere_is_never_loaded_as_good(saved):
+    """Flip one bit at 200 places across the file: each load either fails as damaged (one
+    line) or gives back exactly the contents saved (a bit the reader never looks at)."""
+    path = saved[0]
+    good = path.read_bytes()
+    expected = content_digest(torch.load(path, weights_only=True))
+    rng = random.Random(0)
+    damaged = 0
+    for _ in range(200):
+        flipped = bytearray(good)
+        at = rng.randrange(len(flipped))
+        flipped[at] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(flipped))
+        try:
+            ckpt = load_checkpoint(path)
+        except UserError:
+            damaged += 1
+            continue
+        assert content_digest(ckpt) == expected, f"byte {at}: damaged contents loaded as good"
+    assert damaged > 150  # most of the file is tensor data: most flips must be caught
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped"])
+def test_damaged_files_are_reported_as_damaged(saved, damage):
+    path = saved[0]
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
+                      "flipped": data[:-2000] + bytes([data[-2000] ^ 4]) + data[-1999:]}[damage])
+    with pytest.raises(DamagedCheckpoint, match=r"^.*ckpt\.pt: (not a readable checkpoint|damaged checkpoint)"):
+        load_checkpoint(path)
+
+
+def test_a_current_file_without_its_checksum_is_damaged(saved):
+    payload = torch.load(saved[0], weights_only=True)
+    del payload["checksum"]
+    torch.save(payload, saved[0])
+    with pytest.raises(DamagedCheckpoint, match="do not match the checksum"):
+        load_checkpoint(saved[0])
+
+
+def test_version_4_checkpoints_without_a_checksum_still_load(saved):
+    path, _, tok, model = saved
+    payload = torch.load(path, weights_only=True)
+    del payload["checksum"]
+    payload["version"] = 4
+    payload["model"]["embed.weight"][0, 0] = 0.25  # not checked: nothing to check against
+    torch.save(payload, path)
+    loaded, loaded_tok, _ = load_model(path)
+    assert loaded_tok.to_dict() == tok.to_dict()
+    assert loaded.state_dict()["embed.weight"][0, 0] == 0.25
 
 
 # ------------------------------------------------------------------ atomic_write
@@ -277,3 +362,57 @@ def test_version_3_checkpoints_read_the_old_name_of_the_bpe_vocabulary_size(save
     torch.save(payload, path)
     _, _, cfg = load_model(path)
     assert cfg.data.bpe_vocab_size == 512
+
+
+class FullDisk:
+    """A file whose writes fail with ENOSPC after `room` bytes, as on a full disk."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_space_needed(tmp_path, saved, monkeypatch):
+    """torch.save reports a failed write as an unrelated RuntimeError of its own; the real
+    cause (ENOSPC) must still be what the user reads, and the old file must stay whole."""
+    path, cfg, tok, model = saved
+    before = path.read_bytes()
+    real_fdopen = os.fdopen
+    monkeypatch.setattr("fundamentallm.atomic.os.fdopen",
+                        lambda fd, mode: FullDisk(real_fdopen(fd, mode, buffering=0), room=3000))
+    with pytest.raises(WriteFailed) as caught:
+        save_checkpoint(path, cfg, tok, model)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: cannot write (No space left on device: ")
+    assert "free, about" in message and "needed)" in message and "\n" not in message
+    assert caught.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no half-written temporary
+
+
+def test_a_read_only_directory_is_one_line(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("fundamentallm.atomic.tempfile.mkstemp", refuse)
+    with pytest.raises(WriteFailed, match=r"out\.json: cannot write \(Read-only file system\)$"):
+        write_json(tmp_path / "out.json", {})
+
+
+def test_errors_that_are_not_the_disks_pass_through(tmp_path):
+    with pytest.raises(ValueError, match="not a disk problem"):
+        atomic_write(tmp_path / "x", lambda f: (_ for _ in ()).throw(ValueError("not a disk problem")))

@@ -80,6 +80,10 @@ class ServeOptions:
     port: int = option(8000, "port (0: any free port, printed at start)", check="port")
     device: str = device_option()
     max_tokens_limit: int = option(1000, "the largest max_tokens a request may ask for", check="positive")
+    max_concurrent: int = option(16, "generation requests admitted at once: one runs, the others queue for "
+                                 "the model; beyond this many, 503 with Retry-After", check="positive")
+    body_timeout: float = option(30.0, "seconds a client may take to send its request body (408 after)",
+                                 check="positive")
     api_key: str | None = option(None, "require 'Authorization: Bearer KEY' on every request (default: "
                                  "$FUNDAMENTALLM_API_KEY; needed to listen beyond loopback)", check="non_empty")
     model_name: str | None = option(None, "the model id OpenAI clients ask for (default: RUN/final for "

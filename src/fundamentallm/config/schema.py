@@ -268,6 +268,23 @@ class TrainingConfig:
     early_stopping: bool = option(False, "stop when validation loss stops improving")
     patience: int = option(5, "evaluations without improvement before stopping", check="positive")
     min_delta: float = option(0.0, "smallest decrease in validation loss that counts", check="non_negative")
+    skip_nonfinite: int = option(
+        0, "steps whose loss is NaN or infinite to skip (no update; the data moves on) before the run "
+        "stops; every such loss is caught on its own step (0: stop at the first)", check="non_negative"
+    )
+    spike_rollbacks: int = option(
+        0, "when the loss spikes (above --spike-factor times its recent median for --spike-steps steps "
+        "in a row), roll back to the last checkpoint from before the spike with the learning rate "
+        "times --spike-lr-factor; at most N times, then stop (0: off). Needs a --checkpoint-interval "
+        "shorter than the time a spike takes to build", check="non_negative"
+    )
+    spike_factor: float = option(2.0, "a loss above this multiple of its recent median counts as spiking",
+                                 check="positive")
+    spike_steps: int = option(4, "steps in a row above the threshold that make a spike", check="positive")
+    spike_window: int = option(100, "steps of recent losses whose median the spike test compares against",
+                               check="positive")
+    spike_lr_factor: float = option(0.5, "each rollback multiplies the learning rate by this",
+                                    check="probability")
     seed: int = option(1337, "random seed (same seed, same data: same losses on CPU)", check="seed")
     device: str = device_option("where to train")
     compile: bool = option(

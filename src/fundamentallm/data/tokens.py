@@ -12,6 +12,12 @@ than RAM trains, and the next run on the same data starts at once.
     <cache>/<key>/train.bin, val.bin   token ids, uint16 (vocabulary <= 65,536) or int32
     <cache>/<key>/tokenizer.json       the tokenizer trained on the training part
     <cache>/<key>/meta.json            counts, dtype and the settings that made the key
+
+An entry is built in a work directory beside it and renamed into place once complete, with
+meta.json written last, so a build killed at any instant leaves no entry that a later run
+reads as valid: only a work directory, which the next build on this host removes once
+the process that made it is gone. Reading an entry checks each file's length against
+meta.json.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator
@@ -30,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fundamentallm.atomic import write_text
+from fundamentallm.atomic import WriteFailed, write_text
 from fundamentallm.config.schema import DataConfig
 from fundamentallm.data.batching import encode
 from fundamentallm.data.text import data_files, read_text, stream_text
@@ -88,13 +95,15 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
     if root is None or (cfg.token_cache == "auto" and size < AUTO_CACHE_BYTES):
         return in_memory(cfg, tokenizer)
     entry = root / cache_key(files, val_files, cfg, tokenizer)
+    remove_abandoned_builds(root)
     reused = (entry / "meta.json").exists()
     if not reused:
         try:
             build_entry(entry, cfg, tokenizer, stage or _no_stage)
-        except OSError as exc:
+        except (OSError, WriteFailed) as exc:
+            cause = exc.cause if isinstance(exc, WriteFailed) else exc.strerror or exc
             raise UserError(f"--token-cache {root}: cannot write the token cache there "
-                            f"({exc.strerror or exc}); choose another directory or --token-cache off") from None
+                            f"({cause}); choose another directory or --token-cache off") from None
     return open_entry(entry, tokenizer, cfg, f"{'reused' if reused else 'built'} {entry}")
 
 
@@ -181,7 +190,7 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
             tokenizer = build_tokenizer(cfg.tokenizer, parts()[0], cfg.bpe_vocab_size)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
     entry.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
+    work = Path(tempfile.mkdtemp(prefix=f"{BUILDING}{socket.gethostname()}-{os.getpid()}-", dir=entry.parent))
     try:
         train_part, val_part = parts()
         meta = {"dtype": np.dtype(dtype).name, "key_settings": cfg_summary(cfg)}
@@ -196,6 +205,31 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
         publish_entry(work, entry)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+BUILDING = ".building-"  # work directories: .building-HOST-PID-XXXX
+
+
+def remove_abandoned_builds(root: Path) -> None:
+    """Work directories of builds on this host whose process is gone (killed mid-build). Those
+    of other hosts sharing the cache are left alone: their processes cannot be seen from here."""
+    host = socket.gethostname()
+    if not root.is_dir():
+        return
+    for work in root.glob(f"{BUILDING}{host}-*"):
+        pid = work.name[len(BUILDING) + len(host) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def publish_entry(work: Path, entry: Path) -> None:
@@ -225,6 +259,8 @@ def write_tokens(tokenizer: Tokenizer, pieces: Iterable[str], path: Path, dtype,
         for ids in tokenizer.encode_stream(counted()):
             out.write(ids.astype(dtype).tobytes())
             tokens += len(ids)
+        out.flush()
+        os.fsync(out.fileno())  # on disk before meta.json says the entry is complete
     return tokens, chars
 
 

@@ -33,7 +33,7 @@ def build_tokenizer(kind: str, texts: Iterable[str] | str, vocab_size: int | Non
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in TOKENIZERS:
-        raise UserError(f"unknown tokenizer type {kind!r} in checkpoint")
+        raise UserError(f"unknown tokenizer type {kind!r}")
     return TOKENIZERS[kind].from_dict(data)
 
 
@@ -50,7 +50,10 @@ def load_tokenizer_file(path: str | Path) -> Tokenizer:
         raise UserError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise UserError(f"{path}: not a tokenizer file (expected the JSON that `tokenizer train` writes)") from None
-    return tokenizer_from_dict(data)
+    try:
+        return tokenizer_from_dict(data)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 __all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "StreamDecoder", "TOKENIZERS", "Tokenizer",

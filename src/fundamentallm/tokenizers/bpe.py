@@ -69,7 +69,7 @@ class BPETokenizer(Tokenizer):
     def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
         serialized, special = data.get("tokenizer"), data.get("special", {})
         if not isinstance(serialized, str) or not isinstance(special, dict):
-            raise UserError("checkpoint holds a malformed BPE tokenizer")
+            raise UserError("a malformed BPE tokenizer")
         return cls(serialized, special)
 
     def to_dict(self) -> dict[str, Any]:

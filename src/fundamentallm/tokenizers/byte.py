@@ -24,7 +24,7 @@ class ByteTokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ByteTokenizer":
         if data.get("kind") != cls.kind:
-            raise UserError("checkpoint holds a malformed byte tokenizer")
+            raise UserError("a malformed byte tokenizer")
         return cls()
 
     def to_dict(self) -> dict[str, Any]:

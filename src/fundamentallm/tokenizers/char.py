@@ -38,7 +38,7 @@ class CharTokenizer(Tokenizer):
     def from_dict(cls, data: dict[str, Any]) -> "CharTokenizer":
         chars = data.get("chars")
         if not isinstance(chars, str) or len(set(chars)) != len(chars):
-            raise UserError("checkpoint holds a malformed character vocabulary")
+            raise UserError("a malformed character vocabulary")
         return cls(chars)
 
     def to_dict(self) -> dict[str, Any]:

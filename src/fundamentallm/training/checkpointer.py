@@ -7,24 +7,34 @@ every `--save-every` epochs (keeping the newest `--keep-checkpoints`), and
 `resume_checkpoint.pt` every `--checkpoint-interval` steps and whenever the run stops.
 `final.pt` is written at the end. Rank 0 writes; every process takes part in gathering the
 random states that a resume checkpoint holds.
+
+Every file is written atomically (atomic.py), so a kill at any instant leaves each file
+whole, old or new. The resume checkpoint before the latest is kept, as
+`resume_checkpoint.previous.pt`, so that a latest file damaged on disk later still leaves
+a state to continue from (training/start.py). A write the system refuses (a full disk, a
+read-only directory) stops the run with one line; the files already there stay intact,
+and `--resume` continues once the directory can be written again.
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from fundamentallm.atomic import write_text
+from fundamentallm.atomic import WriteFailed, write_text
 from fundamentallm.checkpoint import save_checkpoint
 from fundamentallm.config import CheckpointConfig, Config, dump_yaml
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import Tokenizer
 from fundamentallm.tracking import Tracker
 from fundamentallm.training.distributed import Cluster
-from fundamentallm.training.start import RESUME_NAME
+from fundamentallm.training.start import PREVIOUS_NAME, RESUME_NAME
 from fundamentallm.training.state import TrainState, rng_state
 
 # Files a run writes; a fresh run with --overwrite removes those an earlier run left.
-RUN_FILES = ("final.pt", "best_model.pt", RESUME_NAME, "metrics.json", "summary.json",
+RUN_FILES = ("final.pt", "best_model.pt", RESUME_NAME, PREVIOUS_NAME, "metrics.json", "summary.json",
              "loss_curve.png", "gradient_flow.png", "config.yaml", "checkpoint_epoch_*.pt",
              "events.out.tfevents.*")
 
@@ -36,6 +46,8 @@ def claim_output_dir(out: Path, resuming: bool, overwrite: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--output-dir {out}: cannot create the directory ({exc.strerror})") from None
+    for unfinished in out.glob(".*.tmp"):  # atomic writes a killed run left half done
+        unfinished.unlink(missing_ok=True)
     if resuming or not (out / RESUME_NAME).exists():
         return
     if not overwrite:
@@ -60,10 +72,40 @@ class Checkpointer:
     def save(self, name: str, state: TrainState, resumable: bool = True) -> None:
         """One checkpoint file: the model, and with `resumable` the whole training state."""
         rank_rngs = self.cluster.gather(rng_state()) if resumable else None  # every process's
-        if self.cluster.main:
-            self.tracker.flush()  # metrics.json holds every record up to the checkpoint
-            save_checkpoint(self.out / name, self.cfg, self.tokenizer, state.model,
-                            state.state_dict(rank_rngs) if resumable else None)
+        if not self.cluster.main:
+            return
+        self.tracker.flush()  # metrics.json holds every record up to the checkpoint
+        if name == RESUME_NAME:
+            self.keep_previous()
+        save_checkpoint(self.out / name, self.cfg, self.tokenizer, state.model,
+                        state.state_dict(rank_rngs) if resumable else None)
+
+    @contextmanager
+    def write_failures_reported(self, state: TrainState) -> Iterator[None]:
+        """A file of the run that cannot be written stops it with one line saying how to go on."""
+        try:
+            yield
+        except WriteFailed as exc:
+            raise UserError(f"{exc} at step {state.step}; the files already in {self.out} are intact: "
+                            "free space there (or make it writable), then continue with --resume") from None
+
+    def keep_previous(self) -> None:
+        """The current resume checkpoint becomes the previous one, and stays in place as the
+        latest until the new one replaces it (a hard link, then an atomic rename)."""
+        latest, previous = self.out / RESUME_NAME, self.out / PREVIOUS_NAME
+        if not latest.exists():
+            return
+        link = self.out / f".{PREVIOUS_NAME}.link.tmp"
+        try:
+            link.unlink(missing_ok=True)
+            os.link(latest, link)
+            os.replace(link, previous)
+        except OSError:  # no hard links here: move it (the gap until the new file is covered by start.py)
+            try:
+                link.unlink(missing_ok=True)
+                os.replace(latest, previous)
+            except OSError as exc:
+                raise WriteFailed(previous, exc, None) from None
 
     def save_best(self, state: TrainState) -> None:
         self.save("best_model.pt", state, resumable=False)

@@ -22,6 +22,7 @@ import torch
 from fundamentallm.atomic import write_json
 from fundamentallm.config import Config, ConfigSources
 from fundamentallm.console import TrainingConsole
+from fundamentallm.errors import UserError
 from fundamentallm.tracking import Tracker
 from fundamentallm.training.distributed import leave_cluster
 from fundamentallm.training.optim import clip_gradients
@@ -46,9 +47,11 @@ def train(config: Config | ConfigSources, console: TrainingConsole | None = None
     console = console or TrainingConsole("quiet")
     run = setup(cfg, start, console, Interrupt(), overwrite, tracker, judge)
     run.console.start(describe(run))
-    with deferred_interrupt(run.interrupt), deterministic_kernels(run.device), finish_on_failure(run.tracker):
-        stop_reason = fit(run)
-    return finish(run, stop_reason)
+    with run.checkpointer.write_failures_reported(run.state):  # a full disk, a read-only directory
+        with deferred_interrupt(run.interrupt), deterministic_kernels(run.device), \
+                finish_on_failure(run.tracker), out_of_memory_reported(run):
+            stop_reason = fit(run)
+        return finish(run, stop_reason)
 
 
 def fit(run: Run) -> str:
@@ -62,7 +65,7 @@ def fit(run: Run) -> str:
     while stop_reason is None:
         # ---- one optimizer step ----
         time_fraction = run.stop.time_fraction(state)
-        lr = run.lr_schedule(state.step, run.total_steps, time_fraction)
+        lr = run.lr_schedule(state.step, run.total_steps, time_fraction) * state.lr_factor
         set_learning_rate(optimizer, lr)
         dropout = run.dropout.apply(run.model, state.step, run.total_steps, time_fraction)
         optimizer.zero_grad(set_to_none=True)  # gradients live on until the next step (histograms)
@@ -80,13 +83,18 @@ def fit(run: Run) -> str:
             step_loss += loss.detach()
             state.micro_batch += 1
         state.scaler.unscale_(optimizer)  # true gradients from here on (a no-op without fp16 scaling)
+        update = run.loss_watch.update_allowed(state, step_loss)  # a NaN loss: skip (--skip-nonfinite) or stop
         gradient_check = run.gradients.check(state.step + 1)  # before clipping
         with phase("optimizer"):
-            grad_norm = clip_gradients(run.trainable, cfg.optim.gradient_clip) if cfg.optim.gradient_clip else None
-            state.scaler.step(optimizer)
+            grad_norm = None
+            if update:
+                grad_norm = clip_gradients(run.trainable, cfg.optim.gradient_clip) if cfg.optim.gradient_clip else None
+                state.scaler.step(optimizer)
             state.scaler.update()
         epoch_done = state.advance(run.tokens_per_step, time.perf_counter() - clock,
                                    run.sampler.micro_per_epoch)
+        if run.loss_watch.spiked(state):  # rolled back to a checkpoint from before it, lr lowered
+            continue
 
         # ---- when to stop ----
         stop_reason = run.stop.after_step(state)
@@ -97,7 +105,7 @@ def fit(run: Run) -> str:
         validate = run.validator.due(state.step, stopping)
         record = None  # a metrics record, on the steps where anything has a figure for it
         if validate or gradient_check is not None or run.metrics.due(state.step, stopping):
-            record = run.metrics.record(state, step_loss, lr, grad_norm, dropout)
+            record = run.metrics.record(state, lr, grad_norm, dropout)
         run.gradients.after_step(state.step, gradient_check, record)
         if validate:
             if run.validator.validate(state, record):
@@ -149,6 +157,29 @@ def finish(run: Run, stop_reason: str) -> dict[str, Any]:
     gc.collect()
     leave_cluster(cluster)
     return summary
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, a CPU's MemoryError, or MPS's RuntimeError saying so."""
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+@contextmanager
+def out_of_memory_reported(run: Run):
+    """Running out of memory is a setting to change, said in one line (the files on disk are
+    from before: continue with --resume and a smaller batch)."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        training = run.cfg.training
+        raise UserError(
+            f"out of memory on {run.device} at step {run.state.step + 1} (--batch-size {training.batch_size}, "
+            f"--context-length {run.cfg.model.context_length}); try a smaller --batch-size with a larger "
+            f"--grad-accum-steps (the same effective batch: {training.batch_size} x {training.grad_accum_steps} "
+            "now), a shorter --context-length or a smaller model") from None
 
 
 @contextmanager

@@ -1,25 +1,20 @@
 """The metrics records of a run: which steps get one, what goes in it, and where it goes.
 
 A record is made every `--log-interval` steps, and on any step where another component has
-something to add (a validation loss, a gradient check) or the run stops. Making one reads
-the training loss back from the device: the only host-device sync of a step, so steps
-without a record never wait for the device. A loss that is not finite ends the run there
-with a one-line error. Records go to the trackers (metrics.json, TensorBoard, W&B) and the
-console.
+something to add (a validation loss, a gradient check) or the run stops. Its training loss
+is the one read on that step (divergence.py reads every step's, to catch a NaN on its own
+step). Records go to the trackers (metrics.json, TensorBoard, W&B) and the console.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from fundamentallm.config import TrainingConfig
 from fundamentallm.console import TrainingConsole
-from fundamentallm.errors import UserError
 from fundamentallm.tracking import Tracker
-from fundamentallm.training.distributed import Cluster
 from fundamentallm.training.state import TrainState
 
 
@@ -37,19 +32,15 @@ class Throughput:
 
 class MetricsLog:
     def __init__(self, training: TrainingConfig, micro_per_epoch: int, throughput: Throughput,
-                 cluster: Cluster, tracker: Tracker, console: TrainingConsole):
+                 tracker: Tracker, console: TrainingConsole):
         self.training, self.micro_per_epoch, self.throughput = training, micro_per_epoch, throughput
-        self.cluster, self.tracker, self.console = cluster, tracker, console
+        self.tracker, self.console = tracker, console
 
     def due(self, step: int, stopping: bool) -> bool:
         return step % self.training.log_interval == 0 or stopping
 
-    def record(self, state: TrainState, step_loss: torch.Tensor, lr: float,
-               grad_norm: torch.Tensor | None, dropout: float | None) -> dict[str, Any]:
-        state.last_train_loss = float(self.cluster.mean(step_loss))
-        if not math.isfinite(state.last_train_loss):
-            raise UserError(f"loss became {state.last_train_loss} at step {state.step}; "
-                            "try a lower --learning-rate or a --gradient-clip")
+    def record(self, state: TrainState, lr: float, grad_norm: torch.Tensor | None,
+               dropout: float | None) -> dict[str, Any]:
         record = {
             "step": state.step,
             "epoch": self.epochs(state),

@@ -27,6 +27,7 @@ from fundamentallm.tracking import Tracker, build_tracker
 from fundamentallm.training.checkpointer import Checkpointer, claim_output_dir, write_run_config
 from fundamentallm.training.compilation import Compilation, resolve_compile
 from fundamentallm.training.distributed import Cluster, join_cluster
+from fundamentallm.training.divergence import LossWatch
 from fundamentallm.training.gradients import GradientMonitor
 from fundamentallm.training.metrics import MetricsLog, Throughput
 from fundamentallm.training.optim import build_optimizer, freeze
@@ -68,6 +69,7 @@ class Run:
     checkpointer: Checkpointer
     metrics: MetricsLog
     gradients: GradientMonitor
+    loss_watch: LossWatch
     stop: StopCondition
     interrupt: Interrupt
     profiler: Profiler
@@ -155,9 +157,9 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         validator=Validator(training, model, data.val, data.tokenizer.unk_id, data.val_chars_per_token,
                             precision, judge),
         checkpointer=Checkpointer(cfg.checkpoint, cfg, data.tokenizer, cluster, tracker),
-        metrics=MetricsLog(training, sampler.micro_per_epoch, Throughput(state, tokens_per_step), cluster,
-                           tracker, console),
+        metrics=MetricsLog(training, sampler.micro_per_epoch, Throughput(state, tokens_per_step), tracker, console),
         gradients=GradientMonitor(cfg.tracking, model, out, cluster.main, tracker, console.message),
+        loss_watch=LossWatch(training, out, cluster, tracker, console.message),
         stop=StopCondition(training, total_steps, cluster, interrupt),
         interrupt=interrupt,
         # rank 0 profiles its own share of the step: flops per process, against one device's peak

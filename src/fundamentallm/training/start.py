@@ -6,6 +6,12 @@ fresh optimizer and schedule, since the file holds no optimizer state).
 The command line passes the `--resume` flag as it was given; this module finds and loads
 the checkpoint, resolves the config against it (config/sources.py) and checks that the
 saved state can continue here.
+
+A damaged latest checkpoint (cut off, emptied, or failing its checksum) is never trained
+from. `--resume` then stops and names the newest intact checkpoint of the run, to be
+chosen explicitly; `--resume auto` continues from that one by itself, and says so. Every
+file holding a training state is a candidate: the latest, the one before it (kept as
+`resume_checkpoint.previous.pt`), and the epoch checkpoints.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fundamentallm.checkpoint import load_checkpoint
+from fundamentallm.checkpoint import DamagedCheckpoint, load_checkpoint
 from fundamentallm.config import Config, ConfigSources, validate
 from fundamentallm.errors import UserError
 from fundamentallm.training.sizing import LEARNING_RATE_KEY, SHAPE_KEYS
 
 RESUME_NAME = "resume_checkpoint.pt"
+PREVIOUS_NAME = "resume_checkpoint.previous.pt"  # the resume checkpoint before the latest
 
 
 @dataclass
@@ -46,19 +53,19 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tupl
     """The run's config and where it starts. `resume`: None (no --resume), True (the output
     directory's resume checkpoint), "auto" (that file if it exists) or a checkpoint path."""
     cfg = sources.resolve()
-    latest = Path(cfg.checkpoint.output_dir) / RESUME_NAME
-    if resume == "auto":
-        resume = True if latest.exists() else None
+    out = Path(cfg.checkpoint.output_dir)
+    if resume == "auto" and not resumable_files(out):
+        resume = None  # nothing to continue: a fresh run
     if resume and "training.init_from" in sources.flags:
         raise UserError("--init-from starts a new run from a checkpoint's weights; it does not apply "
                         "with --resume, which continues one")
     if resume:
-        path = latest if resume is True else Path(resume)
-        checkpoint = load_checkpoint(path)
+        path, checkpoint, note = (load_checkpoint_to_resume(out, fall_back=resume == "auto")
+                                  if resume in (True, "auto") else (Path(resume), load_checkpoint(resume), None))
         cfg = sources.resolve(checkpoint["config"], resumed=True, source=str(path))
-        if "train_state" in checkpoint or resume is True:
+        if "train_state" in checkpoint or resume in (True, "auto"):
             check_train_state(checkpoint, path)
-            start = Start("resume", path, checkpoint)
+            start = Start("resume", path, checkpoint, note)
         else:
             start = continue_from_weights(cfg, path, checkpoint)
     elif cfg.training.init_from:
@@ -72,6 +79,43 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tupl
         raise UserError("train: give a training text file (fundamentallm train FILE)")
     validate(cfg)  # flag errors before minutes of reading and tokenizing
     return cfg, start
+
+
+def resumable_files(out: Path) -> list[Path]:
+    """The files in a run directory that may hold a training state, newest first."""
+    names = [out / RESUME_NAME, out / PREVIOUS_NAME, *out.glob("checkpoint_epoch_*.pt")]
+    found = [p for p in names if p.is_file()]
+    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name == RESUME_NAME), reverse=True)
+
+
+def load_checkpoint_to_resume(out: Path, fall_back: bool) -> tuple[Path, dict[str, Any], str | None]:
+    """The run's latest resume checkpoint, or where it is damaged or missing, the newest intact
+    file with a training state: taken with `fall_back` (--resume auto), else named in the error."""
+    latest = out / RESUME_NAME
+    try:
+        return latest, load_checkpoint(latest), None
+    except UserError as exc:
+        if not isinstance(exc, DamagedCheckpoint) and latest.exists():
+            raise  # readable, but not a checkpoint of ours to resume: not a case for another file
+        problem = str(exc)
+    for path in resumable_files(out):
+        if path == latest:
+            continue
+        try:
+            checkpoint = load_checkpoint(path)
+        except UserError:
+            continue
+        if "train_state" not in checkpoint or not isinstance(checkpoint["train_state"], dict):
+            continue
+        step = (checkpoint["train_state"].get("counters") or {}).get("step", "?")
+        if fall_back:
+            return path, checkpoint, (f"{problem}; continuing from {path.name} (step {step}), the newest "
+                                      "intact checkpoint, instead")
+        raise UserError(f"{problem}; the newest intact checkpoint is {path} (step {step}): continue from "
+                        f"it with --resume {path}, or let --resume auto fall back to it")
+    if not latest.exists() and not resumable_files(out):
+        raise UserError(problem)  # no checkpoint at all
+    raise UserError(f"{problem}; no intact checkpoint of this run is left to continue from in {out}")
 
 
 def sizable_settings(cfg: Config, given: set[str]) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ stored inside a checkpoint that loads with `torch.load(..., weights_only=True)`.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from contextlib import contextmanager
@@ -85,9 +86,18 @@ class TrainState:
     # evaluations in a row have not.
     stopping_reference: float = math.inf
     evals_without_improvement: int = 0
+    # When the loss goes wrong (divergence.py): steps skipped for a NaN or infinite loss, loss-spike
+    # rollbacks so far and the learning-rate multiplier they left, and the spike test's recent
+    # losses and how many steps in a row have been above its threshold.
+    skipped_steps: int = 0
+    rollbacks: int = 0
+    lr_factor: float = 1.0
+    recent_losses: list[float] = field(default_factory=list)
+    spike_streak: int = 0
     counters: tuple[str, ...] = field(default=(
         "step", "epoch", "micro_batch", "tokens", "elapsed", "last_train_loss", "last_val_loss",
-        "best_val_loss", "stopping_reference", "evals_without_improvement"), repr=False)
+        "best_val_loss", "stopping_reference", "evals_without_improvement", "skipped_steps", "rollbacks",
+        "lr_factor", "recent_losses", "spike_streak"), repr=False)
 
     def advance(self, tokens: int, elapsed: float, micro_per_epoch: int) -> bool:
         """Count one optimizer step; True when it completed an epoch."""
@@ -105,7 +115,7 @@ class TrainState:
         state = {
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "counters": {name: getattr(self, name) for name in self.counters},
+            "counters": {name: copy.copy(getattr(self, name)) for name in self.counters},
             "rng": rng_state(),
         }
         if rank_rngs is not None and len(rank_rngs) > 1:
