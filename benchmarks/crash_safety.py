@@ -49,7 +49,7 @@ CHECKPOINT_INTERVAL = 3
 FLAGS = ["--model-dim", "32", "--num-layers", "2", "--num-heads", "2", "--context-length", "16",
          "--batch-size", "4", "--dropout", "0.1", "--device", "cpu", "--no-compile", "--precision", "fp32",
          "--eval-interval", "25", "--eval-iters", "2", "--log-interval", "1",
-         "--checkpoint-interval", str(CHECKPOINT_INTERVAL), "--json"]
+         "--checkpoint-interval", str(CHECKPOINT_INTERVAL), "--epochs", "100000", "--json"]
 
 
 @dataclass
@@ -144,14 +144,14 @@ def kill_once(argv: list[str], processes: int, out: Path, rng: random.Random, bu
     # the first two kills of each kind of run are timed inside a write, so a short run has some
     mode = "in_write" if report.kills < 2 else rng.choices(["in_write", "training", "anytime"], weights=[4, 4, 2])[0]
     deadline = time.monotonic() + budget_s
-    if mode == "anytime":
-        time.sleep(rng.uniform(0, budget_s / 2))
+    if mode == "anytime":  # start-up (imports, data, model) or the first steps
+        time.sleep(rng.uniform(0, 3.0))
     else:  # some steps past where it resumed, so the kills spread over the run's writes
         armed = resumes_at + rng.randint(1, 2 * CHECKPOINT_INTERVAL)
         while run.last_step < armed and run.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
         if mode == "training":
-            time.sleep(rng.uniform(0, 0.5))
+            time.sleep(rng.uniform(0, 0.2))
         else:
             while not in_write(out) and run.proc.poll() is None and time.monotonic() < deadline:
                 pass  # poll as fast as we can: a tiny checkpoint takes a few milliseconds to write
@@ -214,7 +214,7 @@ def max_difference(a: Path, b: Path) -> float:
 
 
 def trial(kind: str, processes: int, kills: int, work: Path, corpus: Path, rng: random.Random) -> Report:
-    steps = 30 + 10 * kills  # room for every kill to land in training
+    steps = 30 + 15 * kills  # room for every kill to land in training
     report = Report(kind, steps)
     base = train_command(processes)
     reference, out = work / f"{kind}-uninterrupted", work / f"{kind}-killed"
@@ -232,7 +232,10 @@ def trial(kind: str, processes: int, kills: int, work: Path, corpus: Path, rng: 
             report.failures.append(f"final weights differ from the uninterrupted run's by up to {difference:g}")
         records = [r["step"] for r in json.loads((out / "metrics.json").read_text()) if "train_loss" in r]
         if records != list(range(1, steps + 1)):
-            report.failures.append("metrics.json does not hold every step exactly once")
+            extra = sorted({s for s in records if records.count(s) > 1})[:5]
+            missing = sorted(set(range(1, steps + 1)) - set(records))[:5]
+            report.failures.append(f"metrics.json does not hold every step exactly once (twice: {extra}, "
+                                   f"missing: {missing})")
     else:
         report.failures.append("no final.pt to compare")
     return report
