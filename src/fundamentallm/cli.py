@@ -106,6 +106,15 @@ def cmd_train(o: TrainOptions, args: argparse.Namespace) -> int:
     from fundamentallm.training.start import plan_start
 
     sources = ConfigSources(o.config, parsed(args, CFG_PREFIX), o.data)
+    if o.nproc > 1 and not o.dry_run:
+        import os
+
+        from fundamentallm.training.launcher import launch, strip_nproc
+
+        if "WORLD_SIZE" in os.environ:
+            raise UserError("--nproc starts its own processes: not under torchrun, which started them already")
+        plan_start(sources, o.resume)  # flag and file errors once, here, before any process starts
+        return launch(o.nproc, strip_nproc(args.argv))
     if o.dry_run:
         cfg, _ = plan_start(sources, o.resume)
         print(dump_yaml(cfg), end="")
@@ -157,7 +166,7 @@ def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
         raise UserError("evaluate: give the text to score with --data FILE")
     model, tokenizer, cfg = load_model(o.checkpoint, resolve_device(o.device))
     d = cfg.data  # documents are read and joined as the training run read them
-    text = read_text(data, d.separator, d.glob, o.text_field or d.text_field)
+    text = read_text(data, d.separator, d.glob, o.text_field or d.text_field, validation=True)
     score = evaluate(model, tokenizer, text, o.batch_size)
     if o.json:
         print(json.dumps(score.to_dict()))
@@ -402,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors: return, don't exit
         return exc.code if isinstance(exc.code, int) else 0
     command: Command = args.handler
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a command that starts itself again (--nproc)
     return run_reporting_errors(
         lambda: command.run(options_from(command.options, parsed(args, OPTIONS_PREFIX)), args))
 

@@ -92,3 +92,12 @@ def test_quality_reports_no_time_for_an_unreached_target(tmp_path):
                    "--target-loss", "0.01", "--", "--no-compile", "--eval-interval", "2", *TINY_FLAGS)
     assert [len(r["runs"]) for r in report["recipes"]] == [1]
     assert report["recipes"][0]["runs"][0]["time_to_target_s"] is None
+
+
+def test_memory_measures_activation_checkpointing():
+    report = bench("memory.py", "--model-dim", "32", "--num-layers", "4", "--num-heads", "2", "--context-length",
+                   "16", "--batch-size", "4", "--repeats", "1", "--device", "cpu")
+    off, on = report["without"], report["with_activation_checkpointing"]
+    assert on["saved_activation_mb"] < off["saved_activation_mb"]
+    assert report["activation_memory_ratio"] == pytest.approx(on["saved_activation_mb"] / off["saved_activation_mb"],
+                                                              abs=0.01)

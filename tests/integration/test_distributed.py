@@ -35,6 +35,12 @@ def test_two_processes_train_as_one_with_twice_the_batch(tmp_path, corpus):
     assert list(losses(out).values()) == pytest.approx(list(losses(single).values()), abs=1e-5)
     assert [r["tokens"] for r in metrics(out)] == [r["tokens"] for r in metrics(single)]
     assert summary(out)["steps"] == 6 and not list(out.glob("*.tmp"))
+    # validation is sharded (each process scores half the windows of the global batch's
+    # evaluation, the sums all-reduced): the very figure one process gives
+    def val(run):
+        return [r["val_loss"] for r in metrics(run) if "val_loss" in r]
+
+    assert len(val(out)) == 1 and val(out) == pytest.approx(val(single), rel=1e-6)
 
 
 def test_a_two_process_run_resumes_exactly(tmp_path, corpus):
@@ -45,8 +51,31 @@ def test_a_two_process_run_resumes_exactly(tmp_path, corpus):
     torchrun("train", "-o", half, "--resume", "--max-steps", "6", "--quiet")
     assert list(losses(half).values()) == pytest.approx(list(losses(straight).values()), abs=1e-6)
 
-    result = run_process("train", "-o", half, "--resume", "--max-steps", "8")  # one process now
-    assert "this run trained on 2 process(es); resume it on as many" in assert_one_line_error(result)
+
+def test_a_run_resumes_on_another_number_of_processes(tmp_path, corpus):
+    """2 -> 1 and 1 -> 2 with the same global batch: the same data, step for step, so the
+    losses of the uninterrupted run (no dropout: the random streams are per process)."""
+    straight = train(corpus, tmp_path / "straight", **{**RUN, "batch_size": 8})  # 6 steps, 8 a step
+    two = tmp_path / "two-then-one"
+    torchrun("train", corpus, "-o", two, *tiny_args(**{**RUN, "max_steps": 3}), "--quiet")
+    result = run_process("train", "-o", two, "--resume", "--batch-size", "8", "--max-steps", "6")
+    assert result.returncode == 0, result.stderr
+    assert ("note: resumed on 1 process(es), saved by 2: the same global batch (8 sequences a step), so the data "
+            "position carries over exactly") in result.stderr
+    assert list(losses(two).values()) == pytest.approx(list(losses(straight).values()), abs=1e-5)
+
+    one = train(corpus, tmp_path / "one-then-two", **{**RUN, "batch_size": 8, "max_steps": 3})
+    result = torchrun("train", "-o", one, "--resume", "--batch-size", "4", "--max-steps", "6", "--quiet")
+    assert "resumed on 2 process(es), saved by 1" in result.stderr
+    assert list(losses(one).values()) == pytest.approx(list(losses(straight).values()), abs=1e-5)
+
+
+def test_another_global_batch_re_derives_the_data_position_and_says_so(tmp_path, corpus):
+    out = train(corpus, tmp_path / "run", **{**RUN, "max_steps": 3})  # 4 a step
+    result = run_process("train", "-o", out, "--resume", "--max-steps", "4", "--batch-size", "8")
+    assert result.returncode == 0, result.stderr
+    assert ("the global batch changed from 4 to 8 sequences a step (--batch-size 4 keeps it): the data position "
+            "is re-derived from the 12 windows this epoch has used") in result.stderr
 
 
 def test_processes_agree_on_when_time_is_up(tmp_path, corpus):
@@ -62,3 +91,49 @@ def test_an_error_on_rank_0_stops_every_process(tmp_path, corpus):
     out = train(corpus, tmp_path / "taken", max_steps=1)  # a run is already there
     result = torchrun("train", corpus, "-o", out, *tiny_args(), "--quiet", expect_success=False)
     assert result.stderr.count("already holds a run") == 2  # both processes, at once: no hang
+
+
+# ---------------------------------------------------------------- fundamentallm train --nproc N
+def test_nproc_launches_the_processes_itself(tmp_path, corpus):
+    """`train --nproc 2` is torchrun with two processes, without typing torchrun."""
+    out = tmp_path / "launched"
+    result = run_process("train", corpus, "-o", out, *tiny_args(**RUN), "--nproc", "2", "--quiet", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    single = train(corpus, tmp_path / "single", **{**RUN, "batch_size": 8})
+    assert list(losses(out).values()) == pytest.approx(list(losses(single).values()), abs=1e-5)
+    assert "Traceback" not in result.stderr
+
+
+def test_nproc_reports_a_workers_input_error_in_one_line(tmp_path, corpus):
+    out = train(corpus, tmp_path / "taken", max_steps=1)  # a run is already there
+    result = run_process("train", corpus, "-o", out, *tiny_args(), "--nproc", "2", "--quiet", timeout=300)
+    line = assert_one_line_error(result)
+    assert "already holds a run" in line
+
+
+def test_killing_one_process_stops_the_others_with_a_clear_message(tmp_path, corpus):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    argv = fundamentallm_command("train", corpus, "-o", out, *tiny_args(**{**RUN, "max_steps": 100_000}),
+                                 "--nproc", "2", "--quiet")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=process_env())
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.json").exists():  # training has begun
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    children = [int(c) for task in os.listdir(f"/proc/{proc.pid}/task")
+                for c in open(f"/proc/{proc.pid}/task/{task}/children").read().split()]
+    workers = [c for c in children if "fundamentallm" in open(f"/proc/{c}/cmdline").read()]
+    os.kill(workers[-1], signal.SIGKILL)
+    started = time.monotonic()
+    _, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - started < 60, "the other process hung"
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "was killed by SIGKILL; the other processes were stopped; continue from the last save with --resume" \
+        in stderr, stderr
+    assert all(line.startswith("error:") for line in stderr.strip().splitlines()), stderr

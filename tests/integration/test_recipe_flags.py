@@ -127,3 +127,15 @@ def test_the_learning_rate_moves_the_hidden_matrices_too(tmp_path, corpus):
     model = load_model(tmp_path / "start" / "final.pt")[0]
     rates = {g["muon"]: g["lr"] for g in build_optimizer(model, cfg, model.embed.weight.device).param_groups}
     assert rates == {True: pytest.approx(1e-3 * MUON_LR_RATIO), False: 1e-3}
+
+
+def test_activation_checkpointing_trains_to_the_same_losses(tmp_path, corpus, baseline):
+    """Recomputing each block in the backward (with dropout: its masks replayed) changes the
+    memory, not the run: the same losses step for step, the same weights to float precision."""
+    flags = {"dropout": 0.1, "max_steps": 4}
+    plain = run(corpus, tmp_path / "plain", **flags)
+    recomputed = run(corpus, tmp_path / "recomputed", activation_checkpointing=True, **flags)
+    assert first_losses(recomputed) == pytest.approx(first_losses(plain), rel=1e-6)
+    a, b = load_pt(plain / "final.pt")["model"], load_pt(recomputed / "final.pt")["model"]
+    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-6 for k in a)
+    assert load_pt(recomputed / "final.pt")["config"]["training"]["activation_checkpointing"] is True

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fundamentallm.errors import UserError
-from fundamentallm.evaluation import evaluate
+from fundamentallm.evaluation import evaluate, total_loss
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import ByteTokenizer, CharTokenizer
 
@@ -123,3 +123,24 @@ def test_unknown_characters_count_neither_as_characters_nor_bytes(model, tok):
     score = evaluate(model, tok, EVAL_TEXT, batch_size=4)
     assert score.characters == len(EVAL_TEXT) - 1 - 2
     assert score.bytes == len(EVAL_TEXT.encode()) - 1 - 2
+
+
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("max_windows", [None, 7])
+def test_sharded_scoring_adds_up_to_the_whole(tiny_model, count, max_windows):
+    """Each of `count` processes scores its share of the windows; their sums are the
+    single-process totals, and every process runs the same number of forward passes."""
+    from fundamentallm.evaluation import Shard
+
+    ids = torch.randint(0, tiny_model.cfg.vocab_size, (613,), generator=torch.Generator().manual_seed(0))
+    whole = total_loss(tiny_model, ids, 3, None, max_windows)
+    parts, passes = [], []
+    for rank in range(count):
+        calls = []
+        handle = tiny_model.register_forward_hook(lambda *_: calls.append(1))
+        parts.append(total_loss(tiny_model, ids, 3, None, max_windows, shard=Shard(rank, count, lambda t: t)))
+        handle.remove()
+        passes.append(len(calls))
+    assert sum(p[0] for p in parts) == pytest.approx(whole[0], rel=1e-6)  # fp32 sums per batch
+    assert sum(p[1] for p in parts) == whole[1] and sum(p[2] for p in parts) == whole[2]
+    assert len(set(passes)) == 1  # in step: a sharded model gathers its weights in every pass

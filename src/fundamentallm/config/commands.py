@@ -37,6 +37,9 @@ class TrainOptions:
         "file exists, else start afresh (for jobs that may be restarted)",
         aliases=("--resume-from",), metavar="PATH|auto", const=True)
     dry_run: bool = option(False, "print the resolved config and exit")
+    nproc: int = option(1, "train in N processes on this machine (DDP; torchrun's agent, started for you: "
+                        "`torchrun --standalone --nproc-per-node N` without typing it)", check="positive",
+                        metavar="N")
     overwrite: bool = option(False, "start afresh in an output directory that holds an earlier run")
     quiet: bool = option(False, "print only warnings and errors", aliases=("-q",), exclusive="output")
     json: bool = option(False, "print JSON lines (start, metrics, end)", exclusive="output")

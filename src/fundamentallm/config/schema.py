@@ -268,6 +268,11 @@ class TrainingConfig:
     early_stopping: bool = option(False, "stop when validation loss stops improving")
     patience: int = option(5, "evaluations without improvement before stopping", check="positive")
     min_delta: float = option(0.0, "smallest decrease in validation loss that counts", check="non_negative")
+    activation_checkpointing: bool = option(
+        False, "keep only each block's input in the forward pass and recompute its insides during the "
+        "backward (torch.utils.checkpoint): much less activation memory for about a third more compute; "
+        "the same losses"
+    )
     skip_nonfinite: int = option(
         0, "steps whose loss is NaN or infinite to skip (no update; the data moves on) before the run "
         "stops; every such loss is caught on its own step (0: stop at the first)", check="non_negative"

@@ -1,8 +1,10 @@
 """Reading a user's text safely: one clear error for every way a text file can be unusable.
 
 Training data can be a text file, a directory (every .txt and .md file below it, or the
-files matching `--glob`), or JSONL (one JSON object per line, its text in `--text-field`).
-Each file or JSONL record is a document; documents are joined with a separator.
+files matching `--glob`), JSONL (one JSON object per line, its text in `--text-field`), a
+Parquet file, or a Hugging Face `datasets` directory saved with `save_to_disk` (both read
+by data/tables.py, the text in `--text-field`). Each file, JSONL record or table row is a
+document; documents are joined with a separator.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from fundamentallm.data.tables import TABLE_SUFFIXES, dataset_files, is_dataset_dir, read_table
 from fundamentallm.textstream import DecodedFile, stream_lines
 from fundamentallm.errors import UserError
 
@@ -19,10 +22,13 @@ JSONL_SUFFIXES = (".jsonl",)
 STREAM_CHUNK_BYTES = 4 << 20
 
 
-def text_files(path: str | Path, glob: str | None = None) -> list[Path]:
-    """The files behind `path`: the file itself, or the data files below a directory
-    (`.txt` and `.md`, or those matching `glob`), sorted so the order is reproducible."""
+def text_files(path: str | Path, glob: str | None = None, validation: bool = False) -> list[Path]:
+    """The files behind `path`: the file itself, a saved dataset's Arrow files (of its
+    validation split when `validation`), or the data files below a directory (`.txt` and
+    `.md`, or those matching `glob`), sorted so the order is reproducible."""
     path = Path(path)
+    if is_dataset_dir(path):
+        return dataset_files(path, validation)
     if path.is_dir():
         found = path.rglob(glob) if glob else (p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES)
         files = sorted(p for p in found if p.is_file())
@@ -79,13 +85,21 @@ def read_jsonl(path: str | Path, text_field: str = "text") -> Iterator[str]:
         raise UserError(f"{path}: holds no JSONL records")
 
 
+def file_documents(file: Path, text_field: str) -> Iterator[str | Iterator[str]]:
+    """The documents of one file: a text file is one (streamed, as pieces), a JSONL file one
+    per record, a table one per row."""
+    if file.suffix in JSONL_SUFFIXES:
+        return read_jsonl(file, text_field)
+    if file.suffix in TABLE_SUFFIXES:
+        return read_table(file, text_field)
+    return iter([stream_text_file(file)])
+
+
 def read_documents(path: str | Path, glob: str | None = None, text_field: str = "text") -> Iterator[str]:
-    """Every document behind `path`: a text file is one, a JSONL file one per record."""
+    """Every document behind `path`, each as one string."""
     for file in text_files(path, glob):
-        if file.suffix in JSONL_SUFFIXES:
-            yield from read_jsonl(file, text_field)
-        else:
-            yield read_text_file(file)
+        for document in file_documents(file, text_field):
+            yield document if isinstance(document, str) else "".join(document)
 
 
 def unescape(separator: str) -> str:
@@ -93,19 +107,20 @@ def unescape(separator: str) -> str:
     return separator.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def data_files(paths: str | Path | list[str | Path], glob: str | None = None) -> list[Path]:
-    """Every file behind `paths`, in reading order."""
-    return [f for p in ([paths] if isinstance(paths, (str, Path)) else paths) for f in text_files(p, glob)]
+def data_files(paths: str | Path | list[str | Path], glob: str | None = None, validation: bool = False
+               ) -> list[Path]:
+    """Every file behind `paths`, in reading order (`validation`: a DatasetDict's validation split)."""
+    return [f for p in ([paths] if isinstance(paths, (str, Path)) else paths)
+            for f in text_files(p, glob, validation)]
 
 
 def stream_text(paths: str | Path | list[str | Path], separator: str = "\n\n", glob: str | None = None,
-                text_field: str = "text") -> Iterator[str]:
-    """The text of files, directories and JSONL files in pieces, documents joined by
+                text_field: str = "text", validation: bool = False) -> Iterator[str]:
+    """The text of files, directories, JSONL files and tables in pieces, documents joined by
     `separator`: what `read_text` returns, without holding it all."""
     separator, first = unescape(separator), True
-    for file in data_files(paths, glob):
-        documents = read_jsonl(file, text_field) if file.suffix in JSONL_SUFFIXES else [stream_text_file(file)]
-        for document in documents:
+    for file in data_files(paths, glob, validation):
+        for document in file_documents(file, text_field):
             if not first:
                 yield separator
             first = False
@@ -113,9 +128,9 @@ def stream_text(paths: str | Path | list[str | Path], separator: str = "\n\n", g
 
 
 def read_text(paths: str | Path | list[str | Path], separator: str = "\n\n", glob: str | None = None,
-              text_field: str = "text") -> str:
-    """Read files, directories and JSONL files as one text, documents joined by `separator`."""
-    text = "".join(stream_text(paths, separator, glob, text_field))
+              text_field: str = "text", validation: bool = False) -> str:
+    """Read files, directories, JSONL files and tables as one text, documents joined by `separator`."""
+    text = "".join(stream_text(paths, separator, glob, text_field, validation))
     if not text.strip():
         names = ", ".join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))
         raise UserError(f"{names}: no text in the documents")

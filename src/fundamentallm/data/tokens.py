@@ -89,7 +89,7 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
     if not cfg.train:
         raise UserError("no training data given")
     files = data_files(cfg.train, cfg.glob)
-    val_files = data_files(cfg.validation_data, cfg.glob) if cfg.validation_data else []
+    val_files = data_files(cfg.validation_data, cfg.glob, validation=True) if cfg.validation_data else []
     root = cache_root(cfg.token_cache)
     size = sum(f.stat().st_size for f in files + val_files)
     if root is None or (cfg.token_cache == "auto" and size < AUTO_CACHE_BYTES):
@@ -110,7 +110,7 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
 def in_memory(cfg: DataConfig, tokenizer: Tokenizer | None) -> TokenData:
     text = read_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field)
     if cfg.validation_data:
-        val_text = read_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field)
+        val_text = read_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field, validation=True)
     elif cfg.val_split > 0:
         cut = validation_cut(len(text), cfg)
         text, val_text = text[:cut], text[cut:]
@@ -172,7 +172,8 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
         total = None
 
         def parts() -> tuple[Iterator[str], Iterator[str] | None]:
-            return corpus(), stream_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field)
+            return corpus(), stream_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field,
+                                         validation=True)
     else:
         with stage("counting characters", None) as advance:
             total = 0

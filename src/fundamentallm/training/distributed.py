@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from fundamentallm.errors import UserError
+from fundamentallm.evaluation import Shard
 
 T = TypeVar("T")
 
@@ -50,11 +51,18 @@ class Cluster:
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The average of `value` over all processes (a collective: every process calls it)."""
+        return self.sum(value) / self.world_size if self.distributed else value
+
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        """The sum of `value` over all processes (a collective: every process calls it)."""
         if self.distributed:
             value = value.clone()
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
-            value /= self.world_size
         return value
+
+    def shard(self) -> Shard:
+        """This process's share of an evaluation (evaluation.py)."""
+        return Shard(self.rank, self.world_size, self.sum)
 
     def agree(self, value: Any) -> Any:
         """Rank 0's `value` (a picklable object), on every process."""

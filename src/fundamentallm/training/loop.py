@@ -49,7 +49,7 @@ def train(config: Config | ConfigSources, console: TrainingConsole | None = None
     run.console.start(describe(run))
     with run.checkpointer.write_failures_reported(run.state):  # a full disk, a read-only directory
         with deferred_interrupt(run.interrupt), deterministic_kernels(run.device), \
-                finish_on_failure(run.tracker), out_of_memory_reported(run):
+                finish_on_failure(run.tracker), out_of_memory_reported(run), lost_processes_reported(run):
             stop_reason = fit(run)
         return finish(run, stop_reason)
 
@@ -180,6 +180,36 @@ def out_of_memory_reported(run: Run):
             f"--context-length {run.cfg.model.context_length}); try a smaller --batch-size with a larger "
             f"--grad-accum-steps (the same effective batch: {training.batch_size} x {training.grad_accum_steps} "
             "now), a shorter --context-length or a smaller model") from None
+
+
+PEER_ERRORS = ("gloo", "nccl", "connection reset", "connection closed", "connection refused", "broken pipe",
+               "timed out", "timeout")
+
+
+def is_lost_process(exc: RuntimeError) -> bool:
+    """A communication failure (the other side gone), not a bug of ours that happens to be a RuntimeError."""
+    return isinstance(exc, torch.distributed.DistError) or any(k in str(exc).lower() for k in PEER_ERRORS)
+
+
+class LostProcesses(UserError):
+    """Another process of the run is gone (killed, crashed, its machine lost): not an input
+    error, so exit status 1, but still one line."""
+
+    exit_code = 1
+
+
+@contextmanager
+def lost_processes_reported(run: Run):
+    """A collective that fails because another process died stops this one with one line,
+    not a traceback from deep inside the communication library."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.distributed.DistError and the backends' own errors
+        if not (run.cluster.distributed and is_lost_process(exc)):
+            raise
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise LostProcesses(f"process {run.cluster.rank} of {run.cluster.world_size} lost the others at step "
+                            f"{run.state.step + 1} ({detail}); continue from the last save with --resume") from None
 
 
 @contextmanager

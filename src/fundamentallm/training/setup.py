@@ -24,6 +24,7 @@ from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import tokenizer_from_dict
 from fundamentallm.tracking import Tracker, build_tracker
+from fundamentallm.training.activation_checkpointing import checkpoint_blocks
 from fundamentallm.training.checkpointer import Checkpointer, claim_output_dir, write_run_config
 from fundamentallm.training.compilation import Compilation, resolve_compile
 from fundamentallm.training.distributed import Cluster, join_cluster
@@ -35,7 +36,7 @@ from fundamentallm.training.precision import Precision, resolve_device, resolve_
 from fundamentallm.training.profiling import Profiler, peak_gflops
 from fundamentallm.training.sizing import Shape, Sizing, size_for_budget
 from fundamentallm.training.schedule import ConstantDropout, DropoutSchedule, LRSchedule, dropout_schedule
-from fundamentallm.training.start import Start, check_world_size
+from fundamentallm.training.start import Start, regroup
 from fundamentallm.training.state import TrainState, seed_everything
 from fundamentallm.training.stopping import Interrupt, StopCondition
 from fundamentallm.training.validator import Judge, Validator
@@ -80,13 +81,13 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     training = cfg.training
     device = resolve_device(training.device)
     cluster = join_cluster(device)
-    check_world_size(start, cluster.world_size)
     if not cluster.main:
         console = TrainingConsole("silent")  # rank 0 speaks (and writes) for all
     for warning in config_warnings(cfg):
         console.message(f"warning: {warning}")
-    if start.note:
-        console.message(f"note: {start.note}")
+    for note in (start.note, regroup(start, cfg, cluster.world_size)):  # how it starts; where in the data
+        if note:
+            console.message(f"note: {note}")
 
     # ---- data and tokenizer ----
     saved = start.checkpoint
@@ -116,6 +117,8 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         seed_everything(training.seed + cluster.rank)  # but each its own dropout masks
     if start.from_weights:  # taken out of the checkpoint: no second copy of the weights stays
         model.load_state_dict(saved.pop("model"))
+    if training.activation_checkpointing:  # recompute each block in the backward: memory for compute
+        checkpoint_blocks(model)
     freeze(model, cfg.optim.freeze_embeddings, cfg.optim.freeze_layers)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -155,7 +158,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         compilation, state, LRSchedule(cfg.optim), dropout_schedule(training, cfg.model), total_steps,
         tokens_per_step, console, tracker,
         validator=Validator(training, model, data.val, data.tokenizer.unk_id, data.val_chars_per_token,
-                            precision, judge),
+                            precision, cluster.shard(), judge),
         checkpointer=Checkpointer(cfg.checkpoint, cfg, data.tokenizer, cluster, tracker),
         metrics=MetricsLog(training, sampler.micro_per_epoch, Throughput(state, tokens_per_step), tracker, console),
         gradients=GradientMonitor(cfg.tracking, model, out, cluster.main, tracker, console.message),

@@ -152,11 +152,36 @@ def check_train_state(checkpoint: dict[str, Any], path: Path) -> None:
         raise UserError(f"{path}: the training state in this checkpoint is malformed")
 
 
-def check_world_size(start: Start, world_size: int) -> None:
-    """The processes split the data between them: a resumed run needs as many as wrote it."""
+def regroup(start: Start, cfg: Config, world_size: int) -> str | None:
+    """A run resumed on another number of processes than wrote it, or with another global
+    batch: where in the data it continues, and one line saying so (None when nothing changed).
+
+    The data position is (epoch, micro-batch) and the epoch's order is shared by all
+    processes (data/batching.py): with the same global batch (batch x accumulation x
+    processes) a step reads the same windows however they are dealt out, so the position
+    carries over exactly. With another global batch it is re-derived from the windows the
+    epoch has used, to the nearest whole step. Processes beyond those that wrote the state
+    start from fresh random states (their dropout masks differ from an uninterrupted run's)."""
     if not start.resumed:
-        return
-    saved = len(start.checkpoint["train_state"].get("rank_rngs", [None]))
-    if saved != world_size:
-        raise UserError(f"{start.path}: this run trained on {saved} process(es); resume it on as many "
-                        f"(torchrun --nproc-per-node {saved}), not {world_size}")
+        return None
+    saved = start.checkpoint["config"].get("training") or {}
+    counters = start.checkpoint["train_state"]["counters"]
+    saved_world = len(start.checkpoint["train_state"].get("rank_rngs", [None]))
+    old_accum = int(saved.get("grad_accum_steps", cfg.training.grad_accum_steps))
+    old = int(saved.get("batch_size", cfg.training.batch_size)) * old_accum * saved_world
+    new = cfg.training.batch_size * cfg.training.grad_accum_steps * world_size
+    steps_in_epoch = int(counters.get("micro_batch", 0)) // old_accum  # saves happen between steps
+    where = f"resumed on {world_size} process(es), saved by {saved_world}" if world_size != saved_world else "resumed"
+    if old == new:
+        counters["micro_batch"] = steps_in_epoch * cfg.training.grad_accum_steps
+        if world_size == saved_world:
+            return None
+        fresh = (f"; processes {saved_world} to {world_size - 1} start from fresh random states"
+                 if world_size > saved_world else "")
+        return f"{where}: the same global batch ({new} sequences a step), so the data position carries over exactly{fresh}"
+    used = steps_in_epoch * old
+    counters["micro_batch"] = used // new * cfg.training.grad_accum_steps
+    keep = old / (cfg.training.grad_accum_steps * world_size)
+    hint = f" (--batch-size {keep:g} keeps it)" if keep == int(keep) else ""
+    return (f"{where}, and the global batch changed from {old} to {new} sequences a step{hint}: the data "
+            f"position is re-derived from the {used:,} windows this epoch has used, to the nearest whole step")

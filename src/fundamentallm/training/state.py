@@ -129,4 +129,6 @@ class TrainState:
             self.scaler.load_state_dict(state["scaler"])
         for name in self.counters:  # a counter an older state lacks keeps its default
             setattr(self, name, state["counters"].get(name, getattr(self, name)))
-        set_rng_state(state["rank_rngs"][rank] if "rank_rngs" in state else state["rng"])
+        saved = state.get("rank_rngs") or [state["rng"]]  # every process's state, or the one process's
+        if rank < len(saved):  # a process the saved run did not have keeps the fresh state it was seeded with
+            set_rng_state(saved[rank])

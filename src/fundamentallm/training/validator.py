@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fundamentallm.config import TrainingConfig
-from fundamentallm.evaluation import bits_per_char, total_loss
+from fundamentallm.evaluation import Shard, bits_per_char, total_loss
 from fundamentallm.model import GPT
 from fundamentallm.training.precision import Precision
 from fundamentallm.training.state import TrainState
@@ -32,9 +32,11 @@ Judge = Callable[[dict[str, Any]], bool]
 
 class Validator:
     def __init__(self, training: TrainingConfig, model: GPT, val_ids: torch.Tensor | np.ndarray | None,
-                 unk_id: int | None, chars_per_token: float, precision: Precision, judge: Judge | None = None):
+                 unk_id: int | None, chars_per_token: float, precision: Precision, shard: Shard,
+                 judge: Judge | None = None):
         self.training, self.model, self.val_ids = training, model, val_ids
         self.unk_id, self.chars_per_token, self.precision = unk_id, chars_per_token, precision
+        self.shard = shard
         self.judge = judge
         self.condemned = False  # the judge said stop
 
@@ -47,10 +49,12 @@ class Validator:
 
     def loss(self) -> float:
         """Mean nats per token over evenly spaced validation windows (the plain model, not the
-        compiled one: the windows' shapes vary, which would recompile)."""
-        windows = self.training.eval_iters * self.training.batch_size
+        compiled one: the windows' shapes vary, which would recompile): --eval-iters batches of
+        the global batch, each process scoring its share (the same figure as one process with
+        the combined batch would give, at 1/N of the work each)."""
+        windows = self.training.eval_iters * self.training.batch_size * self.shard.count
         nats, scored, _ = total_loss(self.model, self.val_ids, self.training.batch_size, self.unk_id,
-                                     windows, self.precision.autocast)
+                                     windows, self.precision.autocast, self.shard)
         return nats / max(1, scored)
 
     def validate(self, state: TrainState, record: dict[str, Any]) -> bool:

@@ -1,0 +1,104 @@
+"""How the weights are laid out over the processes: replicated (one process, or DDP), or
+sharded with FSDP2 (`--fsdp`).
+
+FSDP (Zhao et al. 2023, "PyTorch FSDP"; FSDP2 is `torch.distributed.fsdp.fully_shard`,
+which shards each parameter as a DTensor) keeps 1/N of every parameter, its gradient and
+its optimizer state on each of N processes. Each transformer block is its own unit: its
+weights are gathered just before its forward (and again for its backward) and freed
+after, so at most a block or two is whole at once; gradients are reduce-scattered, each
+process keeping its shard. With `--fsdp-reshard-after-forward` off, a block's gathered
+weights stay from its forward to its backward: one all-gather fewer per block, more memory.
+Mixed precision goes through FSDP's `MixedPrecisionPolicy`: weights gathered in bf16 for
+the compute, gradients reduced and kept in fp32, the fp32 shards updated.
+
+Checkpoints do not depend on the layout. `model_state` and `optimizer_state` return the
+single-process form on rank 0 (a sharded run gathers it: every process takes part), so
+`final.pt` evaluates anywhere and a resume checkpoint continues on any number of
+processes, sharded or not (FSDP -> DDP, 2 -> 1, 1 -> 2). `load` is the inverse: each
+process reads the whole state and keeps its shards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fundamentallm.model import GPT
+
+
+class Replicated:
+    """Every process holds the whole model (one process, or DDP)."""
+
+    name = "replicated"
+
+    def model_state(self, model: torch.nn.Module) -> dict[str, Any]:
+        return model.state_dict()
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load(self, model: torch.nn.Module, optimizer, model_state: dict[str, Any],
+             optimizer_state: dict[str, Any]) -> None:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+
+
+class Sharded(Replicated):
+    """FSDP2: each process holds a shard of every parameter, gradient and optimizer state."""
+
+    name = "fsdp"
+
+    def __init__(self, model: GPT, mixed: torch.dtype | None, reshard_after_forward: bool):
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        policy = MixedPrecisionPolicy(param_dtype=mixed, reduce_dtype=torch.float32) if mixed else \
+            MixedPrecisionPolicy()
+        for block in model.blocks:  # one unit per block: gathered for its forward and backward only
+            fully_shard(block, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+        fully_shard(model, mp_policy=policy)  # the root: embeddings, final norm, head
+
+    @staticmethod
+    def full(**extra):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, **extra)
+
+    def model_state(self, model: torch.nn.Module) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        state = get_model_state_dict(model, options=self.full(cpu_offload=True))  # {} off rank 0
+        if state and getattr(model.cfg, "tie_embeddings", False):
+            state.setdefault("head.weight", state["embed.weight"])  # one matrix under both names, as a plain state dict
+        return state
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        by_name = get_optimizer_state_dict(model, optimizer, options=self.full(cpu_offload=True))
+        return by_index(by_name) if by_name else {}
+
+    def load(self, model: torch.nn.Module, optimizer, model_state: dict[str, Any],
+             optimizer_state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        set_model_state_dict(model, model_state, options=self.full())
+        set_optimizer_state_dict(model, optimizer, by_name(optimizer_state, model, optimizer), options=self.full())
+
+
+def by_index(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state keyed by parameter name (torch.distributed.checkpoint's form) →
+    keyed by position, as `optimizer.state_dict()` of the same optimizer on one process is."""
+    index: dict[str, int] = {}
+    groups = []
+    for group in state["param_groups"]:
+        groups.append({**group, "params": [index.setdefault(name, len(index)) for name in group["params"]]})
+    return {"state": {index[name]: value for name, value in state["state"].items()}, "param_groups": groups}
+
+
+def by_name(state: dict[str, Any], model: torch.nn.Module, optimizer) -> dict[str, Any]:
+    """The inverse of `by_index`, for this model and optimizer (the same groups, in order)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    groups = [{**saved, "params": [order[i] for i in saved["params"]]} for saved in state["param_groups"]]
+    return {"state": {order[i]: value for i, value in state["state"].items()}, "param_groups": groups}
