@@ -52,14 +52,15 @@ LEGACY_SETTINGS = {
 RENAMED = (("data", "vocab_size", "bpe_vocab_size"),)
 
 
-def save_checkpoint(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: torch.nn.Module,
+def save_checkpoint(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: torch.nn.Module | dict[str, Any],
                     train_state: dict[str, Any] | None = None) -> None:
+    """`model`: the model, or its state dict (a sharded run's, gathered)."""
     ckpt = {
         "format": FORMAT,
         "version": VERSION,
         "config": config_to_dict(cfg),
         "tokenizer": tokenizer.to_dict(),
-        "model": model.state_dict(),
+        "model": model if isinstance(model, dict) else model.state_dict(),
     }
     if train_state is not None:
         ckpt["train_state"] = train_state

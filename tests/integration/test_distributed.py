@@ -3,13 +3,15 @@ twice the batch, only rank 0 writes, and a two-process run resumes exactly."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from integration_helpers import (
-    ROOT, assert_one_line_error, fundamentallm_command, losses, metrics, process_env, run_process, summary,
+    ROOT, assert_one_line_error, fundamentallm_command, load_pt, losses, metrics, process_env, run_process, summary,
     tiny_args, train,
 )
 
@@ -137,3 +139,63 @@ def test_killing_one_process_stops_the_others_with_a_clear_message(tmp_path, cor
     assert "was killed by SIGKILL; the other processes were stopped; continue from the last save with --resume" \
         in stderr, stderr
     assert all(line.startswith("error:") for line in stderr.strip().splitlines()), stderr
+
+
+# ---------------------------------------------------------------- FSDP
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_fsdp_trains_as_one_process_with_the_combined_batch(tmp_path, corpus, optimizer):
+    """Sharded parameters, gradients and optimizer state: the losses of one process with both
+    processes' batches (Muon gathers each matrix for its Newton–Schulz step)."""
+    flags = {**RUN, "optimizer": optimizer}
+    out = tmp_path / "fsdp"
+    result = torchrun("train", corpus, "-o", out, *tiny_args(**flags), "--fsdp", "--json")
+    start = json.loads(result.stdout.splitlines()[0])
+    assert start["compile"].startswith("off") and "--fsdp" in start["compile"] or start["compile"] == "off"
+    single = train(corpus, tmp_path / "single", **{**flags, "batch_size": 8})
+    assert list(losses(out).values()) == pytest.approx(list(losses(single).values()), abs=1e-5)
+    val = [[r["val_loss"] for r in metrics(run) if "val_loss" in r] for run in (out, single)]
+    assert val[0] == pytest.approx(val[1], rel=1e-5)
+    # final.pt is one ordinary file: it loads and evaluates in one process, as the single run's does
+    fsdp_weights, single_weights = load_pt(out / "final.pt")["model"], load_pt(tmp_path / "single" / "final.pt")["model"]
+    assert fsdp_weights.keys() == single_weights.keys()
+    assert all(torch.allclose(fsdp_weights[k], single_weights[k], atol=1e-5) for k in fsdp_weights)
+    assert run_process("evaluate", out / "final.pt", corpus).returncode == 0
+
+
+def test_fsdp_with_accumulation_and_resume_into_ddp_and_one_process(tmp_path, corpus):
+    straight = train(corpus, tmp_path / "straight", **{**RUN, "batch_size": 8})  # 6 steps of 8
+    flags = {**RUN, "batch_size": 2, "grad_accum_steps": 2, "max_steps": 3}  # 2 x 2 x 2 processes = 8
+    fsdp = tmp_path / "fsdp-then-ddp"
+    torchrun("train", corpus, "-o", fsdp, *tiny_args(**flags), "--fsdp", "--quiet")
+    assert list(losses(fsdp).values()) == pytest.approx(list(losses(straight).values())[:3], abs=1e-5)
+    torchrun("train", "-o", fsdp, "--resume", "--no-fsdp", "--batch-size", "4", "--grad-accum-steps", "1",
+             "--max-steps", "6", "--quiet")  # DDP now, 4 x 1 x 2 processes: the same 8 a step
+    assert list(losses(fsdp).values()) == pytest.approx(list(losses(straight).values()), abs=1e-5)
+
+    again = tmp_path / "fsdp-then-one"
+    torchrun("train", corpus, "-o", again, *tiny_args(**flags), "--fsdp", "--quiet")
+    result = run_process("train", "-o", again, "--resume", "--batch-size", "8", "--grad-accum-steps", "1",
+                         "--max-steps", "6", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "--fsdp shards a model over several processes" in result.stderr  # one process: said, not ignored
+    assert list(losses(again).values()) == pytest.approx(list(losses(straight).values()), abs=1e-5)
+
+
+def test_fsdp_refuses_what_it_cannot_shard_yet(tmp_path, corpus):
+    result = torchrun("train", corpus, "-o", tmp_path / "x", *tiny_args(), "--fsdp", "--precision", "fp16",
+                      "--quiet", expect_success=False)
+    assert result.stderr.count("error: --fsdp does not work with --precision fp16") >= 1
+
+
+def test_fsdp_with_activation_checkpointing_and_bf16(tmp_path, corpus):
+    """Recomputed blocks inside sharded ones keep the losses; bf16 goes through FSDP's mixed
+    precision (said in the start summary), close to fp32's."""
+    single = train(corpus, tmp_path / "single", **{**RUN, "batch_size": 8})
+    recomputed = tmp_path / "recomputed"
+    torchrun("train", corpus, "-o", recomputed, *tiny_args(**RUN), "--fsdp", "--activation-checkpointing", "--quiet")
+    assert list(losses(recomputed).values()) == pytest.approx(list(losses(single).values()), abs=1e-5)
+    mixed = tmp_path / "bf16"
+    result = torchrun("train", corpus, "-o", mixed, *tiny_args(**{**RUN, "precision": "bf16"}), "--fsdp", "--json")
+    start = json.loads(result.stdout.splitlines()[0])
+    assert start["precision"].startswith("bf16 through FSDP's mixed precision"), start["precision"]
+    assert list(losses(mixed).values()) == pytest.approx(list(losses(single).values()), abs=0.05)

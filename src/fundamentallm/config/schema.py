@@ -268,6 +268,15 @@ class TrainingConfig:
     early_stopping: bool = option(False, "stop when validation loss stops improving")
     patience: int = option(5, "evaluations without improvement before stopping", check="positive")
     min_delta: float = option(0.0, "smallest decrease in validation loss that counts", check="non_negative")
+    fsdp: bool = option(
+        False, "with several processes: shard parameters, gradients and optimizer state over them (FSDP2, "
+        "block by block), for a model too large for one device; checkpoints stay single files that load "
+        "anywhere (training/sharding.py)"
+    )
+    fsdp_reshard_after_forward: bool = option(
+        True, "--fsdp: free each block's gathered weights after its forward and gather them again for its "
+        "backward (least memory); --no-fsdp-reshard-after-forward keeps them: one all-gather fewer per block"
+    )
     activation_checkpointing: bool = option(
         False, "keep only each block's input in the forward pass and recompute its insides during the "
         "backward (torch.utils.checkpoint): much less activation memory for about a third more compute; "

@@ -72,13 +72,16 @@ class Checkpointer:
     def save(self, name: str, state: TrainState, resumable: bool = True) -> None:
         """One checkpoint file: the model, and with `resumable` the whole training state."""
         rank_rngs = self.cluster.gather(rng_state()) if resumable else None  # every process's
+        # Every process takes part: a sharded (FSDP) model and optimizer are gathered to rank 0.
+        model_state = state.layout.model_state(state.model)
+        optimizer_state = state.layout.optimizer_state(state.model, state.optimizer) if resumable else None
         if not self.cluster.main:
             return
         self.tracker.flush()  # metrics.json holds every record up to the checkpoint
         if name == RESUME_NAME:
             self.keep_previous()
-        save_checkpoint(self.out / name, self.cfg, self.tokenizer, state.model,
-                        state.state_dict(rank_rngs) if resumable else None)
+        save_checkpoint(self.out / name, self.cfg, self.tokenizer, model_state,
+                        state.state_dict(rank_rngs, optimizer_state) if resumable else None)
 
     @contextmanager
     def write_failures_reported(self, state: TrainState) -> Iterator[None]:

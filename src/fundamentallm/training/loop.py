@@ -71,8 +71,7 @@ def fit(run: Run) -> str:
         optimizer.zero_grad(set_to_none=True)  # gradients live on until the next step (histograms)
         step_loss = torch.zeros((), device=run.device)
         for micro in range(accum):
-            if run.ddp is not None:  # average the gradients once, after the last micro-batch
-                run.ddp.require_backward_grad_sync = micro == accum - 1
+            run.sync_gradients(micro == accum - 1)  # several processes: average once, after the last
             with phase("data"):
                 x, y = run.sampler.batch_at(state.epoch, state.micro_batch)
                 x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)

@@ -39,6 +39,22 @@ def orthogonalize(g: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tens
     return (x.mT if tall else x).to(g.dtype)
 
 
+def as_whole(t: torch.Tensor) -> torch.Tensor:
+    """The whole matrix of a sharded parameter's tensor (FSDP's DTensor: all-gathered), or `t`.
+    Newton–Schulz needs whole matrices: every process orthogonalises every one (the same
+    numbers everywhere) and keeps its own rows."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def like(param: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    """`whole` laid out as `param` is: this process's shard of it, for a sharded parameter."""
+    if not hasattr(param, "device_mesh"):
+        return whole
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None)  # no communication
+
+
 class Muon(torch.optim.Optimizer):
     """Param groups with `muon=True` get Muon; the others AdamW.
 
@@ -83,11 +99,12 @@ class Muon(torch.optim.Optimizer):
         for i, p in enumerate(params):
             by_shape.setdefault(p.shape, []).append(i)
         for shape, index in by_shape.items():
-            directions = orthogonalize(torch.stack([nesterov[i] for i in index]), self.ns_steps, self.ns_dtype)
+            whole = [as_whole(nesterov[i]) for i in index]  # sharded (FSDP): each matrix gathered
+            directions = orthogonalize(torch.stack(whole), self.ns_steps, self.ns_dtype).unbind(0)
             # An orthogonal (rows, cols) matrix has RMS sqrt(1/max(rows, cols)); scale tall
             # matrices up so the per-entry step does not shrink with the fan-out.
             scale = math.sqrt(max(1.0, shape[0] / shape[1]))
-            torch._foreach_add_([params[i] for i in index], list(directions.unbind(0)),
+            torch._foreach_add_([params[i] for i in index], [like(params[i], d) for i, d in zip(index, directions)],
                                 alpha=-group["lr"] * scale)
 
     def _adamw_step(self, params: list[torch.Tensor], group: dict) -> None:

@@ -82,8 +82,9 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> tor
     few skip a pass over every gradient.
     """
     grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads or grads[0].device.type != "cpu":
-        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    if not grads or grads[0].device.type != "cpu" or hasattr(grads[0], "device_mesh"):
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)  # a sharded (FSDP) norm: over all shards
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
     norm = torch.nn.utils.get_total_norm(grads)
     if norm > max_norm:
         torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)

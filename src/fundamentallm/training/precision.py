@@ -68,6 +68,7 @@ class Precision:
     device_type: str
     dtype: torch.dtype | None  # autocast dtype; None means plain fp32
     note: str  # one line for the run summary, saying what was chosen and why
+    autocasts: bool = True  # False under FSDP, whose MixedPrecisionPolicy casts the weights instead
 
     @property
     def name(self) -> str:
@@ -78,7 +79,7 @@ class Precision:
         return self.dtype == torch.float16
 
     def autocast(self):
-        if self.dtype is None:
+        if self.dtype is None or not self.autocasts:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 

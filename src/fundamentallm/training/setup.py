@@ -9,9 +9,10 @@ here happens once; `loop.fit` runs the steps.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -34,6 +35,7 @@ from fundamentallm.training.metrics import MetricsLog, Throughput
 from fundamentallm.training.optim import build_optimizer, freeze
 from fundamentallm.training.precision import Precision, resolve_device, resolve_precision
 from fundamentallm.training.profiling import Profiler, peak_gflops
+from fundamentallm.training.sharding import Replicated, Sharded
 from fundamentallm.training.sizing import Shape, Sizing, size_for_budget
 from fundamentallm.training.schedule import ConstantDropout, DropoutSchedule, LRSchedule, dropout_schedule
 from fundamentallm.training.start import Start, regroup
@@ -55,6 +57,7 @@ class Run:
     model: GPT  # the plain model: checkpoints and evaluation use it
     step_module: torch.nn.Module  # what the training step calls: compiled and/or DDP-wrapped
     ddp: DistributedDataParallel | None
+    sync_gradients: Callable[[bool], None]  # whether this backward averages the gradients over processes
     trainable: list[torch.nn.Parameter]
     precision: Precision
     compilation: Compilation
@@ -120,21 +123,26 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     if training.activation_checkpointing:  # recompute each block in the backward: memory for compute
         checkpoint_blocks(model)
     freeze(model, cfg.optim.freeze_embeddings, cfg.optim.freeze_layers)
+    layout, precision = lay_out(model, cfg, cluster, precision, console)  # replicated, or sharded (--fsdp)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise UserError("every parameter is frozen (--freeze-embeddings, --freeze-layers): nothing to train")
     compilation = resolve_compile(training.compile, device, unsuitable=(
         "--dropout-schedule changes the dropout rate every step, and each rate would recompile"
-        if training.dropout_schedule != "constant" else None))
+        if training.dropout_schedule != "constant" else
+        "--fsdp (sharded blocks are not compiled here yet)" if layout.name == "fsdp" else None))
     step_module = compilation.wrap(model)
-    ddp = None
-    if cluster.distributed:  # averages the gradients across processes during backward
+    ddp, sync_gradients = None, (lambda on: None)
+    if layout.name == "fsdp":  # FSDP reduce-scatters the gradients itself, during backward
+        sync_gradients = model.set_requires_gradient_sync
+    elif cluster.distributed:  # DDP averages the gradients across processes during backward
         ddp = DistributedDataParallel(step_module, device_ids=[cluster.local_rank] if device.type == "cuda"
                                       else None, forward_sync_buffers=False)  # buffers (RoPE) are constant
         step_module = ddp
+        sync_gradients = lambda on: setattr(ddp, "require_backward_grad_sync", on)  # noqa: E731
     optimizer = build_optimizer(model, cfg.optim, device, precision.dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
-    state = TrainState(model, optimizer, scaler)
+    state = TrainState(model, optimizer, scaler, layout)
     if start.resumed:
         state.load_state_dict(saved["train_state"], saved["model"], cluster.rank)
     total_steps = sampler.steps_per_epoch * training.epochs
@@ -154,7 +162,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
 
     tracker = cluster.on_main(open_run_dir) or Tracker()  # the other processes log nothing
     return Run(
-        cfg, start, device, cluster, data, sampler, model, step_module, ddp, trainable, precision,
+        cfg, start, device, cluster, data, sampler, model, step_module, ddp, sync_gradients, trainable, precision,
         compilation, state, LRSchedule(cfg.optim), dropout_schedule(training, cfg.model), total_steps,
         tokens_per_step, console, tracker,
         validator=Validator(training, model, data.val, data.tokenizer.unk_id, data.val_chars_per_token,
@@ -171,6 +179,30 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
                           model.flops_per_token() * tokens_per_step / cluster.world_size,
                           console.message, enabled=cluster.main),
     )
+
+
+def lay_out(model: GPT, cfg: Config, cluster: Cluster, precision: Precision, console: TrainingConsole
+            ) -> tuple[Replicated, Precision]:
+    """The weights replicated on every process, or with --fsdp and several processes sharded
+    over them (training/sharding.py); under FSDP its MixedPrecisionPolicy, not autocast, casts."""
+    training, optim = cfg.training, cfg.optim
+    if not training.fsdp:
+        return Replicated(), precision
+    if not cluster.distributed:
+        console.message("note: --fsdp shards a model over several processes (--nproc N, or torchrun); "
+                        "one process trains it whole")
+        return Replicated(), precision
+    unsupported = {"--precision fp16 (bf16 needs no gradient scaling)": precision.needs_scaler,
+                   "--lookahead-steps": optim.lookahead_steps > 0,
+                   "--grad-check-interval / --histogram-interval": bool(cfg.tracking.grad_check_interval
+                                                                         or cfg.tracking.histogram_interval)}
+    for what, used in unsupported.items():
+        if used:
+            raise UserError(f"--fsdp does not work with {what} yet; leave one of them out")
+    layout = Sharded(model, precision.dtype, training.fsdp_reshard_after_forward)
+    note = (f"bf16 through FSDP's mixed precision (weights gathered in bf16, gradients reduced in fp32; "
+            f"chosen as {precision.note})" if precision.dtype else precision.note)
+    return layout, dataclasses.replace(precision, autocasts=False, note=note)
 
 
 def size_to_budget(budget_s: float, device: torch.device, dtype: torch.dtype, train_tokens: int,

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fundamentallm.training.sharding import Replicated
+
 
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
@@ -74,6 +76,7 @@ class TrainState:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    layout: Replicated = field(default_factory=Replicated, repr=False)  # or Sharded (FSDP): how weights are held
     step: int = 0  # optimizer steps taken
     epoch: int = 0  # completed epochs; the data position is (epoch, micro_batch)
     micro_batch: int = 0  # next micro-batch within the epoch
@@ -109,11 +112,13 @@ class TrainState:
         self.epoch, self.micro_batch = self.epoch + 1, 0
         return True
 
-    def state_dict(self, rank_rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def state_dict(self, rank_rngs: list[dict[str, Any]] | None = None,
+                   optimizer_state: dict[str, Any] | None = None) -> dict[str, Any]:
         """All but the model weights, which a checkpoint stores once, as its `model` entry.
-        `rank_rngs`: with several processes, every process's random state (rank order)."""
+        `rank_rngs`: with several processes, every process's random state (rank order);
+        `optimizer_state`: the optimizer's, gathered (a sharded run), else read here."""
         state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state if optimizer_state is not None else self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "counters": {name: copy.copy(getattr(self, name)) for name in self.counters},
             "rng": rng_state(),
@@ -123,8 +128,7 @@ class TrainState:
         return state
 
     def load_state_dict(self, state: dict[str, Any], model_state: dict[str, Any], rank: int = 0) -> None:
-        self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.layout.load(self.model, self.optimizer, model_state, state["optimizer"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         for name in self.counters:  # a counter an older state lacks keeps its default
