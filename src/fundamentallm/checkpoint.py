@@ -105,6 +105,15 @@ def seal(ckpt: dict[str, Any]) -> None:
     ckpt["checksum"] = content_digest(ckpt)
 
 
+def file_digest(path: Path) -> str:
+    """A digest of a file's bytes (the shards of a sharded resume state are checked by it)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return "blake2b-128:" + digest.hexdigest()
+
+
 def tensor_bytes(value: Any) -> int:
     """Bytes of tensor data in `value`: about the size of its file."""
     if isinstance(value, torch.Tensor):
@@ -179,6 +188,10 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint"
                           ) -> tuple[GPT, Tokenizer, Config]:
     """Rebuild the model, tokenizer and config stored in a loaded checkpoint."""
     cfg = config_from_dict(ckpt["config"], source)
+    sharded = (ckpt.get("train_state") or {}).get("sharded") if isinstance(ckpt.get("train_state"), dict) else None
+    if not ckpt["model"] and sharded:
+        raise UserError(f"{source}: holds a sharded training state (its weights are in {sharded.get('dir')}), to "
+                        "continue with --resume; evaluate, generate or export final.pt or best_model.pt")
     try:
         tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
     except UserError as exc:

@@ -199,3 +199,39 @@ def test_fsdp_with_activation_checkpointing_and_bf16(tmp_path, corpus):
     start = json.loads(result.stdout.splitlines()[0])
     assert start["precision"].startswith("bf16 through FSDP's mixed precision"), start["precision"]
     assert list(losses(mixed).values()) == pytest.approx(list(losses(single).values()), abs=0.05)
+
+
+# ---------------------------------------------------------------- sharded resume state (torch.distributed.checkpoint)
+def test_a_sharded_resume_state_continues_on_any_layout(tmp_path, corpus):
+    """--sharded-resume: every process writes its own shards (nothing gathered on rank 0); the
+    run continues from them exactly, on FSDP, DDP or one process (DCP reshards on loading)."""
+    straight = train(corpus, tmp_path / "straight", **{**RUN, "batch_size": 8})
+    flags = {**RUN, "max_steps": 3, "checkpoint_interval": 3}
+    for name, resume in {"fsdp": ["--fsdp"], "ddp": ["--no-fsdp"], "one": None}.items():
+        out = tmp_path / name
+        torchrun("train", corpus, "-o", out, *tiny_args(**flags), "--fsdp", "--sharded-resume", "--quiet")
+        saved = load_pt(out / "resume_checkpoint.pt")
+        assert saved["model"] == {} and saved["train_state"]["sharded"]["dir"] == "resume_checkpoint.dcp/step_00000003"
+        shards = sorted(p.name for p in (out / "resume_checkpoint.dcp" / "step_00000003").iterdir())
+        assert ".metadata" in shards and sum(p.endswith(".distcp") for p in shards) == 2  # one per process
+        if resume is None:
+            result = run_process("train", "-o", out, "--resume", "--batch-size", "8", "--max-steps", "6", "--quiet")
+            assert result.returncode == 0, result.stderr
+        else:
+            torchrun("train", "-o", out, "--resume", *resume, "--max-steps", "6", "--quiet")
+        assert list(losses(out).values()) == pytest.approx(list(losses(straight).values()), abs=1e-5), name
+
+
+def test_a_damaged_shard_is_reported_in_one_line(tmp_path, corpus):
+    out = tmp_path / "run"
+    torchrun("train", corpus, "-o", out, *tiny_args(**{**RUN, "max_steps": 3, "checkpoint_interval": 3}), "--fsdp",
+             "--sharded-resume", "--quiet")
+    shard = next((out / "resume_checkpoint.dcp" / "step_00000003").glob("*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 1
+    shard.write_bytes(bytes(data))
+    result = run_process("train", "-o", out, "--resume", "--batch-size", "8", "--max-steps", "6")
+    line = assert_one_line_error(result)
+    assert f"{shard.name}: damaged (its checksum does not match" in line
+    result = run_process("evaluate", out / "resume_checkpoint.pt", corpus)
+    assert "holds a sharded training state" in assert_one_line_error(result)

@@ -229,6 +229,9 @@ def validate(cfg: Config) -> None:
         raise UserError("--lookahead-alpha applies only with --lookahead-steps N")
     if o.min_lr is not None and o.min_lr > o.learning_rate:
         raise UserError(f"--min-lr {o.min_lr} is above --learning-rate {o.learning_rate}")
+    if cfg.checkpoint.sharded_resume and o.lookahead_steps:
+        raise UserError("--sharded-resume does not work with --lookahead-steps yet (its slow weights are not "
+                        "sharded); leave one of them out")
 
 
 def config_warnings(cfg: Config) -> list[str]:

@@ -331,6 +331,11 @@ class CheckpointConfig:
     checkpoint_interval: int = option(
         500, "steps between resume_checkpoint.pt writes", check="positive"
     )
+    sharded_resume: bool = option(
+        False, "write the resume state with torch.distributed.checkpoint: every process writes its own "
+        "shards, nothing is gathered on rank 0 (for models too large to gather), into "
+        "OUTPUT_DIR/resume_checkpoint.dcp/step_N/; it resumes on any number of processes and any layout"
+    )
 
 
 @dataclass

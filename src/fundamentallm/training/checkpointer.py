@@ -19,22 +19,25 @@ and `--resume` continues once the directory can be written again.
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import torch
+
 from fundamentallm.atomic import WriteFailed, write_text
-from fundamentallm.checkpoint import save_checkpoint
+from fundamentallm.checkpoint import file_digest, save_checkpoint
 from fundamentallm.config import CheckpointConfig, Config, dump_yaml
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import Tokenizer
 from fundamentallm.tracking import Tracker
 from fundamentallm.training.distributed import Cluster
-from fundamentallm.training.start import PREVIOUS_NAME, RESUME_NAME
+from fundamentallm.training.start import PREVIOUS_NAME, RESUME_NAME, SHARDED_DIR
 from fundamentallm.training.state import TrainState, rng_state
 
 # Files a run writes; a fresh run with --overwrite removes those an earlier run left.
-RUN_FILES = ("final.pt", "best_model.pt", RESUME_NAME, PREVIOUS_NAME, "metrics.json", "summary.json",
+RUN_FILES = ("final.pt", "best_model.pt", RESUME_NAME, PREVIOUS_NAME, SHARDED_DIR, "metrics.json", "summary.json",
              "loss_curve.png", "gradient_flow.png", "config.yaml", "checkpoint_epoch_*.pt",
              "events.out.tfevents.*")
 
@@ -46,8 +49,8 @@ def claim_output_dir(out: Path, resuming: bool, overwrite: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--output-dir {out}: cannot create the directory ({exc.strerror})") from None
-    for unfinished in out.glob(".*.tmp"):  # atomic writes a killed run left half done
-        unfinished.unlink(missing_ok=True)
+    for unfinished in [*out.glob(".*.tmp"), *out.glob(f"{SHARDED_DIR}/.*.tmp")]:  # writes a killed run left half done
+        shutil.rmtree(unfinished, ignore_errors=True) if unfinished.is_dir() else unfinished.unlink(missing_ok=True)
     if resuming or not (out / RESUME_NAME).exists():
         return
     if not overwrite:
@@ -55,7 +58,7 @@ def claim_output_dir(out: Path, resuming: bool, overwrite: bool) -> None:
                         "with --overwrite (or choose another --output-dir)")
     for pattern in RUN_FILES:
         for old in out.glob(pattern):
-            old.unlink()
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def write_run_config(out: Path, cfg: Config) -> None:
@@ -71,6 +74,9 @@ class Checkpointer:
 
     def save(self, name: str, state: TrainState, resumable: bool = True) -> None:
         """One checkpoint file: the model, and with `resumable` the whole training state."""
+        if name == RESUME_NAME and self.saving.sharded_resume:
+            self.save_sharded(state)
+            return
         rank_rngs = self.cluster.gather(rng_state()) if resumable else None  # every process's
         # Every process takes part: a sharded (FSDP) model and optimizer are gathered to rank 0.
         model_state = state.layout.model_state(state.model)
@@ -82,6 +88,33 @@ class Checkpointer:
             self.keep_previous()
         save_checkpoint(self.out / name, self.cfg, self.tokenizer, model_state,
                         state.state_dict(rank_rngs, optimizer_state) if resumable else None)
+
+    def save_sharded(self, state: TrainState) -> None:
+        """--sharded-resume: every process writes its shards into a work directory, which rank 0
+        renames into place whole (atomic), checksums, and names in a small resume_checkpoint.pt."""
+        rank_rngs = self.cluster.gather(rng_state())
+        step = f"step_{state.step:08d}"
+        work, final = self.out / SHARDED_DIR / f".{step}.tmp", self.out / SHARDED_DIR / step
+        if self.cluster.main:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+        self.cluster.barrier()
+        state.layout.save_sharded(state.model, state.optimizer, work)  # every process, its own shards
+        self.cluster.barrier()
+        if not self.cluster.main:
+            return
+        files = {f.name: file_digest(f) for f in sorted(work.iterdir())}
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(work, final)
+        self.tracker.flush()
+        self.keep_previous()
+        train_state = state.state_dict(rank_rngs, optimizer_state={})
+        train_state["sharded"] = {"dir": f"{SHARDED_DIR}/{step}", "files": files}
+        save_checkpoint(self.out / RESUME_NAME, self.cfg, self.tokenizer, {}, train_state)
+        keep = {shard_dir(self.out / name) for name in (RESUME_NAME, PREVIOUS_NAME)}
+        for old in (self.out / SHARDED_DIR).glob("step_*"):
+            if old.name not in keep:  # no checkpoint names it any more
+                shutil.rmtree(old, ignore_errors=True)
 
     @contextmanager
     def write_failures_reported(self, state: TrainState) -> Iterator[None]:
@@ -129,3 +162,12 @@ class Checkpointer:
         found = sorted(self.out.glob("checkpoint_epoch_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
         for old in found[:-self.saving.keep_checkpoints]:
             old.unlink()
+
+
+def shard_dir(checkpoint: Path) -> str | None:
+    """The name of the shard directory a resume checkpoint uses, if it is a sharded one."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True).get("train_state") or {}
+    except Exception:  # absent or unreadable: it keeps no shards alive
+        return None
+    return Path(state["sharded"]["dir"]).name if isinstance(state.get("sharded"), dict) else None

@@ -107,7 +107,7 @@ class LossWatch:
         checkpoint = load_checkpoint(path)
         at, elapsed, skipped = state.step, state.elapsed, state.skipped_steps
         rollbacks, lr_factor = state.rollbacks + 1, state.lr_factor * self.training.spike_lr_factor
-        state.load_state_dict(checkpoint["train_state"], checkpoint["model"], self.cluster.rank)
+        state.load_state_dict(checkpoint["train_state"], checkpoint["model"], self.cluster.rank, path.parent)
         # The time spent stays spent (--max-time), and the run remembers what it has been through.
         state.elapsed, state.skipped_steps, state.rollbacks, state.lr_factor = elapsed, skipped, rollbacks, lr_factor
         self.event(at, "loss_spike", f"loss spike from step {began} ({loss:.4g}, recent median {median:.4g}): "

@@ -26,6 +26,8 @@ from fundamentallm.errors import UserError
 from fundamentallm.tracking import Tracker
 from fundamentallm.training.distributed import leave_cluster
 from fundamentallm.training.optim import clip_gradients
+from fundamentallm.training.profiling import peak_memory_bytes, reset_peak_memory
+from fundamentallm.training.sharding import held_bytes
 from fundamentallm.training.schedule import set_learning_rate
 from fundamentallm.training.setup import Run, describe, setup
 from fundamentallm.training.start import plan_start
@@ -61,6 +63,7 @@ def fit(run: Run) -> str:
     phase = run.profiler.phase  # marks the parts of a step in a --profile trace
     clock = time.perf_counter() - state.elapsed
     stop_reason = run.stop.before_start(state)
+    reset_peak_memory(run.device)  # summary.json's peak memory is the steps', not the setup's
     run.model.train()
     while stop_reason is None:
         # ---- one optimizer step ----
@@ -120,6 +123,9 @@ def finish(run: Run, stop_reason: str) -> dict[str, Any]:
     """The final model, the trackers closed, the summary written and shown."""
     state, cluster = run.state, run.cluster
     run.profiler.after_step(state.step, stopping=True)  # a window that early stopping cut short
+    peak, kind = peak_memory_bytes(run.device)
+    peaks = cluster.gather(round(peak / 1e6, 1))  # every process's: sharding shows here
+    held = cluster.gather(round(held_bytes(run.model, state.optimizer) / 1e6, 1))
     final = run.checkpointer.save_final(state)
     run.tracker.save_model(final)
     run.tracker.finish()
@@ -138,6 +144,9 @@ def finish(run: Run, stop_reason: str) -> dict[str, Any]:
         "parameters": run.model.num_parameters(),
         "device": str(run.device),
         "precision": run.precision.name,
+        "peak_memory_mb": peaks if cluster.distributed else peaks[0],  # per process, rank order
+        "peak_memory_kind": kind,
+        "training_state_mb": held if cluster.distributed else held[0],  # parameters, gradients, optimizer state
         "output_dir": run.cfg.checkpoint.output_dir,
     }
     if run.interrupt.signal:

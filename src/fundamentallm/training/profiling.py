@@ -67,6 +67,18 @@ def parse_steps(text: str) -> tuple[int, int]:
     return first, last
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start the peak anew (CUDA's allocator; Linux's peak RSS, through /proc/self/clear_refs),
+    so that it measures the steps and not the building of the run."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    elif sys.platform.startswith("linux"):
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
 def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "CUDA allocator peak"

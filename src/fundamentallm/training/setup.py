@@ -144,7 +144,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     state = TrainState(model, optimizer, scaler, layout)
     if start.resumed:
-        state.load_state_dict(saved["train_state"], saved["model"], cluster.rank)
+        state.load_state_dict(saved["train_state"], saved["model"], cluster.rank, start.path.parent)
     total_steps = sampler.steps_per_epoch * training.epochs
     if training.max_steps is not None:
         total_steps = min(total_steps, training.max_steps)

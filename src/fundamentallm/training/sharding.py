@@ -16,10 +16,21 @@ single-process form on rank 0 (a sharded run gathers it: every process takes par
 `final.pt` evaluates anywhere and a resume checkpoint continues on any number of
 processes, sharded or not (FSDP -> DDP, 2 -> 1, 1 -> 2). `load` is the inverse: each
 process reads the whole state and keeps its shards.
+
+For a model too large to gather on one process, `--sharded-resume` writes the resume state
+with torch.distributed.checkpoint instead (`save_sharded`): every process writes its own
+shards, in parallel, and loading reshards them for whatever layout continues
+(`load_sharded`). The layout on disk (training/checkpointer.py):
+
+    OUTPUT_DIR/resume_checkpoint.pt               config, tokenizer, counters, random states,
+                                                  and the name and checksums of its shard directory
+    OUTPUT_DIR/resume_checkpoint.dcp/step_N/      .metadata, __0_0.distcp, __1_0.distcp, ...
+                                                  (model and optimizer state, by parameter name)
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,6 +53,26 @@ class Replicated:
              optimizer_state: dict[str, Any]) -> None:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)
+
+    # ---- the resume state written in shards (--sharded-resume): torch.distributed.checkpoint ----
+    def save_sharded(self, model: torch.nn.Module, optimizer, directory: Path) -> None:
+        """Every process writes its own part of the model and optimizer state (DCP: one
+        `__RANK_0.distcp` file each, and `.metadata`); a replicated tensor is written once."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(directory))
+
+    def load_sharded(self, model: torch.nn.Module, optimizer, directory: Path) -> None:
+        """Read a sharded state into this run's layout, whatever layout wrote it (DCP reshards)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_state, optimizer_state = get_state_dict(model, optimizer)  # the shapes to fill
+        state = {"model": model_state, "optimizer": optimizer_state}
+        dcp.load(state, checkpoint_id=str(directory))
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
 class Sharded(Replicated):
@@ -102,3 +133,16 @@ def by_name(state: dict[str, Any], model: torch.nn.Module, optimizer) -> dict[st
     order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
     groups = [{**saved, "params": [order[i] for i in saved["params"]]} for saved in state["param_groups"]]
     return {"state": {order[i]: value for i, value in state["state"].items()}, "param_groups": groups}
+
+
+def held_bytes(model: torch.nn.Module, optimizer) -> int:
+    """Bytes of parameters, gradients and optimizer state this process holds: what FSDP
+    divides among the processes (only its shard of each, for a sharded tensor)."""
+    def size(t) -> int:
+        local = t.to_local() if hasattr(t, "to_local") else t
+        return local.numel() * local.element_size()
+
+    tensors = [*model.parameters(), *(p.grad for p in model.parameters() if p.grad is not None)]
+    inner = getattr(optimizer, "inner", optimizer)  # Lookahead wraps the optimizer
+    tensors += [v for state in inner.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    return sum(size(t) for t in tensors)

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fundamentallm.checkpoint import DamagedCheckpoint, load_checkpoint
+from fundamentallm.checkpoint import DamagedCheckpoint, file_digest, load_checkpoint
 from fundamentallm.config import Config, ConfigSources, validate
 from fundamentallm.errors import UserError
 from fundamentallm.training.sizing import LEARNING_RATE_KEY, SHAPE_KEYS
 
 RESUME_NAME = "resume_checkpoint.pt"
 PREVIOUS_NAME = "resume_checkpoint.previous.pt"  # the resume checkpoint before the latest
+SHARDED_DIR = "resume_checkpoint.dcp"  # --sharded-resume: the shards, a directory per saved step
 
 
 @dataclass
@@ -61,7 +62,7 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tupl
                         "with --resume, which continues one")
     if resume:
         path, checkpoint, note = (load_checkpoint_to_resume(out, fall_back=resume == "auto")
-                                  if resume in (True, "auto") else (Path(resume), load_checkpoint(resume), None))
+                                  if resume in (True, "auto") else (Path(resume), load_resumable(Path(resume)), None))
         cfg = sources.resolve(checkpoint["config"], resumed=True, source=str(path))
         if "train_state" in checkpoint or resume in (True, "auto"):
             check_train_state(checkpoint, path)
@@ -93,7 +94,7 @@ def load_checkpoint_to_resume(out: Path, fall_back: bool) -> tuple[Path, dict[st
     file with a training state: taken with `fall_back` (--resume auto), else named in the error."""
     latest = out / RESUME_NAME
     try:
-        return latest, load_checkpoint(latest), None
+        return latest, load_resumable(latest), None
     except UserError as exc:
         if not isinstance(exc, DamagedCheckpoint) and latest.exists():
             raise  # readable, but not a checkpoint of ours to resume: not a case for another file
@@ -102,7 +103,7 @@ def load_checkpoint_to_resume(out: Path, fall_back: bool) -> tuple[Path, dict[st
         if path == latest:
             continue
         try:
-            checkpoint = load_checkpoint(path)
+            checkpoint = load_resumable(path)
         except UserError:
             continue
         if "train_state" not in checkpoint or not isinstance(checkpoint["train_state"], dict):
@@ -116,6 +117,27 @@ def load_checkpoint_to_resume(out: Path, fall_back: bool) -> tuple[Path, dict[st
     if not latest.exists() and not resumable_files(out):
         raise UserError(problem)  # no checkpoint at all
     raise UserError(f"{problem}; no intact checkpoint of this run is left to continue from in {out}")
+
+
+def load_resumable(path: Path) -> dict[str, Any]:
+    """A checkpoint, and for a sharded training state (--sharded-resume) its shards, each
+    checked against the checksum recorded with it: damage anywhere is a DamagedCheckpoint."""
+    checkpoint = load_checkpoint(path)
+    state = checkpoint.get("train_state")
+    sharded = state.get("sharded") if isinstance(state, dict) else None
+    if sharded is None:
+        return checkpoint
+    if not (isinstance(sharded, dict) and isinstance(sharded.get("dir"), str)
+            and isinstance(sharded.get("files"), dict) and sharded["files"]):
+        raise DamagedCheckpoint(f"{path}: its record of the sharded state is malformed")
+    directory = path.parent / sharded["dir"]
+    for name, digest in sharded["files"].items():
+        file = directory / name
+        if not file.is_file():
+            raise DamagedCheckpoint(f"{file}: missing (a shard of {path.name}'s training state)")
+        if file_digest(file) != digest:
+            raise DamagedCheckpoint(f"{file}: damaged (its checksum does not match the one {path.name} recorded)")
+    return checkpoint
 
 
 def sizable_settings(cfg: Config, given: set[str]) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ import math
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,8 +128,13 @@ class TrainState:
             state["rank_rngs"] = rank_rngs
         return state
 
-    def load_state_dict(self, state: dict[str, Any], model_state: dict[str, Any], rank: int = 0) -> None:
-        self.layout.load(self.model, self.optimizer, model_state, state["optimizer"])
+    def load_state_dict(self, state: dict[str, Any], model_state: dict[str, Any], rank: int = 0,
+                        directory: Path | None = None) -> None:
+        """`directory`: where the checkpoint is (a sharded state's shards are found from there)."""
+        if "sharded" in state:  # --sharded-resume: model and optimizer in their own files
+            self.layout.load_sharded(self.model, self.optimizer, (directory or Path(".")) / state["sharded"]["dir"])
+        else:
+            self.layout.load(self.model, self.optimizer, model_state, state["optimizer"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         for name in self.counters:  # a counter an older state lacks keeps its default
