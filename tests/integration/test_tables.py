@@ -14,6 +14,7 @@ from integration_helpers import losses, run_cli, sample_text, train
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 datasets = pytest.importorskip("datasets")
+datasets.disable_progress_bars()  # save_to_disk's bars would mix into the stderr the tests read
 
 DOCS = [sample_text(30_000)[i:i + 3_000] for i in range(0, 30_000, 3_000)]  # ten documents
 RUN = {"max_steps": 6, "log_interval": 1, "val_split": 0.1, "eval_interval": 6}

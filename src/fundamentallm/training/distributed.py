@@ -127,6 +127,15 @@ def join_cluster(device: torch.device) -> Cluster:
     return Cluster(rank, world_size, local_rank, control)
 
 
+def abandon_cluster() -> None:
+    """Leave the process group on the way out of a failure (whatever state it is in)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - the failure being reported matters, not this one
+            pass
+
+
 def leave_cluster(cluster: Cluster) -> None:
     if cluster.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -82,7 +82,10 @@ def launch(nproc: int, argv: list[str]) -> int:
 
 def report_failure(exc, logs: Path, nproc: int) -> int:
     """One line for a failed run: the first failure's own error line, or how it ended."""
-    rank, failure = exc.get_first_failure()
+    # An input error on any process explains the rest (which may have been stopped, or have
+    # crashed on the way out), so it is reported before the first failure in time.
+    input_errors = sorted(rank for rank, f in exc.failures.items() if f.exitcode == 2)
+    rank, failure = (input_errors[0], exc.failures[input_errors[0]]) if input_errors else exc.get_first_failure()
     if failure.exitcode == 2:  # an input error, reported by the worker as `error: ...`
         if rank != 0:  # rank 0's went to the console already; another's is in its log
             line = next((line for line in worker_stderr(logs, rank).splitlines() if line.startswith("error:")),

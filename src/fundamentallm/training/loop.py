@@ -24,7 +24,7 @@ from fundamentallm.config import Config, ConfigSources
 from fundamentallm.console import TrainingConsole
 from fundamentallm.errors import UserError
 from fundamentallm.tracking import Tracker
-from fundamentallm.training.distributed import leave_cluster
+from fundamentallm.training.distributed import abandon_cluster, leave_cluster
 from fundamentallm.training.optim import clip_gradients
 from fundamentallm.training.profiling import peak_memory_bytes, reset_peak_memory
 from fundamentallm.training.sharding import held_bytes
@@ -47,13 +47,14 @@ def train(config: Config | ConfigSources, console: TrainingConsole | None = None
     sources = config if isinstance(config, ConfigSources) else ConfigSources.of(config)
     cfg, start = plan_start(sources, resume)
     console = console or TrainingConsole("quiet")
-    run = setup(cfg, start, console, Interrupt(), overwrite, tracker, judge)
-    run.console.start(describe(run))
-    with run.checkpointer.write_failures_reported(run.state):  # a full disk, a read-only directory
-        with deferred_interrupt(run.interrupt), deterministic_kernels(run.device), \
-                finish_on_failure(run.tracker), out_of_memory_reported(run), lost_processes_reported(run):
-            stop_reason = fit(run)
-        return finish(run, stop_reason)
+    with cluster_left_on_failure():
+        run = setup(cfg, start, console, Interrupt(), overwrite, tracker, judge)
+        run.console.start(describe(run))
+        with run.checkpointer.write_failures_reported(run.state):  # a full disk, a read-only directory
+            with deferred_interrupt(run.interrupt), deterministic_kernels(run.device), \
+                    finish_on_failure(run.tracker), out_of_memory_reported(run), lost_processes_reported(run):
+                stop_reason = fit(run)
+            return finish(run, stop_reason)
 
 
 def fit(run: Run) -> str:
@@ -165,6 +166,23 @@ def finish(run: Run, stop_reason: str) -> dict[str, Any]:
     gc.collect()
     leave_cluster(cluster)
     return summary
+
+
+@contextmanager
+def cluster_left_on_failure():
+    """A process that fails (an input error every rank found, a lost peer) leaves the process
+    group before it exits: gloo's threads, left running to interpreter exit, abort it
+    (SIGABRT), which would hide the one-line error behind a crash report."""
+    try:
+        yield
+    except UserError as exc:  # reported in one line, so its traceback is not needed: drop it, and
+        exc.__traceback__ = None  # with it the frames holding the run (DDP's reducer keeps gloo busy)
+        gc.collect()
+        abandon_cluster()
+        raise exc from None
+    except BaseException:
+        abandon_cluster()
+        raise
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
