@@ -19,7 +19,7 @@ import torch
 from fundamentallm.config import ModelConfig
 from fundamentallm.errors import ArgumentParser, run_reporting_errors
 from fundamentallm.model import GPT
-from fundamentallm.training.activation_checkpointing import checkpoint_blocks
+from fundamentallm.training.activation_checkpointing import checkpoint_blocks, saved_bytes
 
 
 def measure(cfg: ModelConfig, batch: int, checkpointed: bool, device: str, repeats: int) -> dict:
@@ -28,16 +28,7 @@ def measure(cfg: ModelConfig, batch: int, checkpointed: bool, device: str, repea
     if checkpointed:
         checkpoint_blocks(model)
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.context_length), device=device)
-    saved = 0
-
-    def pack(t):
-        nonlocal saved
-        saved += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(x, x)
-    loss.backward()
+    saved = saved_bytes(model, x, x)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -8,7 +8,7 @@ import dataclasses
 import torch
 
 from fundamentallm.model import GPT
-from fundamentallm.training.activation_checkpointing import checkpoint_blocks
+from fundamentallm.training.activation_checkpointing import checkpoint_blocks, saved_bytes
 
 
 def twins(cfg):
@@ -38,21 +38,6 @@ def test_losses_and_gradients_are_those_without_it(tiny_model_config):
     assert torch.equal(loss_a, loss_b)
     for name in grads_a:
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-6, atol=1e-7, msg=name)
-
-
-def saved_bytes(model, x, y) -> int:
-    """Bytes of the tensors autograd keeps for the backward pass during one forward."""
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(x, y)
-    loss.backward()
-    return total
 
 
 def test_far_fewer_activations_are_kept(tiny_model_config):
