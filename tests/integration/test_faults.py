@@ -370,3 +370,25 @@ def test_running_out_of_memory_is_one_line_suggesting_a_smaller_batch(tmp_path, 
     line = one_error_line(capsys)
     assert line.startswith("error: out of memory on cpu at step 1 (--batch-size 4")
     assert "smaller --batch-size" in line and "--grad-accum-steps" in line
+
+
+def test_the_spike_settings_each_change_what_counts_as_a_spike(tmp_path, corpus, capsys, monkeypatch):
+    """--spike-factor: a 30x loss is no spike against a threshold of 100x; --spike-steps 2: the
+    rollback comes after two high steps, not four; --spike-window 10: a spike at step 15 is seen
+    (the default window needs 20 losses first); --spike-lr-factor: the rate it leaves."""
+    flags = {**EXACT, "max_steps": 40, "checkpoint_interval": 5}
+
+    def events(out):
+        return [r for r in metrics(out) if r.get("event") == "loss_spike"]
+
+    LossInjection(monkeypatch, set(range(31, 37)), 30.0)
+    assert events(train(corpus, tmp_path / "a", "--spike-rollbacks", "1", "--spike-factor", "100", **flags)) == []
+    LossInjection(monkeypatch, {31, 32}, 30.0)  # each injection counts from its own start; two high steps
+    (event,) = events(train(corpus, tmp_path / "b", "--spike-rollbacks", "1", "--spike-steps", "2",
+                            "--spike-lr-factor", "0.25", **flags))
+    assert (event["step"], event["began"], event["rolled_back_to"], event["lr_factor"]) == (32, 31, 30, 0.25)
+    LossInjection(monkeypatch, set(range(15, 21)), 30.0)
+    assert events(train(corpus, tmp_path / "c", "--spike-rollbacks", "1", **flags)) == []  # too early to judge
+    LossInjection(monkeypatch, set(range(15, 21)), 30.0)
+    (event,) = events(train(corpus, tmp_path / "d", "--spike-rollbacks", "1", "--spike-window", "10", **flags))
+    assert (event["began"], event["rolled_back_to"]) == (15, 10)
