@@ -95,6 +95,14 @@ def readable_bytes(count: float) -> str:
             return f"{count:.1f} {unit}"
 
 
+def same_file(first: Path, second: Path) -> bool:
+    """True when both paths name one file, including through links (samefile sees those): a
+    command that writes a new file from an input must never write over that input."""
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return first.resolve() == second.resolve()
+
+
 def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 

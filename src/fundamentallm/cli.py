@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from fundamentallm import __version__
 from fundamentallm.config.commands import (
+    DataAugmentOptions,
     DataSplitOptions,
     EvaluateOptions,
     ExportOptions,
@@ -343,6 +344,36 @@ def cmd_data_split(o: DataSplitOptions, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_augment(o: DataAugmentOptions, args: argparse.Namespace) -> int:
+    import json
+
+    from fundamentallm.console import unit_progress
+    from fundamentallm.corpus.backtranslation import BackTranslation, Generation, back_translate
+
+    if not o.back_translate:
+        raise UserError("data augment: choose the augmentation, --back-translate (random insertion and "
+                        "deletion act while training: train --augment P)")
+    if o.pivot is None:
+        raise UserError("--back-translate needs --pivot, the language to translate through (e.g. --pivot fr)")
+    settings = BackTranslation(o.source_lang, o.pivot, o.model_to, o.model_back, o.fraction, o.by, o.mix,
+                               o.batch_size, Generation(o.num_beams, o.sample), o.max_length, o.device, o.seed,
+                               o.cache)
+    with unit_progress("back-translating", "units", enabled=not o.json) as advance:
+        report = back_translate(o.input, o.output, settings, o.overwrite, advance)
+    if o.json:
+        print(json.dumps({**vars(report), "units_per_second": report.units_per_second}))
+        return 0
+    translated = report.distinct - report.from_cache
+    print(f"paraphrased {report.chosen:,} of {report.units:,} {o.by} ({o.fraction:.0%}): {report.changed:,} "
+          f"changed, {report.unchanged:,} came back as they were, {report.unfinished:,} unfinished (kept)")
+    if report.distinct:
+        print(f"{translated:,} translated there and back in {report.seconds:.1f} s "
+              f"({report.units_per_second:.1f} {o.by}/s, {report.batches:,} batches), {report.from_cache:,} "
+              f"from the cache {report.cache}")
+    print(f"wrote {o.output} ({report.output_units:,} {o.by}) and {o.output}.pairs.jsonl")
+    return 0
+
+
 # ---------------------------------------------------------------- the command table
 @dataclass
 class Command:
@@ -375,9 +406,11 @@ COMMANDS: dict[str, Command] = {
         "info": Command("vocabulary size and, with --data, characters per token", TokenizerInfoOptions,
                         cmd_tokenizer_info),
     }),
-    "data": Command("prepare data: split a corpus into train/validation/test", actions={
+    "data": Command("prepare data: split a corpus into train/validation/test, or paraphrase it", actions={
         "split": Command("split a corpus into train.txt / val.txt (/ test.txt)", DataSplitOptions,
                          cmd_data_split),
+        "augment": Command("write a paraphrased copy of a text file by back-translation (MarianMT models)",
+                           DataAugmentOptions, cmd_data_augment),
     }),
 }
 

@@ -13,8 +13,10 @@ from typing import Any
 
 from fundamentallm.atomic import finite_or_none
 from rich.console import Console as RichConsole
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 MODES = ("rich", "quiet", "json", "silent")
 
@@ -25,6 +27,32 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int) and abs(value) >= 10_000:
         return f"{value:,}"
     return str(value)
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, from rich's running estimate."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.1f} {self.unit}/s" if task.speed else f"– {self.unit}/s")
+
+
+@contextmanager
+def unit_progress(description: str, unit: str, enabled: bool = True,
+                  console: RichConsole | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A bar over items, with their rate, on a terminal (stderr); yields `progress(done, total)`."""
+    err = console or RichConsole(stderr=True, highlight=False)
+    if not enabled or not err.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), RateColumn(unit),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 class TrainingConsole:

@@ -31,7 +31,7 @@ def test_every_command_is_reached():
     assert names == {f"fundamentallm {c}" for c in (
         "train", "sweep", "evaluate", "generate", "interactive", "serve", "export", "import", "tokenizer train",
         "tokenizer encode",
-        "tokenizer decode", "tokenizer info", "data split")}
+        "tokenizer decode", "tokenizer info", "data split", "data augment")}
 
 
 @pytest.mark.parametrize("name, parser", leaf_parsers(), ids=lambda x: x if isinstance(x, str) else "")
@@ -46,7 +46,7 @@ def test_every_argument_comes_from_a_typed_option(name, parser):
 def test_device_is_one_declaration_everywhere():
     with_device = {name: a for name, p in leaf_parsers() for a in p._actions if "--device" in a.option_strings}
     assert set(with_device) == {f"fundamentallm {c}" for c in ("train", "sweep", "evaluate", "generate",
-                                                               "interactive", "serve")}
+                                                               "interactive", "serve", "data augment")}
     assert all(tuple(a.choices) == DEVICES for a in with_device.values())
 
 

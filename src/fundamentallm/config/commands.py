@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fundamentallm.config.schema import TOKENIZER_TYPES, device_option, option
+from fundamentallm.corpus.backtranslation import MIXES
+from fundamentallm.corpus.backtranslation import UNITS as BACK_TRANSLATION_UNITS
 
 UNITS = ("lines", "chars", "documents")  # what `data split` moves whole
 
@@ -152,6 +154,41 @@ class DataSplitOptions:
     text_field: str = text_field_option()
     output_dir: str | None = option(None, "where to write (default: beside the input)", aliases=("-o",))
     overwrite: bool = option(False, "replace existing train/val/test files")
+
+
+@dataclass
+class DataAugmentOptions:
+    input: str = option("", "the text file to paraphrase (left untouched)", positional=True, metavar="IN")
+    output: str = option("", "the augmented text to write (and OUT.pairs.jsonl beside it)", positional=True,
+                         metavar="OUT")
+    back_translate: bool = option(False, "paraphrase by translating to --pivot and back (MarianMT models; "
+                                  "the only augmentation written to a file: --augment P of train acts while "
+                                  "training)")
+    pivot: str | None = option(None, "the language to translate through, e.g. fr or de")
+    source_lang: str = option("en", "the language of IN")
+    model_to: str | None = option(None, "the model from IN's language to the pivot: a directory or a Hugging "
+                                  "Face id (default Helsinki-NLP/opus-mt-SRC-PIVOT)", metavar="NAME_OR_DIR")
+    model_back: str | None = option(None, "the model from the pivot back (default "
+                                    "Helsinki-NLP/opus-mt-PIVOT-SRC)", metavar="NAME_OR_DIR")
+    fraction: float = option(1.0, "the share of units to paraphrase, drawn with --seed", check="share")
+    by: str = option("lines", "the unit translated whole: each line, or each sentence of a line",
+                     choices=BACK_TRANSLATION_UNITS)
+    mix: str = option("append", "where the paraphrases go: after all of IN, each after its unit, or in its "
+                      "place", choices=MIXES)
+    batch_size: int = option(16, "texts per batch of the translation models", check="positive")
+    num_beams: int | None = option(None, "beam search width (default: the model's own setting)",
+                                   check="positive")
+    sample: bool = option(False, "sample each token from the 10 most likely (Edunov et al. 2018) instead of "
+                          "taking the most likely output: more varied paraphrases, still seeded")
+    max_length: int | None = option(None, "the most tokens one model input may hold (default: the model's "
+                                    "limit); longer units are cut at sentences, clauses or words, never "
+                                    "truncated", check="positive")
+    cache: str | None = option(None, "the translation cache directory (default ~/.cache/fundamentallm/"
+                               "backtranslation); a run started again continues from it")
+    device: str = device_option()
+    seed: int = option(0, "seed of the units drawn (and of --sample)", check="seed")
+    overwrite: bool = option(False, "replace OUT if it exists")
+    json: bool = option(False, "print one JSON object: the counts and the throughput")
 
 
 @dataclass

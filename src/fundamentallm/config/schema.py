@@ -21,6 +21,7 @@ CHECKS = {
     "fraction": (lambda v: 0 <= v < 1, "must be at least 0 and below 1"),
     "seed": (lambda v: 0 <= v < 2**63, "must be between 0 and 2**63 - 1"),
     "probability": (lambda v: 0 < v <= 1, "must be above 0 and at most 1"),
+    "share": (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
     "non_empty": (lambda v: bool(v.strip()), "must not be empty"),
     "port": (lambda v: 0 <= v < 65536, "must be between 0 and 65535"),
 }
@@ -165,6 +166,9 @@ class DataConfig:
         0.0, "text augmentation: delete, and separately double, each token of a training window "
         "with this probability (validation text is never augmented; 0: off)", check="fraction"
     )
+    augment_file: str | None = option(
+        None, "paraphrases to train on as well: OUT of `fundamentallm data augment --back-translate` (read "
+        "from OUT.pairs.jsonl); those of units that are in the validation text are left out", metavar="OUT")
     token_cache: str = option(
         "auto", "token cache for large corpora: auto (corpora from 32 MB, in ~/.cache/fundamentallm), "
         "off (always tokenise in memory), or a directory (always cache there)"

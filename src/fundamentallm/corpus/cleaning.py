@@ -23,7 +23,6 @@ cleaning it again with the same options changes nothing (idempotence, tested).
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fundamentallm.atomic import TemporaryTextFile
+from fundamentallm.atomic import TemporaryTextFile, same_file
 from fundamentallm.corpus.counting import SeenLines, add_counts, code_points_of, text_pieces
 from fundamentallm.textstream import DEFAULT_CHUNK_BYTES, INVALID_MODES, DecodedFile, line_segments
 from fundamentallm.errors import UserError
@@ -179,7 +178,7 @@ def clean_file(source: str | Path, destination: str | Path, options: CleaningOpt
     """
     source, destination = Path(source), Path(destination)
     report = CleaningReport((options or CleaningOptions()).checked())
-    if _same_file(source, destination):
+    if same_file(source, destination):
         raise UserError(f"{destination}: is the input file; write the cleaned text to a new file")
     if destination.is_dir():
         raise UserError(f"{destination}: is a directory, expected an output file path")
@@ -361,13 +360,6 @@ def _rare_pattern(char_counts: np.ndarray | None, report: CleaningReport) -> re.
         return None
     report.rare_distinct += len(rare)
     return re.compile("[" + "".join(map(re.escape, rare)) + "]")
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    """True when both paths name one file, including through links (samefile sees those)."""
-    if first.exists() and second.exists():
-        return os.path.samefile(first, second)
-    return first.resolve() == second.resolve()
 
 
 def _normalize(text: str, form: str) -> tuple[str, int]:

@@ -30,6 +30,7 @@ import shutil
 import socket
 import tempfile
 from contextlib import nullcontext
+from itertools import chain
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ import torch
 
 from fundamentallm.atomic import WriteFailed, write_text
 from fundamentallm.config.schema import DataConfig
+from fundamentallm.corpus.backtranslation import Paraphrases, pairs_file, training_paraphrases
 from fundamentallm.data.batching import encode
 from fundamentallm.data.text import data_files, read_text, stream_text
 from fundamentallm.errors import UserError
@@ -59,6 +61,7 @@ class TokenData:
     val_chars_per_token: float  # to turn a loss per token into one per character
     source: str  # where the validation text came from
     cache: str | None  # "built DIR" / "reused DIR", or None when held in memory
+    paraphrases: str | None = None  # what --augment-file added, for the run summary
 
 
 def validation_cut(characters: int, cfg: DataConfig) -> int:
@@ -79,9 +82,13 @@ def cache_root(setting: str) -> Path | None:
         return None
     if setting != "auto":
         return Path(setting)
-    base = os.environ.get("FUNDAMENTALLM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fundamentallm")
-    return Path(base) / "tokens"
+    return user_cache() / "tokens"
+
+
+def user_cache() -> Path:
+    """FundamentaLLM's cache directory: $FUNDAMENTALLM_CACHE, or ~/.cache/fundamentallm."""
+    return Path(os.environ.get("FUNDAMENTALLM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fundamentallm"))
 
 
 def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stage | None = None) -> TokenData:
@@ -116,11 +123,22 @@ def in_memory(cfg: DataConfig, tokenizer: Tokenizer | None) -> TokenData:
         text, val_text = text[:cut], text[cut:]
     else:
         val_text = None
+    added = None
+    if cfg.augment_file:
+        added = training_paraphrases(cfg.augment_file, [val_text] if val_text is not None else None)
+        text += cfg.separator + added.text
     tokenizer = tokenizer or build_tokenizer(cfg.tokenizer, text, cfg.bpe_vocab_size)
     train = encode(tokenizer, text)
     val = encode(tokenizer, val_text) if val_text is not None else None
     chars_per_token = len(val_text) / max(1, len(val)) if val is not None else 1.0
-    return TokenData(tokenizer, train, val, chars_per_token, validation_source(cfg), None)
+    return TokenData(tokenizer, train, val, chars_per_token, validation_source(cfg), None, describe(added, cfg))
+
+
+def describe(added: Paraphrases | None, cfg: DataConfig) -> str | None:
+    if added is None:
+        return None
+    return (f"{added.used:,} from {cfg.augment_file}"
+            + (f" ({added.left_out:,} of validation units left out)" if added.left_out else ""))
 
 
 def cache_key(files: list[Path], val_files: list[Path], cfg: DataConfig, tokenizer: Tokenizer | None) -> str:
@@ -131,7 +149,8 @@ def cache_key(files: list[Path], val_files: list[Path], cfg: DataConfig, tokeniz
                 "vocab_size": cfg.bpe_vocab_size,
                 "trained": tokenizer.to_dict() if tokenizer is not None else None}
     h.update(json.dumps(settings, sort_keys=True).encode())
-    for group in (files, val_files):
+    extra = [pairs_file(cfg.augment_file)] if cfg.augment_file else []
+    for group in (files, val_files, extra):
         h.update(b"\x00group")
         for file in group:
             h.update(b"\x00file")
@@ -186,15 +205,28 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
             head, tail = split_at(corpus(), cut)
             return head, (tail if cfg.val_split > 0 else None)
 
+    added = None
+    if cfg.augment_file:  # which paraphrases may join: a pass over the validation part
+        head, tail = parts()
+        if tail is not None and not cfg.validation_data:
+            for _ in head:  # (the tail of a split is read after its head)
+                pass
+        added = training_paraphrases(cfg.augment_file, tail)
+
+    def training_part(head: Iterator[str]) -> Iterator[str]:
+        return chain(head, [cfg.separator + added.text]) if added is not None else head
+
     if tokenizer is None:
         with stage(f"training the {cfg.tokenizer} tokenizer", None):
-            tokenizer = build_tokenizer(cfg.tokenizer, parts()[0], cfg.bpe_vocab_size)
+            tokenizer = build_tokenizer(cfg.tokenizer, training_part(parts()[0]), cfg.bpe_vocab_size)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
     entry.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{BUILDING}{socket.gethostname()}-{os.getpid()}-", dir=entry.parent))
     try:
         train_part, val_part = parts()
-        meta = {"dtype": np.dtype(dtype).name, "key_settings": cfg_summary(cfg)}
+        train_part = training_part(train_part)
+        meta = {"dtype": np.dtype(dtype).name, "key_settings": cfg_summary(cfg),
+                "paraphrases": describe(added, cfg)}
         with stage("tokenizing", total) as advance:
             meta["train_tokens"], meta["train_chars"] = write_tokens(tokenizer, train_part, work / "train.bin",
                                                                      dtype, advance)
@@ -274,7 +306,8 @@ def open_entry(entry: Path, tokenizer: Tokenizer | None, cfg: DataConfig, note: 
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{entry}: damaged token cache entry ({exc}); delete it to rebuild") from None
     chars_per_token = meta["val_chars"] / max(1, meta["val_tokens"]) if val is not None else 1.0
-    return TokenData(tokenizer or cached, train, val, chars_per_token, validation_source(cfg), note)
+    return TokenData(tokenizer or cached, train, val, chars_per_token, validation_source(cfg), note,
+                     meta.get("paraphrases"))
 
 
 def _map(path: Path, dtype: str, count: int) -> np.ndarray:

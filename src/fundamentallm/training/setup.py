@@ -239,6 +239,7 @@ def describe(run: Run) -> dict[str, Any]:
         "train tokens": len(data.train),
         "validation": f"{len(data.val):,} tokens ({data.source})" if data.val is not None else "none",
         "token cache": data.cache,
+        "paraphrases": data.paraphrases,
         "tokenizer": data.tokenizer.describe()
                      + (f", {data.val_chars_per_token:.2f} characters/token" if data.val is not None else ""),
         "device": str(run.device),
