@@ -9,7 +9,7 @@ TORCH_INDEX ?=
 DEMO_DIR := runs/demo
 DEMO_SECONDS ?= 120
 
-.PHONY: setup demo test bench bench-quality clean
+.PHONY: setup demo test docs figures bench bench-quality clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,14 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The documentation site into site/ (every warning an error); `mkdocs serve` while writing.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The documentation's pictures, from a real run (about two minutes on 2 cores).
+figures: setup
+	$(BIN)/python docs/make_figures.py docs/images
 
 # Throughput (baby-GPT shape) and KV-cache generation speed: a few minutes. JSON on stdout.
 bench: setup
