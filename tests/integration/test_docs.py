@@ -1,8 +1,9 @@
 """Docs that run: every shell command and Python block of docs/ (and the flags they name)
 checked against the real program.
 
-Each page runs top to bottom in a scratch directory holding a 20 KB slice of the sample (as
-`data/shakespeare_sample.txt`) and links to scripts/ and configs/: its ```bash blocks with
+Each page (the README first) runs top to bottom in a scratch directory holding a 20 KB slice
+of the sample (as `data/shakespeare_sample.txt`) and links to scripts/ and configs/ (and, for
+the README, the files its examples name: README_FIXTURES): its ```bash blocks with
 bash -e, its ```python blocks with this Python, so that a later block can use what an
 earlier one wrote. `fundamentallm` is a wrapper on PATH that makes every training run tiny
 (a small shape given first, which the page's own flags override, and `--max-steps 3`
@@ -25,7 +26,7 @@ import pytest
 from helpers import ROOT, process_env, sample_text
 
 DOCS = ROOT / "docs"
-PAGES = sorted(p.relative_to(ROOT).as_posix() for p in DOCS.rglob("*.md"))
+PAGES = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in DOCS.rglob("*.md"))]
 FENCE = re.compile(r"^```(bash|python)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 
 # Commands a page may show that the test does not run, and why.
@@ -36,9 +37,11 @@ SKIPPED = {
     r"^\s*hf download|huggingface-cli": "needs the network",
     r"^\s*mkdocs serve|^\s*tensorboard --logdir": "a server for a person to look at",
     r"^\s*python benchmarks/|^\s*benchmarks/\S+\.sh": "a benchmark (their bounded forms run in test_benchmarks.py)",
+    r"^\s*torchrun": "starts python -m fundamentallm itself, past the tiny-run wrapper (--nproc, the same launch, runs)",
 }
+SERVER = re.compile(r"^.*fundamentallm serve [^&\n]*&.*$", re.M)  # a server a block leaves running
 
-TINY_TRAIN = ["--model-dim", "32", "--num-layers", "1", "--num-heads", "2", "--context-length", "32",
+TINY_TRAIN = ["--model-dim", "32", "--num-layers", "2", "--num-heads", "2", "--context-length", "32",
               "--batch-size", "4", "--eval-iters", "1", "--eval-interval", "2", "--device", "cpu",
               "--precision", "fp32", "--no-compile"]
 
@@ -88,6 +91,54 @@ def scratch(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# What the README's commands name: its examples are written for a corpus of yours ("data.txt",
+# "CKPT", "~/models/SmolLM-135M"), made here from the sample. The translation models are the
+# tiny pair of scripts/make_translation_models.py, in the Hugging Face cache under the default
+# names, as `hf download` would leave them.
+README_FIXTURES = r"""
+for name in data.txt corpus.txt poems.txt data/train.txt; do cp data/shakespeare_sample.txt "$name"; done
+head -c 3000 data/shakespeare_sample.txt > data/val.txt
+echo "ROMEO:" > prompt.txt
+mkdir -p notes && cp data/shakespeare_sample.txt notes/a.txt
+python - <<'PY'
+import json
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+docs = open("data/shakespeare_sample.txt", encoding="utf-8").read().split("\n\n")
+with open("chats.jsonl", "w", encoding="utf-8") as out:
+    out.writelines(json.dumps({"body": d}) + "\n" for d in docs)
+pq.write_table(pa.table({"text": docs}), "wiki.parquet")
+datasets.Dataset.from_dict({"text": docs}).save_to_disk("my_dataset")
+PY
+fundamentallm train data.txt -o runs/demo --quiet && cp -r runs/demo runs/base && cp runs/demo/final.pt CKPT
+fundamentallm export runs/demo/final.pt "$HOME/models/SmolLM-135M" > /dev/null
+python scripts/make_translation_models.py .translators --text data/shakespeare_sample.txt --steps 20 > /dev/null
+for pair in en-fr:tiny-en-fr fr-en:tiny-fr-en; do
+    snapshot="$HF_HOME/hub/models--Helsinki-NLP--opus-mt-${pair%%:*}/snapshots/0000000000000000000000000000000000000000"
+    mkdir -p "$snapshot" "$(dirname "$(dirname "$snapshot")")/refs"
+    cp .translators/"${pair##*:}"/* "$snapshot"/
+    printf %s 0000000000000000000000000000000000000000 > "$(dirname "$(dirname "$snapshot")")/refs/main"
+done
+"""
+
+
+def wait_for_servers(code: str, env: dict[str, str]) -> None:
+    """After a block that left a server running in the background: until it answers /health."""
+    import urllib.request
+
+    for match in SERVER.finditer(re.sub(r"\\\n\s*", " ", code)):
+        port = re.search(r"--port (\d+)", match.group())
+        url = f"http://127.0.0.1:{port.group(1) if port else 8000}/health"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
 def environment(scratch: Path) -> dict[str, str]:
     return process_env(PATH=f"{scratch / '.bin'}{os.pathsep}{os.environ['PATH']}", HOME=str(scratch),
                        FUNDAMENTALLM_CACHE=str(scratch / ".cache"), HF_HOME=str(scratch / ".hf"),
@@ -99,6 +150,8 @@ def test_every_command_and_python_block_of_the_page_runs(page, scratch):
     found = blocks(ROOT / page)
     env = environment(scratch)
     groups = []
+    if page == "README.md":
+        found = [("bash", README_FIXTURES), *found]
     try:
         for number, (kind, code) in enumerate(found, 1):
             if kind == "bash":
@@ -115,6 +168,8 @@ def test_every_command_and_python_block_of_the_page_runs(page, scratch):
                 process.wait(timeout=600)
             out = log.read_text(encoding="utf-8", errors="replace")
             assert process.returncode == 0, f"{page}, block {number} ({kind}) failed:\n{code}\n--- output:\n{out[-3000:]}"
+            if kind == "bash":
+                wait_for_servers(code, env)
     finally:
         for group in groups:  # a server a page started in the background, and anything else left
             try:
@@ -200,3 +255,49 @@ def test_the_figures_script_draws_from_a_real_run(tmp_path):
     made = {p.name for p in tmp_path.glob("*.png")}
     assert {"lr_schedules.png", "loss_curve.png", "gradient_flow.png", "attention.png", "temperature.png"} <= made
     assert all((tmp_path / name).stat().st_size > 5_000 for name in made)
+
+
+def source_literals() -> str:
+    """Every string literal of the package, f-strings' literal parts included, one per line."""
+    import ast
+
+    parts = []
+    for module in (ROOT / "src" / "fundamentallm").rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                parts.append(node.value)
+    return "\n".join(parts)
+
+
+def covered(fragment: str, literals: str) -> bool:
+    """Whether `fragment` is a run of pieces (8 characters or more) each found in `literals`: a
+    message an f-string builds from several literals and values."""
+    start = 0
+    while start < len(fragment):
+        end = start + 8
+        if fragment[start:end] not in literals:
+            return False
+        while end < len(fragment) and fragment[start:end + 1] in literals:
+            end += 1
+        start = end
+    return True
+
+
+PLACEHOLDER = re.compile(r"\.\.\.|0x\.\.|\b[A-Z]{1,8}\b(?![a-z])|--[A-Z]+|'[^']*'|\b\d+\b|\(|\)")
+
+
+def test_the_troubleshooting_page_quotes_messages_the_program_prints():
+    """Each message the troubleshooting page explains is one the code still prints: its text
+    between placeholders (FILE, N, ...) is made of strings of the package. A message reworded
+    in the code and not on the page fails here. (That the page explains every message the
+    code can print is not checked yet.)"""
+    page = (DOCS / "guides" / "troubleshooting.md").read_text(encoding="utf-8")
+    quoted = re.findall(r"^\| `([^`]+)`", page, re.M)
+    literals = source_literals()
+    assert len(quoted) >= 20
+    assert not covered("a message this program was never written to print", literals)
+    stale = []
+    for message in quoted:
+        fragments = [f.strip(" :;,") for f in PLACEHOLDER.split(message)]
+        stale += [(message, f) for f in fragments if len(f) >= 12 and not covered(f, literals)]
+    assert not stale, stale
