@@ -218,6 +218,43 @@ def test_every_flag_of_every_subcommand_is_in_the_docs():
     assert not missing, missing
 
 
+# Flags the docs name that belong to other programs, by program.
+FOREIGN_FLAGS = {
+    "torchrun": {"--nnodes", "--node-rank", "--nproc-per-node", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id"},
+    "tensorboard": {"--logdir"},
+    "pip": {"--index-url"},
+    "mkdocs build": {"--strict"},
+    "llama.cpp's convert_hf_to_gguf.py": {"--outfile", "--vocab-only"},
+    "sbatch": {"--signal"},
+    "the troubleshooting page's misspelt flag": {"--lerning-rate"},
+}
+
+
+def test_every_flag_the_docs_name_exists():
+    """The other way round: a flag in the prose or a table (not only in a command the doc
+    test runs) that no parser of ours has, and no other program's, is a stale doc."""
+    import argparse
+
+    from fundamentallm.cli import build_parser
+
+    ours, pending = set(), [build_parser()]
+    while pending:
+        parser = pending.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending += list(action.choices.values())
+            ours |= set(action.option_strings)
+    for script in [*(ROOT / "scripts").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]:
+        ours |= set(re.findall(r"[\"'](--[a-z0-9-]+)[\"']", script.read_text(encoding="utf-8")))
+    foreign = set().union(*FOREIGN_FLAGS.values())
+    unknown = sorted({(page, flag) for page in PAGES
+                      for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?![\w*-])",
+                                             (ROOT / page).read_text(encoding="utf-8"))
+                      if flag not in ours and flag not in foreign})
+    assert "--learning-rate" in ours and "--form" in ours  # the CLI's and a script's are read
+    assert not unknown, unknown
+
+
 def test_the_site_builds_strictly(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("material")
