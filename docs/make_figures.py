@@ -10,6 +10,8 @@ It trains one small model on the bundled Shakespeare sample through the real com
     gradient_flow.png  the run's own gradient-flow plot (written by --grad-check-interval)
     attention.png      the causal attention weights of the trained model's heads on a line of text
     temperature.png    the trained model's next-token distribution at three temperatures
+    rope.png           the trained model's rotary position tables, and that a query-key score
+                       depends only on their distance (model/transformer.py RotaryPositions)
     lr_schedules.png   the learning-rate schedules, computed by training/schedule.py
     sweep*.png         the plots `fundamentallm sweep` drew of the real sweep of benchmarks/README.md,
                        section 4 (its slice plot, optimisation history and parameter importances)
@@ -144,6 +146,40 @@ def temperature(model, tokenizer, out: Path) -> None:
     save(fig, out / "temperature.png")
 
 
+def rope(model, out: Path) -> None:
+    """Left: cos(t * theta_i), the trained model's own table, per position t and channel pair i
+    (fast pairs at the top, slow ones below). Right: the score of one query with one key, both
+    rotated by the model's `rotate`, against their distance, for the key at two positions:
+    the curves coincide because the rotation makes the score a function of t - s only."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    positions = model.positions
+    cos = positions.cos  # (T_max, D/2)
+    head_dim = 2 * cos.shape[1]
+    generator = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, head_dim, generator=generator)
+    span = min(cos.shape[0], 96)
+
+    def scores(key_at: int) -> tuple[list[int], list[float]]:
+        length = span - key_at
+        # (1, 1, T, D): the same query at every position key_at..span-1, rotated there
+        queries = positions.rotate(q.expand(1, 1, length, head_dim).contiguous(), key_at)
+        key = positions.rotate(k.view(1, 1, 1, head_dim), key_at)  # the key, at key_at
+        return list(range(length)), (queries[0, 0] @ key[0, 0, 0]).tolist()
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    image = left.imshow(cos[:span].T, aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
+    left.set(xlabel="position t", ylabel="channel pair i", title=f"cos(t·θ_i), θ_i = β^(-2i/{head_dim})")
+    fig.colorbar(image, ax=left)
+    for key_at, style in ((0, "-"), (span // 3, "--")):
+        distance, score = scores(key_at)
+        right.plot(distance, score, style, label=f"key at position {key_at}")
+    right.set(xlabel="distance t - s", ylabel="q_t · k_s", title="A rotated query-key score depends on t - s only")
+    right.legend()
+    save(fig, out / "rope.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -167,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer, _ = load_model(run / "final.pt")
         attention(model, tokenizer, out)
         temperature(model, tokenizer, out)
+        if model.cfg.position == "rope":
+            rope(model, out)
     for source, name in SWEEP_PLOTS.items():  # Optuna's plots of that sweep, as `sweep` drew them
         if (SWEEP / source).exists():
             shutil.copyfile(SWEEP / source, out / name)

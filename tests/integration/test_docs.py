@@ -290,5 +290,6 @@ def test_the_figures_script_draws_from_a_real_run(tmp_path):
                           env=process_env(MPLBACKEND="Agg"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     made = {p.name for p in tmp_path.glob("*.png")}
-    assert {"lr_schedules.png", "loss_curve.png", "gradient_flow.png", "attention.png", "temperature.png"} <= made
+    assert {"lr_schedules.png", "loss_curve.png", "gradient_flow.png", "attention.png", "temperature.png",
+            "rope.png"} <= made
     assert all((tmp_path / name).stat().st_size > 5_000 for name in made)
