@@ -131,10 +131,10 @@ def in_memory(cfg: DataConfig, tokenizer: Tokenizer | None) -> TokenData:
     train = encode(tokenizer, text)
     val = encode(tokenizer, val_text) if val_text is not None else None
     chars_per_token = len(val_text) / max(1, len(val)) if val is not None else 1.0
-    return TokenData(tokenizer, train, val, chars_per_token, validation_source(cfg), None, describe(added, cfg))
+    return TokenData(tokenizer, train, val, chars_per_token, validation_source(cfg), None, paraphrase_note(added, cfg))
 
 
-def describe(added: Paraphrases | None, cfg: DataConfig) -> str | None:
+def paraphrase_note(added: Paraphrases | None, cfg: DataConfig) -> str | None:
     if added is None:
         return None
     return (f"{added.used:,} from {cfg.augment_file}"
@@ -226,7 +226,7 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
         train_part, val_part = parts()
         train_part = training_part(train_part)
         meta = {"dtype": np.dtype(dtype).name, "key_settings": cfg_summary(cfg),
-                "paraphrases": describe(added, cfg)}
+                "paraphrases": paraphrase_note(added, cfg)}
         with stage("tokenizing", total) as advance:
             meta["train_tokens"], meta["train_chars"] = write_tokens(tokenizer, train_part, work / "train.bin",
                                                                      dtype, advance)
