@@ -1,8 +1,10 @@
-"""The troubleshooting page is the catalog of every error message the program can print.
+"""The troubleshooting page is the catalog of every error and warning the program can print.
 
-The messages are read from the source with `ast`: the first argument of every call to
-`UserError` (or one of its subclasses, DamagedCheckpoint, WriteFailed, LostProcesses), and
-the text returned by the few functions that build part of one (MESSAGE_PARTS). An f-string
+The messages are read from the source of the package and of scripts/ with `ast`: the first
+argument of every call to `UserError` (or one of its subclasses, DamagedCheckpoint,
+WriteFailed, LostProcesses), the text returned by the few functions that build part of one
+(MESSAGE_PARTS), the `error: ...` lines printed directly (the multi-process launcher's), and
+the warnings: those collected in WARNING_LISTS and the training run's events. An f-string
 is a template: its literal parts are the message, its `{...}` fields placeholders. Each
 template must match a row of the page (`| `message` | cause | fix |`), where the row writes
 the placeholders as FILE, N, X..., and each row must match a template (or, in the
@@ -21,6 +23,7 @@ from pathlib import Path
 from helpers import ROOT
 
 PACKAGE = ROOT / "src" / "fundamentallm"
+SCRIPTS = ROOT / "scripts"
 PAGE = ROOT / "docs" / "guides" / "troubleshooting.md"
 # | `message` | cause | fix |, the message in ``double`` backticks where it holds one
 ROW = re.compile(r"^\| (`+) ?(.+?) ?\1 \|([^|]+)\|([^|]+)\|\s*$")
@@ -29,8 +32,14 @@ USAGE_SECTION = "## Command-line usage"
 # Functions whose returned strings become (part of) a message.
 MESSAGE_PARTS = {"checkpoint.py:unreadable"}
 
+# Functions that collect warnings in a list (`found.append(...)`), printed as `warning: ...`
+# (a gradient warning after `step N: `).
+WARNING_LISTS = {"config/loading.py:config_warnings", "training/gradients.py:warnings",
+                 "experiments.py:compare_runs", "experiments.py:load_run"}
+
 # Messages that only pass on another one, each with the reason it needs no row of its own.
 WRAPPERS = {
+    "errors.py:run_reporting_errors": "prints every UserError's message after `error: `",
     "cli.py:load_any_tokenizer": "names the checkpoint before a tokenizer message caught from load_checkpoint",
     "checkpoint.py:load_checkpoint": "names the file before unreadable(), whose texts are templates",
     "checkpoint.py:model_from_checkpoint": "names the checkpoint before a tokenizer message",
@@ -101,11 +110,36 @@ def error_classes(trees: dict[str, ast.Module]) -> tuple[set[str], set[str]]:
     return names, own_init
 
 
+def printed_error(node: ast.Call) -> ast.AST | None:
+    """The message of `print(... "error: ..." ...)`, a line printed without a UserError."""
+    if getattr(node.func, "id", None) != "print" or not node.args:
+        return None
+    for part in ast.walk(node.args[0]):
+        if isinstance(part, ast.JoinedStr) and literal_parts(part)[0] and literal_parts(part)[0].startswith("error: "):
+            return part
+        if isinstance(part, ast.BinOp) and (literal_parts(part)[0] or "").startswith("error: "):
+            return part
+    return None
+
+
+def sources() -> dict[str, ast.Module]:
+    """Every module of the package (by its path below src/fundamentallm) and of scripts/."""
+    files = {p.relative_to(PACKAGE).as_posix(): p for p in sorted(PACKAGE.rglob("*.py"))}
+    files |= {f"scripts/{p.name}": p for p in sorted(SCRIPTS.glob("*.py"))}
+    return {name: ast.parse(path.read_text(encoding="utf-8")) for name, path in files.items()}
+
+
 def templates() -> list[Template]:
-    trees = {p.relative_to(PACKAGE).as_posix(): ast.parse(p.read_text(encoding="utf-8"))
-             for p in sorted(PACKAGE.rglob("*.py"))}
+    trees = sources()
     errors, own_init = error_classes(trees)
     found = []
+
+    def add(node: ast.AST, where: str, prefix: str = "", anything_before: bool = False) -> None:
+        made = template(node, where)
+        parts = list(made.parts)
+        parts[0] = parts[0].removeprefix(prefix)
+        found.append(Template(where, made.line, ("", *parts) if anything_before else tuple(parts)))
+
     for module, tree in trees.items():
         for scope in ast.walk(tree):
             if not isinstance(scope, (ast.FunctionDef, ast.ClassDef)):
@@ -115,13 +149,18 @@ def templates() -> list[Template]:
             for node in ast.walk(scope):
                 if isinstance(node, ast.Call) and node.args:
                     name = getattr(node.func, "id", None)
-                    is_super_init = (inside_error and isinstance(node.func, ast.Attribute)
-                                     and node.func.attr == "__init__")
-                    if (name in errors and name not in own_init) or is_super_init:
-                        found.append(template(node.args[0], where))
+                    method = getattr(node.func, "attr", None)
+                    if (name in errors and name not in own_init) or (inside_error and method == "__init__"):
+                        add(node.args[0], where)
+                    elif where in WARNING_LISTS and method == "append" and \
+                            getattr(node.func.value, "id", None) in ("found", "warnings"):
+                        add(node.args[0], where, anything_before=True)
+                    elif module == "training/divergence.py" and method == "event" and len(node.args) > 2:
+                        add(node.args[2], where)  # a run event: the text after `warning: `
+                    elif (printed := printed_error(node)) is not None:
+                        add(printed, where, prefix="error: ")
                 elif isinstance(node, ast.Return) and where in MESSAGE_PARTS and node.value is not None:
-                    part = template(node.value, where)  # the end of a message: anything may come first
-                    found.append(Template(where, part.line, ("", *part.parts)))
+                    add(node.value, where, anything_before=True)  # the end of a message
     # a call inside a nested function is seen from each enclosing scope: keep the innermost
     innermost = {}
     for t in found:
@@ -142,13 +181,18 @@ def rows() -> list[tuple[str, str, str, str]]:
 
 
 def test_the_extraction_finds_messages_of_every_kind():
-    """The reader of the source sees plain strings, f-strings, subclasses and message parts."""
+    """The reader of the source sees plain strings, f-strings, subclasses, message parts,
+    printed error lines, scripts and warnings."""
     found = {t.text for t in templates()}
     assert "{}: file is empty" in found  # an f-string
     assert "no training data given" in found  # a plain string
     assert any(t.startswith("{}: damaged checkpoint: its contents do not match") for t in found)  # a subclass
     assert "{}: cannot write ({})" in found  # WriteFailed's super().__init__
     assert any("refused, as loading it would call" in t for t in found)  # unreadable()
+    assert "process {} of {} stopped with an input error" in found  # the launcher's printed line
+    assert "no readable runs found below {}" in found  # a script
+    assert "{}--profile-steps applies only with --profile; ignored" in found  # a warning (after anything)
+    assert any(t.startswith("loss spike from step") for t in found)  # a run event
     assert len(found) > 200
 
 
