@@ -114,10 +114,9 @@ def printed_error(node: ast.Call) -> ast.AST | None:
     """The message of `print(... "error: ..." ...)`, a line printed without a UserError."""
     if getattr(node.func, "id", None) != "print" or not node.args:
         return None
-    for part in ast.walk(node.args[0]):
-        if isinstance(part, ast.JoinedStr) and literal_parts(part)[0] and literal_parts(part)[0].startswith("error: "):
-            return part
-        if isinstance(part, ast.BinOp) and (literal_parts(part)[0] or "").startswith("error: "):
+    for part in ast.walk(node.args[0]):  # outermost first: `f"..." + ...` before its f-string
+        if isinstance(part, (ast.Constant, ast.JoinedStr, ast.BinOp)) and \
+                (literal_parts(part)[0] or "").startswith("error: "):
             return part
     return None
 
