@@ -8,8 +8,16 @@ so a bad flag or a bad file is `error: <message>` and status 2, never a tracebac
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Callable
+
+# Set by `train --nproc` (training/launcher.py) for its workers: each also leaves its error
+# line in this directory, as error-RANK.txt, so that the launcher knows whether rank 0, whose
+# stderr is the console, has shown it already (the agent may stop rank 0 after another rank
+# failed, before rank 0's own exit is recorded).
+ERROR_DIR_VARIABLE = "FUNDAMENTALLM_ERROR_DIR"
 
 
 def one_line(text: str) -> str:
@@ -36,7 +44,11 @@ def run_reporting_errors(work: Callable[[], int]) -> int:
     try:
         return work()
     except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        line = f"error: {one_line(exc)}"
+        print(line, file=sys.stderr, flush=True)
+        if os.environ.get(ERROR_DIR_VARIABLE):
+            Path(os.environ[ERROR_DIR_VARIABLE], f"error-{os.environ.get('RANK', '0')}.txt").write_text(
+                line, encoding="utf-8")
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

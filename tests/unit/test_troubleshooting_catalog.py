@@ -39,7 +39,6 @@ WARNING_LISTS = {"config/loading.py:config_warnings", "training/gradients.py:war
 
 # Messages that only pass on another one, each with the reason it needs no row of its own.
 WRAPPERS = {
-    "errors.py:run_reporting_errors": "prints every UserError's message after `error: `",
     "cli.py:load_any_tokenizer": "names the checkpoint before a tokenizer message caught from load_checkpoint",
     "checkpoint.py:load_checkpoint": "names the file before unreadable(), whose texts are templates",
     "checkpoint.py:model_from_checkpoint": "names the checkpoint before a tokenizer message",

@@ -30,6 +30,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from fundamentallm.errors import ERROR_DIR_VARIABLE
+
 SHUTDOWN_TIMEOUT_S = 120  # how long the agent waits for workers to save after a stop signal
 
 
@@ -61,6 +63,7 @@ def launch(nproc: int, argv: list[str]) -> int:
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
     )
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ[ERROR_DIR_VARIABLE] = str(logs)  # where each worker leaves its error line
     quiet = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.distributed.launcher")]
     levels = [log.level for log in quiet]
     for log in quiet:
@@ -75,6 +78,7 @@ def launch(nproc: int, argv: list[str]) -> int:
         print(f"stopped by {name}: the workers saved their state; continue with --resume", file=sys.stderr)
         return 128 + int(exc.sigval)
     finally:
+        os.environ.pop(ERROR_DIR_VARIABLE, None)
         for log, level in zip(quiet, levels):
             log.setLevel(level)
         shutil.rmtree(logs, ignore_errors=True)
@@ -87,10 +91,10 @@ def report_failure(exc, logs: Path, nproc: int) -> int:
     input_errors = sorted(rank for rank, f in exc.failures.items() if f.exitcode == 2)
     rank, failure = (input_errors[0], exc.failures[input_errors[0]]) if input_errors else exc.get_first_failure()
     if failure.exitcode == 2:  # an input error, reported by the worker as `error: ...`
-        if rank != 0:  # rank 0's went to the console already; another's is in its log
-            line = next((line for line in worker_stderr(logs, rank).splitlines() if line.startswith("error:")),
-                        None)
-            print(line or f"error: process {rank} of {nproc} stopped with an input error", file=sys.stderr)
+        if not (logs / "error-0.txt").exists():  # rank 0's went to the console; another's did not
+            line = logs / f"error-{rank}.txt"
+            print(line.read_text(encoding="utf-8") if line.exists()
+                  else f"error: process {rank} of {nproc} stopped with an input error", file=sys.stderr)
         return 2
     how = (f"was killed by {signal.Signals(-failure.exitcode).name}" if failure.exitcode < 0
            else f"failed (exit status {failure.exitcode})")
