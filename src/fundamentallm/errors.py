@@ -20,6 +20,11 @@ from typing import Callable
 ERROR_DIR_VARIABLE = "FUNDAMENTALLM_ERROR_DIR"
 
 
+def error_file(directory: str | Path, rank: int | str) -> Path:
+    """Where worker `rank` of a `train --nproc` run leaves its error line."""
+    return Path(directory) / f"error-{rank}.txt"
+
+
 def one_line(text: str) -> str:
     """`text` with its line breaks (any that str.splitlines knows: a value a user typed may
     hold a \\r or a \\u2028) turned into spaces: an error is always one line."""
@@ -47,8 +52,7 @@ def run_reporting_errors(work: Callable[[], int]) -> int:
         line = f"error: {one_line(exc)}"
         print(line, file=sys.stderr, flush=True)
         if os.environ.get(ERROR_DIR_VARIABLE):
-            Path(os.environ[ERROR_DIR_VARIABLE], f"error-{os.environ.get('RANK', '0')}.txt").write_text(
-                line, encoding="utf-8")
+            error_file(os.environ[ERROR_DIR_VARIABLE], os.environ.get("RANK", "0")).write_text(line, encoding="utf-8")
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

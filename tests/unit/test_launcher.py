@@ -9,7 +9,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-from fundamentallm.errors import ERROR_DIR_VARIABLE
+from fundamentallm.errors import ERROR_DIR_VARIABLE, error_file
 from fundamentallm.training.launcher import report_failure
 
 LINE = "error: runs/x already holds a run; continue it with --resume"
@@ -23,14 +23,14 @@ def failed(**exitcodes: int) -> SimpleNamespace:
 
 def test_an_input_error_rank_0_has_shown_is_not_repeated(tmp_path, capsys):
     """Rank 1's exit was recorded and rank 0's not yet, but rank 0 printed the line."""
-    (tmp_path / "error-0.txt").write_text(LINE)
-    (tmp_path / "error-1.txt").write_text(LINE)
+    error_file(tmp_path, 0).write_text(LINE)
+    error_file(tmp_path, 1).write_text(LINE)
     assert report_failure(failed(rank1=2), tmp_path, 2) == 2
     assert capsys.readouterr().err == ""
 
 
 def test_an_input_error_only_another_rank_printed_is_shown_once(tmp_path, capsys):
-    (tmp_path / "error-1.txt").write_text(LINE)
+    error_file(tmp_path, 1).write_text(LINE)
     assert report_failure(failed(rank1=2), tmp_path, 2) == 2
     assert capsys.readouterr().err == LINE + "\n"
 
@@ -53,7 +53,7 @@ def test_a_worker_leaves_its_error_line_where_the_launcher_looks(tmp_path):
     env = {**os.environ, ERROR_DIR_VARIABLE: str(tmp_path), "RANK": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert (tmp_path / "error-1.txt").read_text() == done.stderr.strip()
+    assert error_file(tmp_path, 1).read_text() == done.stderr.strip()
     env.pop(ERROR_DIR_VARIABLE)
     subprocess.run(command, env={**env, "RANK": "3"}, capture_output=True, text=True, timeout=120)
-    assert not (tmp_path / "error-3.txt").exists()
+    assert not error_file(tmp_path, 3).exists()

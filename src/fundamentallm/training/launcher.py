@@ -30,7 +30,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from fundamentallm.errors import ERROR_DIR_VARIABLE
+from fundamentallm.errors import ERROR_DIR_VARIABLE, error_file
 
 SHUTDOWN_TIMEOUT_S = 120  # how long the agent waits for workers to save after a stop signal
 
@@ -91,8 +91,8 @@ def report_failure(exc, logs: Path, nproc: int) -> int:
     input_errors = sorted(rank for rank, f in exc.failures.items() if f.exitcode == 2)
     rank, failure = (input_errors[0], exc.failures[input_errors[0]]) if input_errors else exc.get_first_failure()
     if failure.exitcode == 2:  # an input error, reported by the worker as `error: ...`
-        if not (logs / "error-0.txt").exists():  # rank 0's went to the console; another's did not
-            line = logs / f"error-{rank}.txt"
+        if not error_file(logs, 0).exists():  # rank 0's went to the console; another's did not
+            line = error_file(logs, rank)
             print(line.read_text(encoding="utf-8") if line.exists()
                   else f"error: process {rank} of {nproc} stopped with an input error", file=sys.stderr)
         return 2
