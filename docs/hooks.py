@@ -1,7 +1,7 @@
 """MkDocs hooks: the pages made from the code at build time, so that they cannot drift from it.
 
 - `reference/cli.md`: every subcommand and flag with its help, from the same typed options
-  that build `--help` (fundamentallm.cli_reference).
+  that build `--help` (fundamentallm.cli.reference).
 - `code/<module>.md`: each module of the package, its source with numbered lines.
 - Links written `[text](code:fundamentallm/model/transformer.py:written_out_attention)`, or
   bare `(code:...)` (shown as "`transformer.py` line N"), point at the line that defines that
@@ -27,7 +27,7 @@ CODE_LINK = re.compile(r"(\])?\(code:([\w/.]+\.py)(?::([^)]+))?\)")
 
 
 def on_files(files, config):
-    from fundamentallm.cli_reference import cli_reference
+    from fundamentallm.cli.reference import cli_reference
 
     files.append(File.generated(config, "reference/cli.md", content=cli_reference()))
     for module in sorted(PACKAGE.rglob("*.py")):

@@ -31,6 +31,7 @@ import torch
 from fundamentallm.atomic import atomic_write
 from fundamentallm.config import Config, config_from_dict, config_to_dict
 from fundamentallm.errors import UserError
+from fundamentallm.hf import is_model_directory, read_model_directory
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import Tokenizer, tokenizer_from_dict
 
@@ -127,14 +128,12 @@ def tensor_bytes(value: Any) -> int:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and check a checkpoint; every problem is a one-line UserError. A directory is
-    read as a Hugging Face model directory (interop/), converted on the fly."""
+    read as a Hugging Face model directory (hf/), converted on the fly."""
     path = Path(path)
     if path.is_dir():
-        from fundamentallm.interop import is_model_directory, read_model_directory
-
         if not is_model_directory(path):
             raise UserError(f"{path}: a directory, but not a model directory (no config.json)")
-        return read_model_directory(path)
+        return {"format": FORMAT, "version": VERSION, **read_model_directory(path)}
     if not path.is_file():
         # the original FundamentaLLM's name for the final model
         hint = "; this FundamentaLLM writes final.pt" if path.name == "final_model.pt" else ""

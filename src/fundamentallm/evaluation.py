@@ -1,8 +1,8 @@
 """Scoring a model on text: loss in nats per token, perplexity, bits per character and byte.
 
-The whole text is scored in non-overlapping windows, so every token after the first is
-predicted exactly once (a token at the start of a window sees only that window as
-context). Tokens the model cannot represent (`<unk>`) are not scored, and counted.
+The whole text is scored as scoring.py scores (non-overlapping windows: every token after
+the first is predicted exactly once; tokens the model cannot represent, `<unk>`, are
+counted and not scored).
 
 Loss per token depends on the tokenizer (a BPE token holds several characters), so models
 with different tokenizers are compared per character or per byte of the scored text: the
@@ -12,15 +12,13 @@ same total information (nats) divided by the characters (bytes) it predicted.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 
-from fundamentallm.data.batching import IGNORE_INDEX, make_batch, scoring_windows
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
+from fundamentallm.scoring import total_loss
 from fundamentallm.tokenizers import Tokenizer
 
 
@@ -37,63 +35,6 @@ class Score:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's share of an evaluation: windows rank, rank + count, ...; `sum` adds a
-    tensor over all the processes (an all-reduce), so every process gets the whole total."""
-
-    rank: int
-    count: int
-    sum: Callable[[torch.Tensor], torch.Tensor]
-
-
-def batches_of(windows: list[tuple[int, int]], batch_size: int) -> list[tuple[torch.Tensor, int]]:
-    """(starts, length) batches: windows of equal length together (only the last can be shorter)."""
-    batches = []
-    for length in sorted({w[1] for w in windows}, reverse=True):
-        starts = torch.tensor([s for s, n in windows if n == length])
-        batches += [(chunk, length) for chunk in starts.split(batch_size)]
-    return batches
-
-
-@torch.no_grad()
-def total_loss(model: GPT, ids: torch.Tensor, batch_size: int, unk_id: int | None,
-               max_windows: int | None = None, autocast=nullcontext, shard: Shard | None = None
-               ) -> tuple[float, int, int]:
-    """Sum of nats over the scored targets, how many were scored, and how many skipped.
-
-    With a `shard`, this process scores only its share of the windows and the sums are
-    added over all processes: each does 1/N of the work, and all get the same totals. Every
-    process runs as many forward passes (one that is short repeats a batch and drops its
-    result), since a sharded model (FSDP) gathers its weights with the others in each."""
-    context = model.cfg.context_length
-    device = next(model.parameters()).device
-    windows = scoring_windows(len(ids), context, max_windows)
-    rank, count = (shard.rank, shard.count) if shard else (0, 1)
-    batches = batches_of(windows[rank::count], batch_size)
-    passes = max(len(batches_of(windows[r::count], batch_size)) for r in range(count))
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # nats, scored, skipped
-    for i in range(passes):
-        starts, length = batches[i] if i < len(batches) else batches_of(windows[:1], 1)[0]
-        x, y = make_batch(ids, starts, length, unk_id)
-        n_ignored = int((y == IGNORE_INDEX).sum())
-        with autocast():
-            nats = model(x.to(device), y.to(device), reduction="sum").double()
-        if i < len(batches):  # not a repeated pass (a batch with no target to score adds 0 nats)
-            totals += torch.stack([nats, nats.new_tensor(y.numel() - n_ignored), nats.new_tensor(n_ignored)])
-    model.train(was_training)
-    if shard:
-        totals = shard.sum(totals)
-    nats, scored, skipped = totals.tolist()
-    return nats, int(scored), int(skipped)
-
-
-def bits_per_char(nats_per_token: float, chars_per_token: float) -> float:
-    return nats_per_token / (math.log(2) * chars_per_token)
 
 
 def scored_text(tokenizer: Tokenizer, text: str, ids: list[int]) -> tuple[int, int]:

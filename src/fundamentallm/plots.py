@@ -12,7 +12,9 @@ from fundamentallm.errors import UserError
 
 def new_figure(width: float, height: float, columns: int = 1) -> tuple[Any, Any]:
     """A figure and its axes (an array of them for `columns` > 1)."""
-    from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global figure state
+    # not pyplot: no GUI backend, no global figure state. Imported here because matplotlib
+    # takes ~0.4 s to load and only the runs that draw (at their end) should pay it.
+    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), layout="tight")
     return figure, figure.subplots(1, columns)

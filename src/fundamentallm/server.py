@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -438,8 +439,6 @@ def serve(generator: TextGenerator, checkpoint: str, host: str = "127.0.0.1", po
           limits: Limits = Limits(), api_key: str | None = None, model_id: str | None = None) -> int:
     """Serve until Ctrl-C or SIGTERM, then return 0. Prints `serving on http://HOST:PORT`
     (the real port, also for port 0) once connections are accepted."""
-    import uvicorn
-
     check_exposure(host, api_key)
     sock = listening_socket(host, port)
     server: uvicorn.Server | None = None

@@ -175,7 +175,10 @@ def test_max_length_cuts_long_units_and_never_truncates(models, tmp_path, capsys
     source.write_text(" ".join(words[:60]) + "\n" + " ".join(words[60:70]) + "\n", encoding="utf-8")
     whole = augment(source, tmp_path / "a.txt", models, "--mix", "replace", capsys=capsys)
     cut = augment(source, tmp_path / "b.txt", models, "--mix", "replace", "--max-length", "8", capsys=capsys)
-    assert whole["pieces"] == 4  # two lines, there and back
+    # Two lines there, and their two translations back; a translation that fills the pivot model's
+    # output limit is one token too long for the back model's input (its end token) and is cut in
+    # two. Which ones do depends on the CPU's rounding in the untrained models (Sapphire Rapids: 5).
+    assert 4 <= whole["pieces"] <= 6
     assert cut["pieces"] > 20 and cut["unfinished"] == 0
     long_paraphrase = lines(tmp_path / "b.txt")[0]
     assert len(long_paraphrase.split()) >= 10  # the translation of every piece, joined

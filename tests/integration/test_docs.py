@@ -204,7 +204,7 @@ def test_every_flag_of_every_subcommand_is_in_the_docs():
     import argparse
 
     from fundamentallm.cli import build_parser
-    from fundamentallm.cli_reference import cli_reference
+    from fundamentallm.cli.reference import cli_reference
 
     text = cli_reference() + "".join((ROOT / p).read_text(encoding="utf-8") for p in PAGES)
     pending, missing = [("fundamentallm", build_parser())], []

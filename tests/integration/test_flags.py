@@ -14,7 +14,7 @@ import torch
 from fundamentallm.checkpoint import load_model
 from fundamentallm.config import OptimConfig
 from fundamentallm.data.batching import encode
-from fundamentallm.evaluation import total_loss
+from fundamentallm.scoring import total_loss
 from fundamentallm.training import precision
 from integration_helpers import assert_same_weights, load_pt, metrics, run_cli, summary, train
 

@@ -11,9 +11,8 @@ from hypothesis import given, settings, strategies as st
 from rich.console import Console
 
 from fundamentallm.console import unit_progress
-from fundamentallm.corpus.backtranslation import (
-    PAIRS_FORMAT, TranslationCache, assemble, bounded, chosen_units, segments, training_paraphrases, unit_texts,
-)
+from fundamentallm.corpus.backtranslation import TranslationCache, bounded, chosen_units
+from fundamentallm.data.paraphrases import PAIRS_FORMAT, assemble, segments, training_paraphrases, unit_texts
 
 
 @settings(max_examples=300, derandomize=True, deadline=None)

@@ -20,6 +20,7 @@ from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import CharTokenizer
 
 CONTEXT = 16
+SMALL = {"context_length": 16, "batch_size": 4}  # windows and batch of the option tests
 
 
 def positions(n: int) -> torch.Tensor:
@@ -29,7 +30,8 @@ def positions(n: int) -> torch.Tensor:
 def sampler(n: int = 1000, batch: int = 4, accum: int = 1, seed: int = 0,
             ids: torch.Tensor | None = None, unk_id: int | None = None) -> EpochSampler:
     ids = positions(n) if ids is None else ids
-    return EpochSampler(ids, CONTEXT, batch, accum, seed=seed, unk_id=unk_id)
+    return EpochSampler(ids, context_length=CONTEXT, batch_size=batch, grad_accum_steps=accum, seed=seed,
+                        unk_id=unk_id)
 
 
 def epoch_starts(s: EpochSampler, epoch: int) -> list[int]:
@@ -165,27 +167,27 @@ def test_sampler_masks_unknown_targets():
 
 def test_overfit_batches_repeat_the_same_windows_every_epoch():
     ids = torch.arange(5000, dtype=torch.int32)
-    sampler = EpochSampler(ids, 16, 4, grad_accum_steps=2, seed=0, unk_id=None, overfit_batches=4)
+    sampler = EpochSampler(ids, **SMALL, grad_accum_steps=2, seed=0, unk_id=None, overfit_batches=4)
     assert (sampler.micro_per_epoch, sampler.steps_per_epoch) == (4, 2)
     first = [sampler.batch_at(0, i)[0] for i in range(4)]
     assert len({tuple(x[:, 0].tolist()) for x in first}) == 4  # four different batches...
     for epoch in (1, 7):
         for i in range(4):  # ...and the same four in every epoch
             assert torch.equal(sampler.batch_at(epoch, i)[0], first[i])
-    normal = EpochSampler(ids, 16, 4, grad_accum_steps=2, seed=0, unk_id=None)
+    normal = EpochSampler(ids, **SMALL, grad_accum_steps=2, seed=0, unk_id=None)
     assert not torch.equal(normal.batch_at(1, 0)[0], normal.batch_at(0, 0)[0])
 
 
 def test_overfit_batches_with_augmentation_keep_the_same_edited_batches_every_epoch():
     ids = torch.arange(5000, dtype=torch.int32)
-    sampler = EpochSampler(ids, 16, 4, grad_accum_steps=1, seed=0, unk_id=None, overfit_batches=2,
+    sampler = EpochSampler(ids, **SMALL, grad_accum_steps=1, seed=0, unk_id=None, overfit_batches=2,
                            augment_p=0.2)
     first = [sampler.batch_at(0, i) for i in range(2)]
-    plain = EpochSampler(ids, 16, 4, grad_accum_steps=1, seed=0, unk_id=None, overfit_batches=2)
+    plain = EpochSampler(ids, **SMALL, grad_accum_steps=1, seed=0, unk_id=None, overfit_batches=2)
     assert not torch.equal(first[0][0], plain.batch_at(0, 0)[0])  # the windows are edited...
     for epoch in (1, 5):
         for i in range(2):  # ...and edited the same way in every epoch
             x, y = sampler.batch_at(epoch, i)
             assert torch.equal(x, first[i][0]) and torch.equal(y, first[i][1])
-    normal = EpochSampler(ids, 16, 4, grad_accum_steps=1, seed=0, unk_id=None, augment_p=0.2)
+    normal = EpochSampler(ids, **SMALL, grad_accum_steps=1, seed=0, unk_id=None, augment_p=0.2)
     assert not torch.equal(normal.batch_at(1, 0)[0], normal.batch_at(0, 0)[0])

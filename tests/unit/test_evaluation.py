@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from fundamentallm.errors import UserError
-from fundamentallm.evaluation import evaluate, total_loss
+from fundamentallm.evaluation import evaluate
+from fundamentallm.scoring import total_loss
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import ByteTokenizer, CharTokenizer
 
@@ -130,7 +131,7 @@ def test_unknown_characters_count_neither_as_characters_nor_bytes(model, tok):
 def test_sharded_scoring_adds_up_to_the_whole(tiny_model, count, max_windows):
     """Each of `count` processes scores its share of the windows; their sums are the
     single-process totals, and every process runs the same number of forward passes."""
-    from fundamentallm.evaluation import Shard
+    from fundamentallm.scoring import Shard
 
     ids = torch.randint(0, tiny_model.cfg.vocab_size, (613,), generator=torch.Generator().manual_seed(0))
     whole = total_loss(tiny_model, ids, 3, None, max_windows)

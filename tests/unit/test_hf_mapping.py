@@ -14,8 +14,8 @@ from fundamentallm.checkpoint import load_checkpoint, load_model, save_checkpoin
 from fundamentallm.config import Config
 from fundamentallm.errors import UserError
 from fundamentallm.interop import export_checkpoint
-from fundamentallm.interop.architectures import ARCHITECTURES, architecture_for
-from fundamentallm.interop.tokenizer_files import byte_characters
+from fundamentallm.hf.architectures import ARCHITECTURES, architecture_for
+from fundamentallm.hf.tokenizer_files import byte_characters
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import build_tokenizer
 from helpers import sample_text, sharpen

@@ -39,10 +39,10 @@ WARNING_LISTS = {"config/loading.py:config_warnings", "training/gradients.py:war
 
 # Messages that only pass on another one, each with the reason it needs no row of its own.
 WRAPPERS = {
-    "cli.py:load_any_tokenizer": "names the checkpoint before a tokenizer message caught from load_checkpoint",
+    "cli/__init__.py:load_any_tokenizer": "names the checkpoint before a tokenizer message caught from load_checkpoint",
     "checkpoint.py:load_checkpoint": "names the file before unreadable(), whose texts are templates",
     "checkpoint.py:model_from_checkpoint": "names the checkpoint before a tokenizer message",
-    "interop/importing.py:read_model_directory": "names config.json or the directory before an architecture "
+    "hf/directory.py:read_model_directory": "names config.json or the directory before an architecture "
                                                  "or config message",
     "tokenizers/__init__.py:load_tokenizer_file": "names the file before a tokenizer message",
     "training/distributed.py:on_main": "every process raises the message rank 0 raised",

@@ -184,6 +184,18 @@ def nearest_head_counts(model_dim: int, num_heads: int) -> list[int]:
     return below + above
 
 
+def parse_steps(text: str) -> tuple[int, int]:
+    """"START:END" → (START, END): record steps START+1 .. END."""
+    start, sep, end = text.partition(":")
+    try:
+        first, last = int(start), int(end)
+    except ValueError:
+        first = last = -1
+    if not sep or not 0 <= first < last:
+        raise UserError(f"--profile-steps {text!r}: give START:END with 0 <= START < END, e.g. 5:8")
+    return first, last
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a single field's check cannot make."""
     m = cfg.model
@@ -209,8 +221,6 @@ def validate(cfg: Config) -> None:
         raise UserError("--early-stopping needs validation data to watch: give --validation-data, "
                         "or a --val-split above 0")
     if tr.profile:
-        from fundamentallm.training.profiling import parse_steps
-
         parse_steps(tr.profile_steps)
     if tr.overfit_batches % tr.grad_accum_steps:
         raise UserError(f"--overfit-batches {tr.overfit_batches} must be a multiple of --grad-accum-steps "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from fundamentallm.corpus.cleaning import CONTROL_CHARACTERS
 from fundamentallm.corpus.counting import CorpusCounts
@@ -254,8 +255,6 @@ def estimate_bpe_tokens(sample: str, total_characters: int, vocab_size: int = 40
     Hugging Face `tokenizers`, and its tokens per character on that sample are scaled up
     to `total_characters`; when the sample is the whole corpus it is an exact count.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     if not sample:
         return 0
     tokenizer = Tokenizer(models.BPE())

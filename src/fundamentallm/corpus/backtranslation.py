@@ -34,73 +34,30 @@ import random
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+
+import torch
 
 from fundamentallm.atomic import same_file, write_text
+from fundamentallm.checkpoint import content_digest
+from fundamentallm.data.text import read_text_file
+from fundamentallm.data.tokens import user_cache
+from fundamentallm.data.paraphrases import PAIRS_FORMAT, PAIRS_SUFFIX, SENTENCE_BREAK, assemble, segments
 from fundamentallm.errors import UserError
+from fundamentallm.training.precision import resolve_device
 
-UNITS = ("lines", "sentences")
-MIXES = ("append", "interleave", "replace")
 DEFAULT_MODEL = "Helsinki-NLP/opus-mt-{source}-{target}"  # the MarianMT models of the specification
-PAIRS_SUFFIX = ".pairs.jsonl"
-PAIRS_FORMAT = 1
 CACHE_FORMAT = 1
 EXTRA = "pip install fundamentallm[augment]"
 
-# A sentence ends at ., !, ? or … (perhaps inside a closing quote or bracket) before whitespace.
-SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)\]]))\s+")
 # Where a text too long for the model is cut, in order of preference: sentences, clauses, words.
 BREAKS = (SENTENCE_BREAK, re.compile(r"(?<=[,;:])\s+"), re.compile(r"\s+"))
 LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]+)*")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
-
-
-# ---------------------------------------------------------------- IN as units and the text between them
-@dataclass
-class Segment:
-    text: str
-    unit: bool  # a unit holds a letter and may be translated; other segments are kept as they are
-
-    @property
-    def core(self) -> str:
-        return self.text.strip()
-
-
-def segments(text: str, by: str) -> list[Segment]:
-    """`text` cut into segments whose concatenation is `text` exactly: each line (or each
-    sentence of a line) is a unit if it holds a letter; line ends and the whitespace between
-    sentences are segments of their own."""
-    out: list[Segment] = []
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\r\n")
-        parts = [body] if by == "lines" else _with_separators(body)
-        out.extend(Segment(part, any(c.isalpha() for c in part)) for part in parts if part)
-        if len(line) > len(body):
-            out.append(Segment(line[len(body):], False))
-    return out
-
-
-def _with_separators(line: str) -> list[str]:
-    """A line's sentences and the whitespace after each, alternately."""
-    parts, start = [], 0
-    for match in SENTENCE_BREAK.finditer(line):
-        parts += [line[start:match.start()], match.group()]
-        start = match.end()
-    return parts + [line[start:]]
-
-
-def unit_texts(pieces: Iterable[str], by: str) -> Iterator[str]:
-    """The stripped units of a stream of text (read a line at a time, in bounded memory)."""
-    pending = ""
-    for piece in pieces:
-        pending += piece
-        *lines, pending = pending.split("\n")
-        for line in lines:
-            yield from (s.core for s in segments(line, by) if s.unit)
-    yield from (s.core for s in segments(pending, by) if s.unit)
 
 
 def chosen_units(count: int, fraction: float, seed: int) -> list[int]:
@@ -122,8 +79,6 @@ def offline() -> bool:
     (checked in a moment, rather than let the hub client retry for half a minute)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return True
-    from urllib.parse import urlparse
-
     host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
     try:
         socket.getaddrinfo(host, 443)
@@ -143,7 +98,7 @@ def locate(name: str, flag: str) -> tuple[str, bool]:
         return str(path), True
     if name.startswith((".", "/", "~")) or name.endswith("/") or not HUB_ID.fullmatch(name):
         raise UserError(f"{flag} {name}: no such directory")
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # with transformers: the [augment] extra
 
     if isinstance(try_to_load_from_cache(name, "config.json"), str):
         return name, True
@@ -158,7 +113,7 @@ def locate(name: str, flag: str) -> tuple[str, bool]:
 def load_model(name: str, flag: str, device: Any) -> tuple[Any, Any]:
     """A seq2seq model and its tokenizer. Never runs code from the model's files
     (trust_remote_code stays off); weights are read with safetensors or weights_only."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer  # the [augment] extra, checked above
     from transformers.utils import logging as hf_logging
 
     where, local = locate(name, flag)
@@ -203,8 +158,6 @@ class Direction:
         self.calls = 0  # generate() calls: the batches run
 
     def identity(self) -> str:
-        from fundamentallm.checkpoint import content_digest
-
         return content_digest({"class": type(self.model).__name__, "weights": self.model.state_dict(),
                                "vocabulary": self.tokenizer.get_vocab(), "limit": self.limit,
                                "positions": self.positions})
@@ -218,8 +171,6 @@ class Direction:
 
     def translate(self, texts: list[str], batch_size: int, seed: int) -> list[str | None]:
         """Each text translated (None: unfinished, its output reached the length bound)."""
-        import torch
-
         out: list[str | None] = []
         device = self.model.device
         for start in range(0, len(texts), batch_size):
@@ -285,8 +236,6 @@ def input_limit(limit: int, max_length: int | None, name: str) -> int:
 def cache_root(setting: str | None) -> Path:
     if setting:
         return Path(setting)
-    from fundamentallm.data.tokens import user_cache
-
     return user_cache() / "backtranslation"
 
 
@@ -333,7 +282,7 @@ class TranslationCache:
 
 
 # ---------------------------------------------------------------- the command
-@dataclass
+@dataclass(kw_only=True)
 class BackTranslation:
     """The settings of one `data augment --back-translate` run."""
 
@@ -389,8 +338,6 @@ def output_paths(source: Path, output: Path, overwrite: bool) -> Path:
 def back_translate(source: str | Path, output: str | Path, settings: BackTranslation, overwrite: bool = False,
                    progress: Callable[[int, int], Any] | None = None) -> Report:
     """Write OUT (and OUT.pairs.jsonl) from IN; see the module's docstring."""
-    from fundamentallm.data.text import read_text_file
-
     source, output = Path(source), Path(output)
     check_languages(settings)
     pairs_path = output_paths(source, output, overwrite)
@@ -436,8 +383,6 @@ def check_languages(settings: BackTranslation) -> None:
 def run_models(texts: list[str], settings: BackTranslation, report: Report,
                progress: Callable[[int, int], Any] | None) -> dict[str, tuple[str | None, str | None]]:
     """Every text's (pivot, paraphrase), from the cache or the models, a chunk at a time."""
-    from fundamentallm.training.precision import resolve_device
-
     require_transformers()
     device = resolve_device(settings.device)
     src, pivot = settings.source_lang, settings.pivot
@@ -498,79 +443,3 @@ def joined(direction: Direction, texts: list[str], batch_size: int, seed: int, r
         parts = [next(translated) for _ in group]
         out.append(None if any(p is None for p in parts) else " ".join(parts))
     return out
-
-
-def assemble(segs: list[Segment], paraphrases: dict[int, str], mix: str, by: str) -> tuple[str, int]:
-    """OUT's text and its number of units (lines, or sentences)."""
-    lead = {i: segs[i].text[:len(segs[i].text) - len(segs[i].text.lstrip())] for i in paraphrases}
-    if mix == "append":
-        text = "".join(s.text for s in segs)
-        if paraphrases:
-            text += ("" if not text or text.endswith("\n") else "\n") + "".join(
-                paraphrases[i] + "\n" for i in sorted(paraphrases))
-    else:
-        between = "\n" if by == "lines" else " "
-        out = []
-        for i, s in enumerate(segs):
-            if i not in paraphrases:
-                out.append(s.text)
-            elif mix == "replace":
-                out.append(lead[i] + paraphrases[i] + s.text[len(s.text.rstrip()):])
-            else:  # interleave: the unit, then its paraphrase
-                out.append(s.text + between + (lead[i] if by == "lines" else "") + paraphrases[i])
-        text = "".join(out)
-    return text, sum(1 for s in segments(text, by) if s.unit)
-
-
-# ---------------------------------------------------------------- train --augment-file
-@dataclass
-class Paraphrases:
-    text: str  # the paraphrases to train on, one per line
-    used: int
-    left_out: int  # paraphrases of units that are also in the validation text
-
-
-def pairs_file(path: str | Path) -> Path:
-    """OUT.pairs.jsonl for OUT (or the pairs file itself)."""
-    path = Path(path)
-    pairs = path if path.name.endswith(PAIRS_SUFFIX) else path.with_name(path.name + PAIRS_SUFFIX)
-    if not pairs.is_file():
-        raise UserError(f"--augment-file {path}: no {pairs.name} beside it; pass a file written by "
-                        "`fundamentallm data augment --back-translate`")
-    return pairs
-
-
-def read_pairs(path: str | Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    pairs = pairs_file(path)
-    try:
-        lines = pairs.read_text(encoding="utf-8").splitlines()
-        header = json.loads(lines[0])
-        records = [json.loads(line) for line in lines[1:] if line.strip()]
-        if header.get("format") != PAIRS_FORMAT or header.get("by") not in UNITS:
-            raise ValueError(f"format {header.get('format')!r}, by {header.get('by')!r}")
-        if not all(isinstance(r.get("source"), str) and isinstance(r.get("paraphrase"), str) for r in records):
-            raise ValueError("a record without its source or paraphrase text")
-    except (OSError, UnicodeDecodeError, ValueError, IndexError, AttributeError) as exc:
-        raise UserError(f"--augment-file {pairs}: not a pairs file written by `fundamentallm data augment` "
-                        f"({exc})") from None
-    return header, records
-
-
-def training_paraphrases(path: str | Path, validation: Iterable[str] | None) -> Paraphrases:
-    """The paraphrases of `path` whose units are not in the validation text, so that nothing
-    of the validation text reaches training in other words. A unit cut in two by the end of
-    the training part counts as validation text too (its second half starts the validation)."""
-    header, records = read_pairs(path)
-    sources = {r["source"] for r in records}
-    seen: set[str] = set()
-    if validation is not None:
-        first = True
-        for unit in unit_texts(validation, header["by"]):
-            if first:  # perhaps the end of a unit that began in the training part
-                seen.update(s for s in sources if s.endswith(unit))
-                first = False
-            if unit in sources:
-                seen.add(unit)
-    kept = [r["paraphrase"] for r in records if r["source"] not in seen]
-    text = "".join(" ".join(p.split()) + "\n" for p in kept)
-    return Paraphrases(text, len(kept), len(records) - len(kept))

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fundamentallm.atomic import write_text
-from fundamentallm.config.commands import UNITS
 from fundamentallm.data.text import JSONL_SUFFIXES, read_documents, read_text_file
 from fundamentallm.errors import UserError
+
+UNITS = ("lines", "chars", "documents")  # what `data split` moves whole
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")  # ends a document in a plain text file
 

@@ -50,7 +50,7 @@ def split_window(window: torch.Tensor, unk_id: int | None) -> tuple[torch.Tensor
 class EpochSampler:
     """Random non-overlapping windows, epoch by epoch, reproducible from (seed, epoch)."""
 
-    def __init__(self, ids: torch.Tensor, context_length: int, batch_size: int,
+    def __init__(self, ids: torch.Tensor, *, context_length: int, batch_size: int,
                  grad_accum_steps: int, seed: int, unk_id: int | None, overfit_batches: int = 0,
                  augment_p: float = 0.0, rank: int = 0, world_size: int = 1):
         if len(ids) < context_length + 1:

@@ -32,7 +32,7 @@ VALIDATION_SPLITS = ("validation", "test")
 
 def pyarrow() -> Any:
     try:
-        import pyarrow as pa
+        import pyarrow as pa  # the [data] extra
         import pyarrow.parquet  # noqa: F401  (the submodule, loaded for pa.parquet)
     except ImportError:
         raise UserError("reading Parquet files and datasets directories needs pyarrow: "

@@ -40,7 +40,7 @@ import torch
 
 from fundamentallm.atomic import WriteFailed, write_text
 from fundamentallm.config.schema import DataConfig
-from fundamentallm.corpus.backtranslation import Paraphrases, pairs_file, training_paraphrases
+from fundamentallm.data.paraphrases import Paraphrases, pairs_file, training_paraphrases
 from fundamentallm.data.batching import encode
 from fundamentallm.data.text import data_files, read_text, stream_text
 from fundamentallm.errors import UserError

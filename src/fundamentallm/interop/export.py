@@ -14,8 +14,8 @@ import torch
 
 from fundamentallm.checkpoint import load_checkpoint, model_from_checkpoint
 from fundamentallm.errors import UserError
-from fundamentallm.interop.architectures import Architecture, architecture_for, nearest_mismatch
-from fundamentallm.interop.tokenizer_files import tokenizer_files
+from fundamentallm.hf.architectures import Architecture, architecture_for, nearest_mismatch
+from fundamentallm.hf.tokenizer_files import tokenizer_files
 from fundamentallm.tokenizers import BPETokenizer, Tokenizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -41,7 +41,7 @@ class ExportReport:
 
 def safetensors_save():
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # the [hf] extra
     except ImportError:
         raise UserError("export needs the safetensors package: pip install 'fundamentallm[hf]'") from None
     return save_file

@@ -4,12 +4,14 @@ space.py for the search space, report.py for what it leaves)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fundamentallm.errors import UserError
 from fundamentallm.sweep.report import report_dict, trial_line, trials_table, write_best_yaml, write_plots
@@ -91,8 +93,6 @@ def run_workers(settings: SweepSettings, workers: int, study, done: set[int], fi
 
 def report(study, out: Path, objective: str, quiet: bool = False, as_json: bool = False) -> int:
     """The table (or JSON), best.yaml and the plots."""
-    import json
-
     data = report_dict(study)
     best = write_best_yaml(study, out)
     plots, skipped = write_plots(study, out)
@@ -134,8 +134,6 @@ class TrialProgress:
 
     def __enter__(self) -> "TrialProgress":
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
             self.bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 console=self.console, transient=True)
             self.bar.start()

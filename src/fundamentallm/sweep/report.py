@@ -8,6 +8,7 @@ directory, so `fundamentallm train --config DIR/best.yaml -o NEW_DIR` trains tha
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from rich.text import Text
 
 from fundamentallm.atomic import write_text
 from fundamentallm.errors import UserError
+from fundamentallm.plots import save_figure
 
 PLOTS = ("optimization_history", "param_importances", "slice")
 
@@ -63,13 +65,9 @@ def write_best_yaml(study, directory: Path) -> Path | None:
 
 def write_plots(study, directory: Path) -> tuple[list[Path], list[str]]:
     """Optuna's matplotlib plots as PNGs; a plot that needs more trials is skipped, and said."""
-    import warnings
-
-    import matplotlib.pyplot as pyplot
-    from optuna.exceptions import ExperimentalWarning
+    import matplotlib.pyplot as pyplot  # the [sweep] extra (optuna) draws with pyplot: loaded only to draw
+    from optuna.exceptions import ExperimentalWarning  # the [sweep] extra
     from optuna.visualization import matplotlib as plots
-
-    from fundamentallm.plots import save_figure
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     written, skipped = [], []
@@ -94,7 +92,7 @@ def write_plots(study, directory: Path) -> tuple[list[Path], list[str]]:
 
 def top_params(study, count: int = 2) -> list[str]:
     """The most important parameters (all of them when importance cannot be computed)."""
-    import optuna
+    import optuna  # the [sweep] extra (its absence is reported by study.import_optuna)
 
     try:
         ranked = list(optuna.importance.get_param_importances(study))

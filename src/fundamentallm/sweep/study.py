@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from fundamentallm.config import ConfigSources
-from fundamentallm.errors import UserError
+from fundamentallm.console import TrainingConsole
+from fundamentallm.errors import UserError, run_reporting_errors
 from fundamentallm.sweep.space import SearchSpace, check_against, load_space
+from fundamentallm.training.loop import train
 
 # --objective: the record key a trial reports at each evaluation, and the summary key it ends with.
 OBJECTIVES = {"val_loss": "best_val_loss", "val_bits_per_char": "best_val_bits_per_char"}
@@ -37,14 +40,14 @@ STUDY_ATTRS = ("objective", "space")  # what defines a study: a rerun must agree
 
 def import_optuna():
     try:
-        import optuna
+        import optuna  # the [sweep] extra
     except ImportError:
         raise UserError("fundamentallm sweep needs Optuna: pip install 'fundamentallm[sweep]'") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own lines
     return optuna
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SweepSettings:
     """Everything a worker needs (picklable: --workers starts processes with it)."""
 
@@ -199,9 +202,6 @@ def process_alive(pid: int) -> bool:
 def run_trials(settings: SweepSettings, on_finished: Callable[[Any], None] = lambda trial: None) -> str:
     """Ask, train, tell, until the budget is spent; one worker's loop. Returns why it ended:
     "done" (budget or grid exhausted, or the deadline) or "interrupted"."""
-    from fundamentallm.console import TrainingConsole
-    from fundamentallm.training.loop import train
-
     optuna = import_optuna()
     TrialState = optuna.trial.TrialState
     space = settings.space or load_space(settings.space_file)
@@ -263,8 +263,4 @@ def pruning_judge(trial, objective: str):
 
 def worker_main(settings: SweepSettings) -> None:
     """The entry point of a worker process (--workers N)."""
-    import sys
-
-    from fundamentallm.errors import run_reporting_errors
-
     sys.exit(run_reporting_errors(lambda: 0 if run_trials(settings) == "done" else 130))

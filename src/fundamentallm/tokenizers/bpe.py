@@ -32,7 +32,7 @@ _CUT = re.compile(r"(?<=\S)\n")
 
 def _library():
     try:
-        import tokenizers
+        import tokenizers  # a dependency, loaded by the BPE tokenizer only (and said if missing)
     except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
         raise UserError("--tokenizer bpe needs the `tokenizers` package: pip install tokenizers") from None
     return tokenizers

@@ -39,7 +39,7 @@ class TensorBoardTracker(Tracker):
 
     def __init__(self, log_dir: str | Path, resume_step: int | None = None):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # the [tracking] extra
         except ImportError:  # torch's writer needs the tensorboard package
             raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
         self.log_dir = Path(log_dir)

@@ -42,7 +42,7 @@ class WandbTracker(Tracker):
     def __init__(self, output_dir: str | Path, project: str, run_config: dict[str, Any],
                  resume_step: int | None = None, log_model: bool = False):
         try:
-            import wandb
+            import wandb  # the [tracking] extra
         except ImportError:
             raise UserError("--wandb needs the wandb package: pip install wandb") from None
         self.wandb, self.log_model = wandb, log_model

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from fundamentallm.errors import UserError
-from fundamentallm.evaluation import Shard
+from fundamentallm.scoring import Shard
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ class Cluster:
         return value
 
     def shard(self) -> Shard:
-        """This process's share of an evaluation (evaluation.py)."""
+        """This process's share of a scoring pass (scoring.py)."""
         return Shard(self.rank, self.world_size, self.sum)
 
     def agree(self, value: Any) -> Any:

@@ -50,6 +50,8 @@ def strip_nproc(argv: list[str]) -> list[str]:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run `fundamentallm ARGV` (a train command) in `nproc` local processes; the exit status."""
+    # torch's elastic agent, imported when --nproc asks for it: the CLI imports this module
+    # for every command, and torch itself must not load until a command needs it.
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

@@ -50,7 +50,7 @@ def like(param: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
     """`whole` laid out as `param` is: this process's shard of it, for a sharded parameter."""
     if not hasattr(param, "device_mesh"):
         return whole
-    from torch.distributed.tensor import distribute_tensor
+    from torch.distributed.tensor import distribute_tensor  # loaded only for a sharded (FSDP) parameter
 
     return distribute_tensor(whole, param.device_mesh, param.placements, src_data_rank=None)  # no communication
 

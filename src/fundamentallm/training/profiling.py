@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from fundamentallm.atomic import write_json
-from fundamentallm.errors import UserError
+from fundamentallm.config.loading import parse_steps
 from fundamentallm.training.precision import cpu_has_native_bf16, matmul_gflops
 
 PHASES = ("data", "forward", "backward", "optimizer")
@@ -53,18 +53,6 @@ def peak_gflops(dtype: torch.dtype, device: torch.device) -> tuple[float, dict[i
     by_size = {size: max(matmul_gflops(dtype, size=size, repeats=4 * (1024 // size) ** 3)
                          for _ in range(trials)) for size in sizes}
     return max(by_size.values()), {k: round(v, 1) for k, v in by_size.items()}
-
-
-def parse_steps(text: str) -> tuple[int, int]:
-    """"START:END" → (START, END): record steps START+1 .. END."""
-    start, sep, end = text.partition(":")
-    try:
-        first, last = int(start), int(end)
-    except ValueError:
-        first = last = -1
-    if not sep or not 0 <= first < last:
-        raise UserError(f"--profile-steps {text!r}: give START:END with 0 <= START < END, e.g. 5:8")
-    return first, last
 
 
 def reset_peak_memory(device: torch.device) -> None:

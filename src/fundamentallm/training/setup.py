@@ -44,7 +44,7 @@ from fundamentallm.training.stopping import Interrupt, StopCondition
 from fundamentallm.training.validator import Judge, Validator
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     """Everything the loop needs, built once."""
 
@@ -109,9 +109,10 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
             cfg.model, cluster.world_size)))  # one probe, on rank 0: every process builds one shape
         apply_sizing(cfg, sizing.shape, start.sizable)
         console.message(f"model sized to the budget: {sizing.note}")
-    sampler = EpochSampler(data.train, cfg.model.context_length, training.batch_size,
-                           training.grad_accum_steps, training.seed, data.tokenizer.unk_id,
-                           training.overfit_batches, cfg.data.augment, cluster.rank, cluster.world_size)
+    sampler = EpochSampler(data.train, context_length=cfg.model.context_length, batch_size=training.batch_size,
+                           grad_accum_steps=training.grad_accum_steps, seed=training.seed,
+                           unk_id=data.tokenizer.unk_id, overfit_batches=training.overfit_batches,
+                           augment_p=cfg.data.augment, rank=cluster.rank, world_size=cluster.world_size)
 
     # ---- model, optimizer, precision, state ----
     seed_everything(training.seed)  # the same initial weights in every process
@@ -162,9 +163,11 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
 
     tracker = cluster.on_main(open_run_dir) or Tracker()  # the other processes log nothing
     return Run(
-        cfg, start, device, cluster, data, sampler, model, step_module, ddp, sync_gradients, trainable, precision,
-        compilation, state, LRSchedule(cfg.optim), dropout_schedule(training, cfg.model), total_steps,
-        tokens_per_step, console, tracker,
+        cfg=cfg, start=start, device=device, cluster=cluster, data=data, sampler=sampler, model=model,
+        step_module=step_module, ddp=ddp, sync_gradients=sync_gradients, trainable=trainable, precision=precision,
+        compilation=compilation, state=state, lr_schedule=LRSchedule(cfg.optim),
+        dropout=dropout_schedule(training, cfg.model), total_steps=total_steps, tokens_per_step=tokens_per_step,
+        console=console, tracker=tracker,
         validator=Validator(training, model, data.val, data.tokenizer.unk_id, data.val_chars_per_token,
                             precision, cluster.shard(), judge),
         checkpointer=Checkpointer(cfg.checkpoint, cfg, data.tokenizer, cluster, tracker),

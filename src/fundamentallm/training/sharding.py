@@ -58,6 +58,8 @@ class Replicated:
     def save_sharded(self, model: torch.nn.Module, optimizer, directory: Path) -> None:
         """Every process writes its own part of the model and optimizer state (DCP: one
         `__RANK_0.distcp` file each, and `.metadata`); a replicated tensor is written once."""
+        # torch.distributed's checkpoint and FSDP modules take ~0.6 s to import: loaded here, in
+        # the distributed runs that use them, not by every run that imports this module.
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
@@ -66,7 +68,7 @@ class Replicated:
 
     def load_sharded(self, model: torch.nn.Module, optimizer, directory: Path) -> None:
         """Read a sharded state into this run's layout, whatever layout wrote it (DCP reshards)."""
-        import torch.distributed.checkpoint as dcp
+        import torch.distributed.checkpoint as dcp  # ~0.6 s to import: see save_sharded
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
         model_state, optimizer_state = get_state_dict(model, optimizer)  # the shapes to fill
@@ -81,7 +83,7 @@ class Sharded(Replicated):
     name = "fsdp"
 
     def __init__(self, model: GPT, mixed: torch.dtype | None, reshard_after_forward: bool):
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard  # ~0.6 s: see save_sharded
 
         policy = MixedPrecisionPolicy(param_dtype=mixed, reduce_dtype=torch.float32) if mixed else \
             MixedPrecisionPolicy()
@@ -91,12 +93,12 @@ class Sharded(Replicated):
 
     @staticmethod
     def full(**extra):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions
+        from torch.distributed.checkpoint.state_dict import StateDictOptions  # see save_sharded
 
         return StateDictOptions(full_state_dict=True, **extra)
 
     def model_state(self, model: torch.nn.Module) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict  # see save_sharded
 
         state = get_model_state_dict(model, options=self.full(cpu_offload=True))  # {} off rank 0
         if state and getattr(model.cfg, "tie_embeddings", False):
@@ -104,13 +106,14 @@ class Sharded(Replicated):
         return state
 
     def optimizer_state(self, model: torch.nn.Module, optimizer) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict  # see save_sharded
 
         by_name = get_optimizer_state_dict(model, optimizer, options=self.full(cpu_offload=True))
         return by_index(by_name) if by_name else {}
 
     def load(self, model: torch.nn.Module, optimizer, model_state: dict[str, Any],
              optimizer_state: dict[str, Any]) -> None:
+        # see save_sharded
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
         set_model_state_dict(model, model_state, options=self.full())

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from fundamentallm.config.schema import ModelConfig
+from fundamentallm.model import GPT
 
 # Training's share of the budget: the rest goes to compiling a new shape, evaluation and
 # checkpoints (measured: 12-18% of a 105-s run on a 2-core CPU).
@@ -105,8 +106,6 @@ def model_for(shape: Shape, template: ModelConfig) -> ModelConfig:
 
 def cost(shape: Shape, template: ModelConfig) -> tuple[int, int]:
     """(parameters, training FLOPs per token) of `shape`, counted on the meta device (no memory)."""
-    from fundamentallm.model import GPT
-
     with torch.device("meta"):
         model = GPT(model_for(shape, template))
     return model.num_parameters(), model.flops_per_token()

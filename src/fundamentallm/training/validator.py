@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fundamentallm.config import TrainingConfig
-from fundamentallm.evaluation import Shard, bits_per_char, total_loss
+from fundamentallm.scoring import Shard, bits_per_char, total_loss
 from fundamentallm.model import GPT
 from fundamentallm.training.precision import Precision
 from fundamentallm.training.state import TrainState

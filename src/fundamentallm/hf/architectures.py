@@ -32,6 +32,7 @@ import torch
 
 from fundamentallm.config import ModelConfig
 from fundamentallm.errors import UserError
+from fundamentallm.model import GPT
 from fundamentallm.model.transformer import kv_heads, mlp_hidden
 
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)  # what torch's RMSNorm uses for eps=None in fp32
@@ -310,8 +311,6 @@ class FundamentaLLM(Architecture):
         return {name: hf[name] for name in self.FIELDS if name in hf}
 
     def layout(self, cfg: ModelConfig) -> Layout:
-        from fundamentallm.model import GPT
-
         with torch.device("meta"):  # names only; no memory
             names = list(GPT(cfg).state_dict())
         if cfg.tie_embeddings:

@@ -21,6 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer as Pipeline
+from tokenizers import decoders, models, pre_tokenizers
+
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import BPETokenizer, Tokenizer, tokenizer_from_dict
 
@@ -46,9 +49,6 @@ def pipeline_json(tokenizer: Tokenizer) -> str:
     """The tokenizer.json text of one of our tokenizers."""
     if isinstance(tokenizer, BPETokenizer):
         return tokenizer.serialized
-    from tokenizers import Tokenizer as Pipeline
-    from tokenizers import decoders, models, pre_tokenizers
-
     if tokenizer.kind == "char":
         vocab = {UNK: 0, **{c: i + 1 for i, c in enumerate(tokenizer.chars)}}
         pipeline = Pipeline(models.BPE(vocab=vocab, merges=[], unk_token=UNK))

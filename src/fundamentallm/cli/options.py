@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fundamentallm.config.schema import TOKENIZER_TYPES, device_option, option
-from fundamentallm.corpus.backtranslation import MIXES
-from fundamentallm.corpus.backtranslation import UNITS as BACK_TRANSLATION_UNITS
-
-UNITS = ("lines", "chars", "documents")  # what `data split` moves whole
+from fundamentallm.corpus.split import UNITS
+from fundamentallm.data.paraphrases import MIXES
+from fundamentallm.data.paraphrases import UNITS as BACK_TRANSLATION_UNITS
 
 
 def checkpoint_argument() -> Any:

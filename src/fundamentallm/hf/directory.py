@@ -16,8 +16,8 @@ import torch
 
 from fundamentallm.config import config_from_dict, config_to_dict, validate
 from fundamentallm.errors import UserError
-from fundamentallm.interop.architectures import ARCHITECTURES
-from fundamentallm.interop.tokenizer_files import read_json, read_tokenizer
+from fundamentallm.hf.architectures import ARCHITECTURES
+from fundamentallm.hf.tokenizer_files import read_json, read_tokenizer
 
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"  # sharded weights: {"weight_map": {tensor: file}}
@@ -28,7 +28,7 @@ def is_model_directory(path: str | Path) -> bool:
 
 
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:
-    try:
+    try:  # the [hf] extra: only reading a model directory needs it
         from safetensors import SafetensorError
         from safetensors.torch import load_file
     except ImportError:
@@ -57,9 +57,8 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def read_model_directory(directory: str | Path) -> dict[str, Any]:
-    """A checkpoint dict (as checkpoint.load_checkpoint returns) for a model directory."""
-    from fundamentallm.checkpoint import FORMAT, VERSION
-
+    """The parts of a checkpoint (config, tokenizer, model weights) held by a model directory;
+    checkpoint.load_checkpoint adds its format marks."""
     directory = Path(directory)
     config_path = directory / "config.json"
     hf = read_json(config_path)
@@ -95,5 +94,5 @@ def read_model_directory(directory: str | Path) -> dict[str, Any]:
         raise UserError(f"{directory}: {exc}") from None
     if cfg.model.tie_embeddings:
         weights["head.weight"] = weights["embed.weight"]  # one matrix, under both names as in our state dict
-    return {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg),
+    return {"config": config_to_dict(cfg),
             "tokenizer": tokenizer.to_dict(), "model": weights}

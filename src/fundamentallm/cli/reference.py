@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
+from fundamentallm.cli import CFG_PREFIX, COMMANDS
+from fundamentallm.config import Config
 from fundamentallm.config.loading import FieldInfo, class_fields
+from fundamentallm.sampling import SamplingOptions
 
 
 def _default(instance: Any, info: FieldInfo) -> str:
@@ -51,9 +54,6 @@ HEADER = ["| argument | default | what it does |", "|---|---|---|"]
 
 
 def _command(path: str, command: Any) -> Iterator[str]:
-    from fundamentallm.cli import CFG_PREFIX
-    from fundamentallm.config import Config
-
     yield f"## `fundamentallm {path}`\n"
     yield f"{command.help[0].upper()}{command.help[1:]}.\n"
     yield from HEADER
@@ -68,8 +68,6 @@ def _command(path: str, command: Any) -> Iterator[str]:
                 yield from HEADER
                 yield from _rows((i for i in infos if i.section == section), getattr(config, section))
         else:
-            from fundamentallm.sampling import SamplingOptions
-
             yield ""
             yield "\n### sampling\n"
             yield from HEADER
@@ -87,8 +85,6 @@ def _commands(table: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 def cli_reference() -> str:
     """Every subcommand, each argument with its default and help, as one Markdown page."""
-    from fundamentallm.cli import COMMANDS
-
     lines = ["# Command line", "",
              "Every subcommand and argument of `fundamentallm`, generated from the typed options that also "
              "build `fundamentallm COMMAND --help`. A `train` flag sets the config key of the same name in "
