@@ -115,7 +115,7 @@ def run(args) -> int:
     # A shared virtual machine's speed drifts: probe the peak again after training and keep
     # the higher figure, so MFU errs low rather than high.
     peaks = {name: max(peaks[name], probed_peak(dtype, device)) for name, dtype in DTYPE_NAMES.items()}
-    report["peak_gflops"] = {k: round(v, 1) for k, v in peaks.items()}
+    report["peak_gflops"] = {k: float(f"{v:.4g}") for k, v in peaks.items()}  # 4 digits: 1.234 as well as 1234
     report["last_probe_gflops_by_size"] = PROBES
     for key, result in results.items():
         result["mfu"] = round(result["tokens_per_s"] * flops / (peaks[result.pop("precision")] * 1e9), 4)

@@ -30,7 +30,8 @@ def test_throughput_reports_fp32_and_bf16_with_mfu_and_the_loss_gap():
         assert report[key]["tokens_per_s"] > 0
         expected_mfu = report[key]["tokens_per_s"] * report["flops_per_token"] / (
             report["peak_gflops"][key] * 1e9)
-        assert abs(report[key]["mfu"] - expected_mfu) < 1e-3
+        # relative: on a CPU that emulates bf16 (~1 GFLOP/s) an absolute tolerance is most of the figure
+        assert report[key]["mfu"] == pytest.approx(expected_mfu, rel=0.01, abs=1e-4)
     ratio = report["bf16"]["tokens_per_s"] / report["fp32"]["tokens_per_s"]
     assert report["bf16_over_fp32"] == pytest.approx(ratio, abs=0.01)
     gap = report["bf16"]["last_loss"] - report["fp32"]["last_loss"]

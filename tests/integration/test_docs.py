@@ -2,10 +2,9 @@
 checked against the real program.
 
 Each page (the README first) runs top to bottom in a scratch directory holding a 20 KB slice
-of the sample (as `data/shakespeare_sample.txt`) and links to scripts/ and configs/ (and, for
-the README, the files its examples name: README_FIXTURES): its ```bash blocks with
-bash -e, its ```python blocks with this Python, so that a later block can use what an
-earlier one wrote. `fundamentallm` is a wrapper on PATH that makes every training run tiny
+of the sample (as `data/shakespeare_sample.txt`) and links to scripts/ and configs/: its
+```bash blocks with bash -e, its ```python blocks with this Python, so that a later block
+can use what an earlier one wrote. A page makes every file its commands name. `fundamentallm` is a wrapper on PATH that makes every training run tiny
 (a small shape given first, which the page's own flags override, and `--max-steps 3`
 last); everything else runs as written. A few commands cannot run here and are counted as
 skipped, each for a reason in SKIPPED. `mkdocs build --strict` builds the site.
@@ -91,39 +90,6 @@ def scratch(tmp_path: Path) -> Path:
     return tmp_path
 
 
-# What the README's commands name: its examples are written for a corpus of yours ("data.txt",
-# "CKPT", "~/models/SmolLM-135M"), made here from the sample. The translation models are the
-# tiny pair of scripts/make_translation_models.py, in the Hugging Face cache under the default
-# names, as `hf download` would leave them.
-README_FIXTURES = r"""
-for name in data.txt corpus.txt poems.txt data/train.txt; do cp data/shakespeare_sample.txt "$name"; done
-head -c 3000 data/shakespeare_sample.txt > data/val.txt
-echo "ROMEO:" > prompt.txt
-mkdir -p notes && cp data/shakespeare_sample.txt notes/a.txt
-python - <<'PY'
-import json
-import datasets
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-docs = open("data/shakespeare_sample.txt", encoding="utf-8").read().split("\n\n")
-with open("chats.jsonl", "w", encoding="utf-8") as out:
-    out.writelines(json.dumps({"body": d}) + "\n" for d in docs)
-pq.write_table(pa.table({"text": docs}), "wiki.parquet")
-datasets.Dataset.from_dict({"text": docs}).save_to_disk("my_dataset")
-PY
-fundamentallm train data.txt -o runs/demo --quiet && cp -r runs/demo runs/base && cp runs/demo/final.pt CKPT
-fundamentallm export runs/demo/final.pt "$HOME/models/SmolLM-135M" > /dev/null
-python scripts/make_translation_models.py .translators --text data/shakespeare_sample.txt --steps 20 > /dev/null
-for pair in en-fr:tiny-en-fr fr-en:tiny-fr-en; do
-    snapshot="$HF_HOME/hub/models--Helsinki-NLP--opus-mt-${pair%%:*}/snapshots/0000000000000000000000000000000000000000"
-    mkdir -p "$snapshot" "$(dirname "$(dirname "$snapshot")")/refs"
-    cp .translators/"${pair##*:}"/* "$snapshot"/
-    printf %s 0000000000000000000000000000000000000000 > "$(dirname "$(dirname "$snapshot")")/refs/main"
-done
-"""
-
-
 def wait_for_servers(code: str, env: dict[str, str]) -> None:
     """After a block that left a server running in the background: until it answers /health."""
     import urllib.request
@@ -150,8 +116,6 @@ def test_every_command_and_python_block_of_the_page_runs(page, scratch):
     found = blocks(ROOT / page)
     env = environment(scratch)
     groups = []
-    if page == "README.md":
-        found = [("bash", README_FIXTURES), *found]
     try:
         for number, (kind, code) in enumerate(found, 1):
             if kind == "bash":
