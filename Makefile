@@ -1,4 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set up .venv first.
+# `make test-fast` (unit tests and the quick integration tests, ~3 minutes) is for use while working.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ TORCH_INDEX ?=
 DEMO_DIR := runs/demo
 DEMO_SECONDS ?= 120
 
-.PHONY: setup demo test docs figures bench bench-quality clean
+.PHONY: setup demo test test-fast docs figures bench bench-quality clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +28,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The documentation site into site/ (every warning an error); `mkdocs serve` while writing.
 docs: setup

@@ -21,6 +21,10 @@ from integration_helpers import (  # noqa: E402
 )
 from helpers import run_script  # noqa: E402
 
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it trains and runs tiny translation models.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[Path, Path]:

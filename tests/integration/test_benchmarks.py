@@ -10,6 +10,10 @@ import pytest
 
 from helpers import TINY_SHAPE, run_script, sample_text
 
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it runs the benchmarks' bounded forms.
+pytestmark = pytest.mark.slow
+
 TINY_FLAGS = [f"--{name.replace('_', '-')}={value}" for name, value in TINY_SHAPE.items()]
 
 

@@ -13,6 +13,10 @@ from fundamentallm.training.compilation import resolve_compile
 from fundamentallm.training.state import deterministic_kernels
 from integration_helpers import losses, train
 
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it compiles (seconds per shape).
+pytestmark = pytest.mark.slow
+
 RECIPE = dict(max_steps=4, log_interval=1, val_split=0, warmup_steps=0, lr_schedule="constant")
 
 

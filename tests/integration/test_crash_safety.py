@@ -17,7 +17,9 @@ import pytest
 from helpers import run_script
 from integration_helpers import ROOT, fundamentallm_command, process_env, sample_text, tiny_args
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL and /proc (Linux)")
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it kills real runs again and again.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL and /proc (Linux)")]
 
 
 def test_killed_runs_resume_to_the_uninterrupted_weights(tmp_path):

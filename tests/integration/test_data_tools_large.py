@@ -12,6 +12,10 @@ import pytest
 
 from helpers import ROOT, SAMPLE, process_env, run_script, script_command
 
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it puts hundreds of megabytes through the data tools.
+pytestmark = pytest.mark.slow
+
 
 # Runs a script in a fresh child and writes that child's peak RSS (ru_maxrss, KiB on
 # Linux) to a file, so nothing else this test session ran is included in the figure.

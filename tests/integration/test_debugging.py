@@ -6,6 +6,10 @@ import pytest
 
 from integration_helpers import assert_one_line_error, losses, metrics, run_process, summary, tiny_args, train
 
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it profiles real runs.
+pytestmark = pytest.mark.slow
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -15,7 +15,9 @@ from integration_helpers import (
     tiny_args, train,
 )
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo on POSIX")
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it starts groups of real processes (torchrun, gloo).
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo on POSIX")]
 
 RUN = {"max_steps": 6, "log_interval": 1, "eval_interval": 6, "lr_schedule": "constant", "batch_size": 4}
 

@@ -24,6 +24,10 @@ import pytest
 
 from helpers import ROOT, process_env, sample_text
 
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it runs every page's commands (~120 CLI processes) and builds the site.
+pytestmark = pytest.mark.slow
+
 DOCS = ROOT / "docs"
 PAGES = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in DOCS.rglob("*.md"))]
 FENCE = re.compile(r"^```(bash|python)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)

@@ -21,6 +21,10 @@ from integration_helpers import (
     tiny_args, train,
 )
 
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it trains on a full disk and in a directory turned read-only.
+pytestmark = pytest.mark.slow
+
 # Exact resume: a schedule that does not depend on the step count, dropout for the RNG state.
 EXACT = {"lr_schedule": "constant", "dropout": 0.1, "log_interval": 1, "warmup_steps": 5,
          "checkpoint_interval": 4, "eval_interval": 100}

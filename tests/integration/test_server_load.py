@@ -14,7 +14,9 @@ import pytest
 from helpers import run_script, sample_text
 from server_helpers import tiny_checkpoint
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's RSS from /proc")
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it sends thousands of requests to a real server.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's RSS from /proc")]
 
 
 def test_the_server_answers_every_request_rightly_under_load(tmp_path_factory):

@@ -9,6 +9,10 @@ import yaml
 from fundamentallm.training import setup, sizing
 from integration_helpers import run_cli, summary, tiny_args, train
 
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it measures this machine before sizing each run.
+pytestmark = pytest.mark.slow
+
 UNSHAPED = {"model_dim": None, "num_layers": None, "num_heads": None, "context_length": None,
             "batch_size": None}
 

@@ -22,6 +22,10 @@ from integration_helpers import (
     ROOT, assert_one_line_error, fundamentallm_command, process_env, run_cli, run_process, summary, tiny_args,
 )
 
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it runs Optuna studies of real runs, and a PostgreSQL server.
+pytestmark = pytest.mark.slow
+
 optuna = pytest.importorskip("optuna", reason="the sweep needs Optuna (pip install 'fundamentallm[sweep]')")
 
 # Each trial: the tiny model, 9 steps, an evaluation every 3 (three reports to the pruner).

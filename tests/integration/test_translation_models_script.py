@@ -13,6 +13,10 @@ pytest.importorskip("transformers")
 
 from helpers import assert_one_line_error, run_script, sample_text  # noqa: E402
 
+# Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
+# it trains tiny translation models.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def text(tmp_path: Path) -> Path:
