@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set up .venv first.
-# `make test-fast` (unit tests and the quick integration tests, ~3 minutes) is for use while working.
+# `make test-fast` (unit tests and the quick integration tests, ~2 minutes) is for use while working.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -26,11 +26,16 @@ demo: setup
 		--max-time $(DEMO_SECONDS) --overwrite
 	$(BIN)/fundamentallm generate $(DEMO_DIR)/final.pt --prompt "ROMEO:" --max-tokens 400 --seed 1
 
+# The suite in one worker process per core (pytest-xdist, at most 4): tests train on one thread
+# each. A module's tests stay in one worker (--dist loadscope), so its shared fixtures (a
+# trained checkpoint, translation models) are built once. `pytest FILE` runs plainly.
+XDIST := -n auto --maxprocesses 4 --dist loadscope
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 # The documentation site into site/ (every warning an error); `mkdocs serve` while writing.
 docs: setup

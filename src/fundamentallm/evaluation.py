@@ -22,7 +22,7 @@ from fundamentallm.scoring import total_loss
 from fundamentallm.tokenizers import Tokenizer
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Score:
     loss: float  # mean nats per scored token
     perplexity: float  # per token
@@ -57,4 +57,5 @@ def evaluate(model: GPT, tokenizer: Tokenizer, text: str, batch_size: int) -> Sc
         raise UserError("no token of the text is known to the model; nothing to score")
     chars, size = scored_text(tokenizer, text, token_list)
     loss, bits = nats / scored, nats / math.log(2)
-    return Score(loss, math.exp(loss), bits / chars, bits / size, scored, chars, size, skipped)
+    return Score(loss=loss, perplexity=math.exp(loss), bits_per_char=bits / chars, bits_per_byte=bits / size,
+                 tokens=scored, characters=chars, bytes=size, unknown=skipped)

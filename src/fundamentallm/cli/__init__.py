@@ -320,7 +320,8 @@ def cmd_tokenizer_info(o: TokenizerInfoOptions, args: argparse.Namespace) -> int
 def cmd_data_split(o: DataSplitOptions, args: argparse.Namespace) -> int:
     path = Path(o.path)
     out = Path(o.output_dir) if o.output_dir else (path if path.is_dir() else path.parent)
-    parts = split_corpus(path, out, o.val, o.test, o.by, o.shuffle, o.seed, o.overwrite, o.text_field)
+    parts = split_corpus(path, out, val=o.val, test=o.test, by=o.by, shuffle=o.shuffle, seed=o.seed,
+                         overwrite=o.overwrite, text_field=o.text_field)
     for part in parts:
         print(f"{part.path}: {part.units:,} {o.by}, {part.characters:,} characters")
     return 0

@@ -58,7 +58,7 @@ def part_sizes(total: int, val: float, test: float, by: str) -> tuple[int, int, 
     return n_train, n_val, n_test
 
 
-def split_corpus(path: str | Path, out_dir: str | Path, val: float, test: float = 0.0,
+def split_corpus(path: str | Path, out_dir: str | Path, *, val: float, test: float = 0.0,
                  by: str = "lines", shuffle: bool = False, seed: int = 0,
                  overwrite: bool = False, text_field: str = "text") -> list[Part]:
     """Write train.txt, val.txt (and test.txt when `test` > 0) into `out_dir`."""

@@ -74,7 +74,7 @@ def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
     return rss if sys.platform == "darwin" else rss * 1024, "process peak RSS"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProfileSummary:
     steps: int
     seconds: float
@@ -110,7 +110,7 @@ class Profiler:
     """Decides for itself when to record: `after_step(step)` starts it after the warm-up
     and stops it at the end of the window; `phase(name)` marks a part of the step."""
 
-    def __init__(self, steps: str | None, out: Path, device: torch.device, dtype: torch.dtype,
+    def __init__(self, steps: str | None, out: Path, *, device: torch.device, dtype: torch.dtype,
                  flops_per_step: float, report: Callable[[str], None], enabled: bool = True):
         self.enabled = steps is not None and enabled
         self.first, self.last = parse_steps(steps) if steps is not None else (0, 0)
@@ -146,7 +146,8 @@ class Profiler:
         self.out.mkdir(parents=True, exist_ok=True)
         torch.profiler.tensorboard_trace_handler(str(self.out), worker_name="train")(profile)
         trace = max(self.out.glob("*.pt.trace.json"), key=lambda p: p.stat().st_mtime)
-        self.summary = summarise(profile, steps, seconds, self.flops_per_step, self.device, self.dtype, trace)
+        self.summary = summarise(profile, steps, seconds, flops_per_step=self.flops_per_step, device=self.device,
+                                 dtype=self.dtype, trace=trace)
         write_json(self.out / "summary.json", self.summary.to_dict())
         if steps < self.last - self.first:
             self.report(f"note: the run ended after {steps} of the {self.last - self.first} profiled steps")
@@ -154,7 +155,7 @@ class Profiler:
             self.report(line)
 
 
-def summarise(profile, steps: int, seconds: float, flops_per_step: float, device: torch.device,
+def summarise(profile, steps: int, seconds: float, *, flops_per_step: float, device: torch.device,
               dtype: torch.dtype, trace: Path, top: int = 10) -> ProfileSummary:
     events = profile.key_averages()
     cuda = device.type == "cuda"
@@ -170,6 +171,8 @@ def summarise(profile, steps: int, seconds: float, flops_per_step: float, device
     peak, by_size = peak_gflops(dtype, device)
     achieved = flops_per_step * steps / seconds / 1e9
     memory, kind = peak_memory_bytes(device)
-    return ProfileSummary(steps, seconds, top_ops, {k: round(v, 4) for k, v in phases.items()},
-                          achieved / peak, achieved, peak, memory, kind, str(trace),
-                          {"peak_probe_gflops_by_size": by_size, "dtype": str(dtype).removeprefix("torch.")})
+    return ProfileSummary(steps=steps, seconds=seconds, top_ops=top_ops,
+                          phases={k: round(v, 4) for k, v in phases.items()}, mfu=achieved / peak,
+                          achieved_gflops=achieved, peak_gflops=peak, peak_memory_bytes=memory, memory_kind=kind,
+                          trace=str(trace),
+                          extra={"peak_probe_gflops_by_size": by_size, "dtype": str(dtype).removeprefix("torch.")})

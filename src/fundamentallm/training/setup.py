@@ -168,8 +168,9 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         compilation=compilation, state=state, lr_schedule=LRSchedule(cfg.optim),
         dropout=dropout_schedule(training, cfg.model), total_steps=total_steps, tokens_per_step=tokens_per_step,
         console=console, tracker=tracker,
-        validator=Validator(training, model, data.val, data.tokenizer.unk_id, data.val_chars_per_token,
-                            precision, cluster.shard(), judge),
+        validator=Validator(training, model, data.val, unk_id=data.tokenizer.unk_id,
+                            chars_per_token=data.val_chars_per_token, precision=precision, shard=cluster.shard(),
+                            judge=judge),
         checkpointer=Checkpointer(cfg.checkpoint, cfg, data.tokenizer, cluster, tracker),
         metrics=MetricsLog(training, sampler.micro_per_epoch, Throughput(state, tokens_per_step), tracker, console),
         gradients=GradientMonitor(cfg.tracking, model, out, cluster.main, tracker, console.message),
@@ -177,10 +178,10 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         stop=StopCondition(training, total_steps, cluster, interrupt),
         interrupt=interrupt,
         # rank 0 profiles its own share of the step: flops per process, against one device's peak
-        profiler=Profiler(training.profile_steps if training.profile else None, out, device,
-                          precision.dtype or torch.float32,
-                          model.flops_per_token() * tokens_per_step / cluster.world_size,
-                          console.message, enabled=cluster.main),
+        profiler=Profiler(training.profile_steps if training.profile else None, out, device=device,
+                          dtype=precision.dtype or torch.float32,
+                          flops_per_step=model.flops_per_token() * tokens_per_step / cluster.world_size,
+                          report=console.message, enabled=cluster.main),
     )
 
 

@@ -31,7 +31,7 @@ Judge = Callable[[dict[str, Any]], bool]
 
 
 class Validator:
-    def __init__(self, training: TrainingConfig, model: GPT, val_ids: torch.Tensor | np.ndarray | None,
+    def __init__(self, training: TrainingConfig, model: GPT, val_ids: torch.Tensor | np.ndarray | None, *,
                  unk_id: int | None, chars_per_token: float, precision: Precision, shard: Shard,
                  judge: Judge | None = None):
         self.training, self.model, self.val_ids = training, model, val_ids
