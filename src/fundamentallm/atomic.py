@@ -1,7 +1,10 @@
 """Atomic file writes: write a temporary file beside the target, flush it to disk, rename.
 
 A rename within one directory is atomic on POSIX and Windows, so a reader (or a resumed
-run after a kill) sees either the old file or the new one, never half of one.
+run after a kill) sees either the old file or the new one, never half of one. The temporary
+file is made private (mkstemp: 0600); before the rename it gets the mode a plain `open()`
+would have given it under the process's umask (0644 under umask 022), so that what a run
+writes can be read by whoever may read the directory.
 """
 
 from __future__ import annotations
@@ -18,6 +21,20 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 from fundamentallm.errors import UserError
 from fundamentallm.textstream import DEFAULT_CHUNK_BYTES, DecodedFile
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: once, at import, before any thread
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def public_mode(directory: bool = False) -> int:
+    """The mode `open()` (or `mkdir`) would give a new file (directory) under the umask."""
+    return (0o777 if directory else 0o666) & ~_UMASK
 
 
 class WriteFailed(UserError):
@@ -63,6 +80,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], expected_b
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.chmod(tmp, public_mode())
         with os.fdopen(fd, "wb") as f:
             watched = _WatchedFile(f)
             write(watched)
@@ -131,6 +149,7 @@ class TemporaryTextFile:
 
     def __init__(self, destination: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
         fd, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
+        os.chmod(name, public_mode())
         self.path, self.chunk_bytes = Path(name), chunk_bytes
         self.file = os.fdopen(fd, "w", encoding="utf-8", newline="")
         self.write = self.file.write

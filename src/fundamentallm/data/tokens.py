@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fundamentallm.atomic import WriteFailed, write_text
+from fundamentallm.atomic import WriteFailed, public_mode, write_text
 from fundamentallm.config.schema import DataConfig
 from fundamentallm.data.paraphrases import Paraphrases, pairs_file, training_paraphrases
 from fundamentallm.data.batching import encode
@@ -222,6 +222,7 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
     entry.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{BUILDING}{socket.gethostname()}-{os.getpid()}-", dir=entry.parent))
+    work.chmod(public_mode(directory=True))  # mkdtemp's 0700 would stay with the renamed entry
     try:
         train_part, val_part = parts()
         train_part = training_part(train_part)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from fundamentallm.atomic import public_mode
 from fundamentallm.checkpoint import load_checkpoint, model_from_checkpoint
 from fundamentallm.errors import UserError
 from fundamentallm.hf.architectures import Architecture, architecture_for, nearest_mismatch
@@ -74,8 +75,10 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     # export leaves no half-written model.
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    work.chmod(public_mode(directory=True))  # mkdtemp's 0700 would stay with the renamed directory
     try:
         safetensors_save()(tensors, str(work / "model.safetensors"), metadata={"format": "pt"})
+        (work / "model.safetensors").chmod(public_mode())  # safetensors writes its files private (0600)
         (work / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (work / "generation_config.json").write_text(json.dumps(generation_config(tokenizer), indent=2) + "\n",
                                                      encoding="utf-8")
