@@ -160,12 +160,15 @@ class Generation:
 
     def __init__(self, lock: anyio.Semaphore, events: Iterator, on_close: Callable[[], None] = lambda: None):
         self.lock, self.events, self.closed, self.on_close = lock, events, False, on_close
+        self.tokens: int | None = None  # generated, over all samples, once the completions are in
 
     async def next(self) -> Any:
         # The thread call cannot be cancelled halfway, so close() never meets a running step.
         event = await run_in_threadpool(next, self.events, None)
         if event is None:
             raise RuntimeError("generation ended without its completions")
+        if isinstance(event, list):
+            self.tokens = sum(completion.tokens for completion in event)
         return event
 
     def close(self) -> None:
@@ -190,6 +193,33 @@ class EventStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.generation.close()
+
+
+class AccessLog:
+    """ASGI middleware: one line per request once its response has ended: method, path,
+    status, tokens generated (for a generation that finished) and seconds, e.g.
+    `POST /v1/completions 200 40 tokens 0.52 s`."""
+
+    def __init__(self, app, write: Callable[[str], None]):
+        self.app, self.write = app, write
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        began, status = time.perf_counter(), {"code": 500}
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            generation = scope.get("state", {}).get("generation")
+            tokens = f" {generation.tokens} tokens" if generation is not None and generation.tokens is not None else ""
+            self.write(f"{scope['method']} {scope['path']} {status['code']}{tokens} "
+                       f"{time.perf_counter() - began:.2f} s")
 
 
 class BearerAuth:
@@ -237,9 +267,10 @@ class Busy(Exception):
 
 def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limits(),
                should_stop: Callable[[], bool] = lambda: False, api_key: str | None = None,
-               model_id: str | None = None) -> Starlette:
+               model_id: str | None = None, log: Callable[[str], None] | None = None) -> Starlette:
     """The ASGI app. `should_stop()` true (the server is shutting down) ends generations early;
-    `model_id` is the name OpenAI clients ask for (default: the checkpoint's name)."""
+    `model_id` is the name OpenAI clients ask for (default: the checkpoint's name); `log`
+    receives one line per request (AccessLog)."""
     max_tokens_limit = limits.max_tokens
     lock = anyio.Semaphore(1)  # a semaphore, not a Lock: a stream releases it from another task
     admitted = {"count": 0}  # generation requests running or waiting for the lock
@@ -300,6 +331,7 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
             prompt, stream, options = parse_request(await read_body(request, limits.body_timeout), defaults,
                                                     max_tokens_limit)
             generation, first = await start(prompt, options)
+            request.state.generation = generation  # for the access log's token count
         except Busy:
             return JSONResponse({"error": busy_message}, status_code=503, headers=busy_headers())
         except RequestError as exc:
@@ -354,6 +386,7 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
                 raise openai_api.APIError(400, "the prompt holds no token", "prompt")
             try:
                 generation, first = await start(parsed.prompt, parsed.options, parsed.logprobs)
+                request.state.generation = generation  # for the access log's token count
             except UserError as exc:
                 raise openai_api.APIError(400, str(exc)) from None
             except Busy:
@@ -399,6 +432,8 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
     if api_key:
         app.add_middleware(BearerAuth, key=api_key)
+    if log is not None:
+        app.add_middleware(AccessLog, write=log)  # added last: outermost, so refused requests are logged too
     return app
 
 
@@ -436,21 +471,27 @@ def check_exposure(host: str, api_key: str | None) -> None:
 
 
 def serve(generator: TextGenerator, checkpoint: str, host: str = "127.0.0.1", port: int = 8000,
-          limits: Limits = Limits(), api_key: str | None = None, model_id: str | None = None) -> int:
+          limits: Limits = Limits(), api_key: str | None = None, model_id: str | None = None,
+          log_requests: bool = True) -> int:
     """Serve until Ctrl-C or SIGTERM, then return 0. Prints `serving on http://HOST:PORT`
-    (the real port, also for port 0) once connections are accepted."""
+    (the real port, also for port 0) once connections are accepted, then the page's address
+    and the base URL for OpenAI clients; with `log_requests`, one line per request on stderr."""
     check_exposure(host, api_key)
     sock = listening_socket(host, port)
     server: uvicorn.Server | None = None
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if log_requests else None
     app = create_app(generator, checkpoint, limits, lambda: bool(server and server.should_exit),
-                     api_key, model_id)
+                     api_key, model_id, log)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     # Connections queue on the listening socket until the loop starts: safe to announce now.
-    print(f"serving on http://{shown}:{bound_port}", flush=True)
+    url = f"http://{shown}:{bound_port}"
+    print(f"serving on {url}", flush=True)
+    print(f"  the page: {url}/\n  OpenAI clients: base_url {url}/v1, model "
+          f"{model_id or model_name(checkpoint)!r}\n  Ctrl-C stops", flush=True)
     # uvicorn re-raises the signal that stopped it, to the handlers it found: make those
     # ignore it, so a stop is a clean exit (status 0, no "interrupted", no traceback).
     in_main = threading.current_thread() is threading.main_thread()  # where signals can be set

@@ -35,7 +35,8 @@ class ServerProcess:
         self.process = subprocess.Popen(
             fundamentallm_command("serve", checkpoint, "--port", "0", "--device", "cpu", *extra),
             stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=process_env())
-        lines: queue.Queue[str] = queue.Queue()
+        self.lines: queue.Queue[str] = queue.Queue()  # stdout, line by line
+        lines = self.lines
         threading.Thread(target=lambda: [lines.put(line) for line in self.process.stdout],
                          daemon=True).start()
         try:

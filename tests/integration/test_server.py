@@ -8,6 +8,7 @@ hard-coded: they depend on the trained weights.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -187,6 +188,46 @@ def test_oversized_body_is_413(client):
     # without a Content-Length (chunked), refused while reading
     rejected(client.post("/generate", content=iter([big[:40_000], big[40_000:]])), 413, "bytes")
     assert client.get("/health").status_code == 200
+
+
+def logged(server, pattern: str) -> bool:
+    """Whether the server's stderr holds a line matching `pattern` (within a few seconds: a
+    request is logged once its response has ended, which the client may see first)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if re.search(pattern, server.stderr(), re.M):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_start_names_the_page_and_the_openai_base_url(server):
+    lines = [server.lines.get(timeout=10).strip() for _ in range(3)]
+    assert lines == [f"the page: {server.url}/", f"OpenAI clients: base_url {server.url}/v1, model 'run/final'",
+                     "Ctrl-C stops"]
+
+
+def test_every_request_is_logged_in_one_line(client, server):
+    generate(client, max_tokens=7, num_samples=2, seed=1)
+    assert logged(server, r"^POST /generate 200 14 tokens \d+\.\d\d s$")
+    client.get("/info")
+    assert logged(server, r"^GET /info 200 \d+\.\d\d s$")  # no generation, no token count
+    assert client.post("/generate", content=b"{not json").status_code == 400
+    assert logged(server, r"^POST /generate 400 \d+\.\d\d s$")
+    with client.stream("POST", "/v1/completions", json={"model": "run/final", "prompt": PROMPT, "max_tokens": 5,
+                                                         "stream": True}) as response:
+        assert response.status_code == 200 and "".join(response.iter_text())
+    assert logged(server, r"^POST /v1/completions 200 5 tokens \d+\.\d\d s$")
+
+
+def test_quiet_logs_no_requests(checkpoint, tmp_path):
+    quiet = ServerProcess(checkpoint, "--quiet", log=tmp_path / "stderr.txt")
+    try:
+        assert httpx.get(f"{quiet.url}/health", timeout=30).status_code == 200
+        time.sleep(0.5)
+    finally:
+        assert quiet.stop() == 0
+    assert "/health" not in quiet.stderr()
 
 
 def test_unknown_paths_and_methods_answer_json(client):

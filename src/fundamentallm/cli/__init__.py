@@ -240,7 +240,7 @@ def cmd_serve(o: ServeOptions, args: argparse.Namespace) -> int:
     check_exposure(o.host, api_key)  # before minutes of loading a large model
     limits = Limits(o.max_tokens_limit, o.max_concurrent, o.body_timeout)
     return serve(load_generator(o.checkpoint, o.device), o.checkpoint, o.host, o.port, limits,
-                 api_key, o.model_name)
+                 api_key, o.model_name, log_requests=not o.quiet)
 
 
 # ---------------------------------------------------------------- export, import

@@ -92,6 +92,8 @@ class ServeOptions:
                                  "$FUNDAMENTALLM_API_KEY; needed to listen beyond loopback)", check="non_empty")
     model_name: str | None = option(None, "the model id OpenAI clients ask for (default: RUN/final for "
                                     "RUN/final.pt)", check="non_empty")
+    quiet: bool = option(False, "no request log (by default one line per request on stderr: method, path, "
+                         "status, tokens, seconds)", aliases=("-q",))
 
 
 @dataclass
