@@ -77,8 +77,5 @@ class StreamDecoder:
         return text
 
     def flush(self) -> str:
-        """What is held when the stream ends. A character whose bytes never all came (the
-        sample reached --max-tokens inside it) is not text: it is dropped rather than printed
-        as U+FFFD."""
         text, self.held = self.tokenizer.decode(self.held), []
-        return text.rstrip("\ufffd")
+        return text
