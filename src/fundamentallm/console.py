@@ -1,12 +1,17 @@
 """What a person (or a script) sees while training: a start summary, a progress bar,
 validation lines and an end summary. Three modes: "rich" (people), "quiet" (only
 warnings), "json" (one JSON object per line on stdout, for scripts); and "silent", for the
-processes of a multi-process run other than the first (which speaks for all)."""
+processes of a multi-process run other than the first (which speaks for all).
+
+"rich" on something that is not a terminal (a log file, a pipe, a notebook cell's capture)
+draws no bar and pads nothing: the summaries are `key: value` lines, and progress is one
+plain line every PROGRESS_EVERY_S seconds."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 MODES = ("rich", "quiet", "json", "silent")
+PROGRESS_EVERY_S = 30.0  # a progress line this often when stderr is not a terminal
 
 
 def _fmt(value: Any) -> str:
@@ -62,13 +68,17 @@ class TrainingConsole:
         self.err = RichConsole(stderr=True, highlight=False)
         self.progress: Progress | None = None
         self.task = None
+        self.last_line = float("-inf")  # when the last plain progress line was printed
 
     def _table(self, title: str, info: dict[str, Any]) -> None:
+        rows = [(key, _fmt(value)) for key, value in info.items() if value is not None]
+        if not self.out.is_terminal:  # a file or a pipe: plain lines, no padding to a width
+            self.out.file.write(title + "\n" + "".join(f"  {key}: {value}\n" for key, value in rows))
+            self.out.file.flush()
+            return
         table = Table(title=title, show_header=False, title_justify="left", box=None)
-        for key, value in info.items():
-            if value is None:
-                continue
-            table.add_row(f"[bold]{key}[/]", _fmt(value))
+        for key, value in rows:
+            table.add_row(f"[bold]{key}[/]", value)
         self.out.print(table)
 
     def _json(self, event: str, data: dict[str, Any]) -> None:
@@ -78,9 +88,11 @@ class TrainingConsole:
     def start(self, info: dict[str, Any]) -> None:
         if self.mode == "rich":
             self._table("FundamentaLLM training", info)
-            self.progress = Progress(
+            if not self.err.is_terminal:
+                return  # update() prints plain lines instead
+            self.progress = Progress(  # the run's own clock is in the info ("time"), as in the summary
                 TextColumn("[bold]{task.description}"), BarColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                TextColumn("{task.fields[info]}"), TextColumn("ETA"),
                 TimeRemainingColumn(), console=self.err, transient=False,
             )
             self.task = self.progress.add_task("train", total=1000, info="starting")
@@ -102,15 +114,19 @@ class TrainingConsole:
 
     def update(self, progress: float, fields: dict[str, Any]) -> None:
         """progress in [0, 1]; fields shown beside the bar (epoch, step, loss, lr, tok/s)."""
+        info = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
         if self.progress is not None:
-            info = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
             self.progress.update(self.task, completed=1000 * progress, info=info)
+        elif self.mode == "rich" and time.monotonic() - self.last_line >= PROGRESS_EVERY_S:
+            self.last_line = time.monotonic()
+            self.err.file.write(f"train {100 * progress:3.0f}%  {info}\n")
+            self.err.file.flush()
 
     def record(self, record: dict[str, Any]) -> None:
         if self.mode == "json":
             self._json("metrics", record)
         elif self.mode == "rich" and "val_loss" in record:
-            self.progress.console.print(
+            (self.progress.console if self.progress else self.err).print(
                 f"step {record['step']:>6}  train {record['train_loss']:.4f}  "
                 f"val {record['val_loss']:.4f}" + ("  (best)" if record.get("best") else "")
             )
@@ -129,3 +145,9 @@ class TrainingConsole:
             self._table("Training finished", summary)
         elif self.mode == "json":
             self._json("end", summary)
+
+    def next_commands(self, title: str, commands: list[str]) -> None:
+        """What to run next, with the run's real paths (rich mode: a person is reading)."""
+        if self.mode == "rich":
+            self.out.file.write(f"{title}\n" + "".join(f"  {command}\n" for command in commands))
+            self.out.file.flush()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 
 import pytest
 import torch
 import yaml
 
 from integration_helpers import (
-    ROOT, assert_same_weights, load_pt, losses, metrics, run_cli, same_weights, summary, tiny_args, train,
+    ROOT, assert_same_weights, load_pt, losses, metrics, run_cli, run_process, same_weights, summary, tiny_args,
+    train,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -246,3 +249,39 @@ def test_best_model_is_written_only_when_validation_improves(tmp_path, text_file
     short = train(text_file, tmp_path / "short", max_steps=4, **flags)
     assert_same_weights(out / "best_model.pt", short / "final.pt")
     assert not same_weights(out / "best_model.pt", out / "final.pt")
+
+
+def test_output_to_a_file_is_plain_lines_and_ends_with_the_next_commands(tmp_path, text_file):
+    """Not a terminal (a log file, a pipe): no bar, nothing padded to a width, a plain progress
+    line, and the commands to run next with the run's real paths, which run as printed."""
+    out = tmp_path / "run"
+    result = run_process("train", text_file, "-o", out, *tiny_args(max_steps=4, eval_interval=2))
+    assert result.returncode == 0, result.stderr
+    stdout = result.stdout.splitlines()
+    assert not [line for line in stdout + result.stderr.splitlines() if line != line.rstrip()]  # no padding
+    assert "FundamentaLLM training" in stdout and "Training finished" in stdout
+    assert "  stop_reason: max_steps" in stdout
+    assert re.search(r"^train +\d+%  epoch 0\.\d\d  step 1  loss [\d.]+ .* time 0:00:\d\d$", result.stderr, re.M)
+    commands = stdout[stdout.index("next:") + 1:]
+    final = shlex.quote(str(out / "final.pt"))
+    assert commands[:2] == [f"  fundamentallm generate {final} --max-tokens 300",
+                            f"  fundamentallm evaluate {final} --data {shlex.quote(str(text_file))}"]
+    resume = shlex.split(commands[2])
+    assert resume == ["fundamentallm", "train", str(text_file), "--output-dir", str(out), "--resume",
+                      "--max-steps", "8"]
+    again = run_process(*resume[1:], "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert summary(out)["steps"] == 8  # it continued the run to the doubled budget
+
+
+def test_an_interrupted_run_names_the_exact_resume_command():
+    from fundamentallm.config import Config
+    from fundamentallm.training.loop import next_commands, resume_command
+
+    cfg = Config()
+    cfg.data.train = ["my notes/a.txt", "b.txt"]
+    cfg.checkpoint.output_dir = "runs/x"
+    assert resume_command(cfg) == "fundamentallm train 'my notes/a.txt' b.txt --output-dir runs/x --resume"
+    cfg.training.max_time = 30.0
+    assert next_commands(cfg, "max_time", 10)[-1].endswith("--resume --max-time 60")
+    assert len(next_commands(cfg, "early_stopping", 10)) == 2  # validation stopped it: no more of the same

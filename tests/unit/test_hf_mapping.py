@@ -235,7 +235,7 @@ def test_the_api_key_can_come_from_the_environment(tmp_path, tiny_model_config, 
     from fundamentallm.cli import main
 
     seen = {}
-    monkeypatch.setattr(fundamentallm.server, "serve", lambda *args: seen.setdefault("args", args) and 0)
+    monkeypatch.setattr(fundamentallm.server, "serve", lambda *args, **kwargs: seen.setdefault("args", args) and 0)
     monkeypatch.setenv("FUNDAMENTALLM_API_KEY", "from-env")
     assert main(["serve", str(saved(tmp_path, tiny_model_config)), "--host", "0.0.0.0"]) == 0
     assert seen["args"][5] == "from-env"  # (generator, checkpoint, host, port, limit, api_key, model)

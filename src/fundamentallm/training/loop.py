@@ -13,8 +13,10 @@ decides for itself whether this step is one of its own: the validator evaluates 
 from __future__ import annotations
 
 import gc
+import shlex
 import time
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -156,8 +158,10 @@ def finish(run: Run, stop_reason: str) -> dict[str, Any]:
         write_json(run.checkpointer.out / "summary.json", summary)
     run.console.end(summary)
     if stop_reason == "interrupted":
-        run.console.message("interrupted: state saved; continue with --resume "
-                            f"(output dir {run.cfg.checkpoint.output_dir})")
+        run.console.message(f"interrupted: state saved; continue exactly where it stopped with: "
+                            f"{resume_command(run.cfg)}")
+    elif cluster.main:
+        run.console.next_commands("next:", next_commands(run.cfg, stop_reason, state.step))
     cluster.barrier()  # every process leaves together, after rank 0 has written everything
     # DDP's reducer holds the process group and its gloo threads: let it go first, while the
     # interpreter is alive. Freed only at interpreter exit, a worker thread still joinable
@@ -166,6 +170,25 @@ def finish(run: Run, stop_reason: str) -> dict[str, Any]:
     gc.collect()
     leave_cluster(cluster)
     return summary
+
+
+def resume_command(cfg: Config, more: str = "") -> str:
+    """The command that continues this run, with its real paths."""
+    data = " ".join(shlex.quote(path) for path in cfg.data.train)
+    return f"fundamentallm train {data} --output-dir {shlex.quote(cfg.checkpoint.output_dir)} --resume{more}"
+
+
+def next_commands(cfg: Config, stop_reason: str, steps: int) -> list[str]:
+    """Sample from the model, score it, and (when its budget ran out) train it further."""
+    final = shlex.quote(str(Path(cfg.checkpoint.output_dir) / "final.pt"))
+    scored = cfg.data.validation_data or cfg.data.train[0]
+    commands = [f"fundamentallm generate {final} --max-tokens 300",
+                f"fundamentallm evaluate {final} --data {shlex.quote(scored)}"]
+    budget = {"max_steps": ("--max-steps", steps), "epochs": ("--epochs", cfg.training.epochs),
+              "max_time": ("--max-time", cfg.training.max_time)}.get(stop_reason)
+    if budget:  # a budget ran out (not early stopping): as much again
+        commands.append(resume_command(cfg, f" {budget[0]} {2 * budget[1]:g}"))
+    return commands
 
 
 @contextmanager

@@ -30,6 +30,12 @@ class Throughput:
         return (state.step - self.start_step) * self.tokens_per_step / seconds
 
 
+def clock(seconds: float) -> str:
+    """h:mm:ss, the run's own training time (the summary's wall_time_s)."""
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
 class MetricsLog:
     def __init__(self, training: TrainingConfig, micro_per_epoch: int, throughput: Throughput,
                  tracker: Tracker, console: TrainingConsole):
@@ -65,8 +71,8 @@ class MetricsLog:
         """The progress bar: the step budget or the time budget, whichever is further along."""
         self.console.update(
             min(1.0, max(state.step / total_steps, time_fraction)),
-            {"epoch": state.epoch + 1, "step": state.step, "loss": state.last_train_loss, "lr": lr,
-             "tok/s": int(self.throughput(state))},
+            {"epoch": f"{self.epochs(state):.2f}", "step": state.step, "loss": state.last_train_loss, "lr": lr,
+             "tok/s": int(self.throughput(state)), "time": clock(state.elapsed)},
         )
 
     def epochs(self, state: TrainState) -> float:
