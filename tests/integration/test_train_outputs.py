@@ -285,3 +285,17 @@ def test_an_interrupted_run_names_the_exact_resume_command():
     cfg.training.max_time = 30.0
     assert next_commands(cfg, "max_time", 10)[-1].endswith("--resume --max-time 60")
     assert len(next_commands(cfg, "early_stopping", 10)) == 2  # validation stopped it: no more of the same
+
+
+def test_a_long_run_without_a_time_budget_says_so_a_few_steps_in(tmp_path, text_file, capsys, monkeypatch):
+    from fundamentallm.training import metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "LONG_RUN_S", 0.0)  # every run is "long"
+    train(text_file, tmp_path / "long", max_steps=12)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: at this pace")]
+    assert len(notes) == 1  # said once
+    assert re.fullmatch(r"note: at this pace the run needs about \d+ min more \((\d+) steps\); --max-time SECONDS "
+                        r"bounds it, and Ctrl-C stops it with its state saved for --resume", notes[0])
+    assert int(re.search(r"\((\d+) steps\)", notes[0]).group(1)) == 12 - 6  # the pace from step 1 to step 6
+    train(text_file, tmp_path / "bounded", max_steps=12, max_time=600)
+    assert "at this pace" not in capsys.readouterr().err  # a time budget bounds it already
