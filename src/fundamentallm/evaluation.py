@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 
@@ -46,13 +47,14 @@ def scored_text(tokenizer: Tokenizer, text: str, ids: list[int]) -> tuple[int, i
     return len(text) - len(skipped), len(text.encode("utf-8")) - len(skipped.encode("utf-8"))
 
 
-def evaluate(model: GPT, tokenizer: Tokenizer, text: str, batch_size: int) -> Score:
-    """Score every token of `text` (a whole file)."""
+def evaluate(model: GPT, tokenizer: Tokenizer, text: str, batch_size: int,
+             progress: Callable[[int, int], None] = lambda done, total: None) -> Score:
+    """Score every token of `text` (a whole file); `progress(windows scored, windows)`."""
     token_list = tokenizer.encode(text)
     ids = torch.tensor(token_list, dtype=torch.int32)
     if len(ids) < 2:
         raise UserError("text to evaluate must hold at least 2 tokens")
-    nats, scored, skipped = total_loss(model, ids, batch_size, tokenizer.unk_id)
+    nats, scored, skipped = total_loss(model, ids, batch_size, tokenizer.unk_id, progress=progress)
     if scored == 0:
         raise UserError("no token of the text is known to the model; nothing to score")
     chars, size = scored_text(tokenizer, text, token_list)

@@ -40,9 +40,10 @@ def batches_of(windows: list[tuple[int, int]], batch_size: int) -> list[tuple[to
 
 @torch.no_grad()
 def total_loss(model: GPT, ids: torch.Tensor, batch_size: int, unk_id: int | None,
-               max_windows: int | None = None, autocast=nullcontext, shard: Shard | None = None
-               ) -> tuple[float, int, int]:
-    """Sum of nats over the scored targets, how many were scored, and how many skipped.
+               max_windows: int | None = None, autocast=nullcontext, shard: Shard | None = None,
+               progress: Callable[[int, int], None] = lambda done, total: None) -> tuple[float, int, int]:
+    """Sum of nats over the scored targets, how many were scored, and how many skipped;
+    `progress(windows scored, windows)` after each forward pass.
 
     With a `shard`, this process scores only its share of the windows and the sums are
     added over all processes: each does 1/N of the work, and all get the same totals. Every
@@ -57,6 +58,7 @@ def total_loss(model: GPT, ids: torch.Tensor, batch_size: int, unk_id: int | Non
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # nats, scored, skipped
+    done, mine = 0, sum(len(starts) for starts, _ in batches)  # this process's windows
     for i in range(passes):
         starts, length = batches[i] if i < len(batches) else batches_of(windows[:1], 1)[0]
         x, y = make_batch(ids, starts, length, unk_id)
@@ -65,6 +67,8 @@ def total_loss(model: GPT, ids: torch.Tensor, batch_size: int, unk_id: int | Non
             nats = model(x.to(device), y.to(device), reduction="sum").double()
         if i < len(batches):  # not a repeated pass (a batch with no target to score adds 0 nats)
             totals += torch.stack([nats, nats.new_tensor(y.numel() - n_ignored), nats.new_tensor(n_ignored)])
+            done += len(starts)
+            progress(done, mine)
     model.train(was_training)
     if shard:
         totals = shard.sum(totals)

@@ -145,3 +145,14 @@ def test_sharded_scoring_adds_up_to_the_whole(tiny_model, count, max_windows):
     assert sum(p[0] for p in parts) == pytest.approx(whole[0], rel=1e-6)  # fp32 sums per batch
     assert sum(p[1] for p in parts) == whole[1] and sum(p[2] for p in parts) == whole[2]
     assert len(set(passes)) == 1  # in step: a sharded model gathers its weights in every pass
+
+
+def test_progress_counts_every_window_once(model, tok):
+    text = "hello world, " * 40
+    seen = []
+    score = evaluate(model, tok, text, batch_size=3, progress=lambda done, total: seen.append((done, total)))
+    total = seen[0][1]
+    assert [done for done, _ in seen] == sorted({done for done, _ in seen})  # rising, one call per pass
+    assert seen[-1] == (total, total) and all(t == total for _, t in seen)
+    assert len(seen) >= -(-total // 3) >= 2  # one call per forward pass (a shorter last window: its own)
+    assert score.to_dict() == evaluate(model, tok, text, batch_size=3).to_dict()  # watching changes nothing

@@ -170,7 +170,8 @@ def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
     model, tokenizer, cfg = load_model(o.checkpoint, resolve_device(o.device))
     d = cfg.data  # documents are read and joined as the training run read them
     text = read_text(data, d.separator, d.glob, o.text_field or d.text_field, validation=True)
-    score = evaluate(model, tokenizer, text, o.batch_size)
+    with unit_progress("scoring", "windows", enabled=not o.json) as progress:  # on a terminal only
+        score = evaluate(model, tokenizer, text, o.batch_size, progress)
     if o.json:
         print(json.dumps(score.to_dict()))
         return 0
