@@ -16,9 +16,9 @@ nested too deeply), 408 a body not sent within `--body-timeout`, 413 a body over
 when `--max-concurrent` generation requests are already admitted; under /v1 it is OpenAI's
 error object instead.
 
-With an API key (`--api-key`, or FUNDAMENTALLM_API_KEY) every path but /health needs the
-header `Authorization: Bearer KEY` (401 otherwise); the server refuses to listen beyond
-loopback without one.
+With an API key (`--api-key`, or FUNDAMENTALLM_API_KEY) every path but /health and the page
+needs the header `Authorization: Bearer KEY` (401 otherwise; the page asks for the key and
+sends it); the server refuses to listen beyond loopback without one.
 
 The model is not thread-safe, so one lock serialises generations: one runs and the other
 admitted requests queue for their turn, at most `--max-concurrent` in all; beyond that a
@@ -223,9 +223,11 @@ class AccessLog:
 
 
 class BearerAuth:
-    """ASGI middleware: every path but /health needs `Authorization: Bearer KEY`."""
+    """ASGI middleware: every path but /health and the page needs `Authorization: Bearer KEY`.
+    The page is the same static file for everyone and a browser cannot send the header with
+    a page load: it asks for the key and sends it with its own requests."""
 
-    OPEN = ("/health",)
+    OPEN = ("/health", "/")
 
     def __init__(self, app, key: str):
         self.app, self.key = app, key.encode()

@@ -119,6 +119,8 @@ def test_missing_or_wrong_key_is_401(server):
         assert error.value.status_code == 401 and error.value.body["code"] == "invalid_api_key"
     assert httpx.post(server.url + "/generate", json={"prompt": PROMPT}, timeout=30).status_code == 401
     assert httpx.get(server.url + "/health", timeout=30).status_code == 200  # for probes, no key
+    assert httpx.get(server.url + "/", timeout=30).status_code == 200  # the page, which asks for the key
+    assert httpx.get(server.url + "/info", timeout=30).status_code == 401
 
 
 @pytest.mark.parametrize("body,status,param", [

@@ -95,6 +95,39 @@ def test_click_generate_streams_the_greedy_text(browser, server):
     assert "parameters" in model and "char tokenizer" in model  # filled in from /info
 
 
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory, tiny_text):
+    served = ServerProcess(tiny_checkpoint(tmp_path_factory, tiny_text), "--api-key", "s3cret",
+                           log=tmp_path_factory.mktemp("web-key") / "stderr.txt")
+    yield served
+    served.stop()
+
+
+def test_with_an_api_key_the_page_asks_for_it_and_then_works(browser, keyed_server):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(keyed_server.url + "/")
+    key_row = browser.find_element("id", "key-row")
+    WebDriverWait(browser, 30).until(lambda d: key_row.is_displayed())
+    assert "needs its API key" in browser.find_element("id", "model").text
+    fill(browser, "api-key", "wrong")
+    browser.find_element("id", "prompt").click()  # leaving the field: the key is taken
+    WebDriverWait(browser, 30).until(lambda d: "not this server's" in d.find_element("id", "model").text)
+    fill(browser, "api-key", "s3cret")
+    browser.find_element("id", "prompt").click()
+    WebDriverWait(browser, 30).until(lambda d: "parameters" in d.find_element("id", "model").text)
+    expected = httpx.post(f"{keyed_server.url}/generate", timeout=60, headers={"Authorization": "Bearer s3cret"},
+                          json={"prompt": PROMPT, "temperature": 0, "max_tokens": 20}).json()["samples"][0]["text"]
+    fill(browser, "prompt", PROMPT)
+    fill(browser, "temperature", "0")
+    fill(browser, "max-tokens", "20")
+    browser.find_element("id", "generate").click()
+    status = browser.find_element("id", "status")
+    WebDriverWait(browser, 60).until(lambda d: status.get_attribute("data-state") not in ("idle", "running"))
+    assert status.get_attribute("data-state") == "done", status.text
+    assert browser.find_element("id", "output").get_property("textContent") == expected
+
+
 def test_stop_field_and_errors_are_shown(browser, server):
     expected = greedy(server, PROMPT, 40)
     # two visible characters (an <input> cannot take a newline), first found past the start
