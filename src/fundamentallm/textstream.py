@@ -17,6 +17,7 @@ never counted as two line breaks), `line_segments` cuts pieces at their last lin
 from __future__ import annotations
 
 import codecs
+import shlex
 import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -81,12 +82,15 @@ class DecodedFile:
         return self.head.startswith(UTF16_BOMS)
 
     def __iter__(self) -> Iterator[str]:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors=_ERROR_HANDLER)
         at_start = True
         try:
             with self.path.open("rb") as source:
                 self.head = source.read(4)
                 source.seek(0)
+                # A UTF-16 file says so with its byte-order mark (Windows tools write one): read it
+                # as such, its mark consumed by the codec; everything else is UTF-8.
+                encoding = "utf-16" if self.has_utf16_bom else "utf-8"
+                decoder = codecs.getincrementaldecoder(encoding)(errors=_ERROR_HANDLER)
                 while True:
                     raw = source.read(self.chunk_bytes)
                     final = not raw
@@ -102,7 +106,7 @@ class DecodedFile:
                     if at_start and text:
                         at_start = False
                         if self.has_utf8_bom:
-                            text = text[1:]
+                            text = text[1:]  # (a UTF-16 decoder has consumed its own mark)
                     if text:
                         yield text
                     if final:
@@ -120,8 +124,9 @@ class DecodedFile:
         raw = exc.object[exc.start : exc.end]
         if self.invalid == "error":
             raise UserError(f"{self.path}: not valid UTF-8 (bad byte 0x{raw[0]:02x} at offset "
-                            f"{self._data_start + exc.start}); convert it with `iconv -t utf-8` or "
-                            "scripts/clean_data.py")
+                            f"{self._data_start + exc.start}); if it is Latin-1, convert it with "
+                            f"`iconv -f latin1 -t utf-8 {shlex.quote(str(self.path))} > converted.txt`, or repair "
+                            f"it with `python scripts/clean_data.py {shlex.quote(str(self.path))} cleaned.txt`")
         self.invalid_sequences += 1
         if len(self.invalid_offsets) < MAX_RECORDED_OFFSETS:
             self.invalid_offsets.append((self._data_start + exc.start, bytes(raw)))

@@ -293,7 +293,8 @@ def _with_recommendations(report: TextReport) -> TextReport:
             f"invalid UTF-8 ({report.invalid_sequences:,} sequences): clean_data.py --invalid repair|replace|drop"
         )
     if report.likely_encoding == "utf-16 (BOM)":
-        advice.append("the text looks like UTF-16: convert it first with iconv -f utf-16 -t utf-8")
+        advice.append("UTF-16 text (it has the byte-order mark): train and clean_data.py read it as it is; "
+                      "iconv -f utf-16 -t utf-8 converts it")
     elif report.likely_encoding == "binary":
         advice.append("many NUL bytes: this looks like a binary file, not text")
     endings = [(report.line_endings.get(key, 0), shown) for key, shown in (("crlf", "\\r\\n"), ("cr", "\\r"))]

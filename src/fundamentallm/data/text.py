@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fundamentallm.data.tables import TABLE_SUFFIXES, dataset_files, is_dataset_dir, read_table
-from fundamentallm.textstream import DecodedFile, stream_lines
+from fundamentallm.textstream import UTF16_BOMS, DecodedFile, stream_lines
 from fundamentallm.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -43,6 +43,16 @@ def text_files(path: str | Path, glob: str | None = None, validation: bool = Fal
     return [path]
 
 
+def looks_binary(path: Path) -> bool:
+    """NUL bytes in the first 64 KB, and no UTF-16 byte-order mark (UTF-16 text is full of them)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return False  # reading it says what is wrong, with its own message
+    return b"\x00" in head and not head.startswith(UTF16_BOMS)
+
+
 def read_text_file(path: str | Path) -> str:
     """Read one UTF-8 text file; raise `UserError` if it is empty, binary or not UTF-8."""
     return "".join(stream_text_file(path))
@@ -53,6 +63,8 @@ def stream_text_file(path: str | Path, chunk_bytes: int = STREAM_CHUNK_BYTES) ->
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a text file")
+    if looks_binary(path):  # before decoding: a program's bytes are rarely valid UTF-8 either
+        raise UserError(f"{path}: looks like a binary file (contains NUL bytes), expected UTF-8 text")
     seen, has_text = 0, False
     for text in DecodedFile(path, invalid="error", chunk_bytes=chunk_bytes):
         if seen < 65536 and "\x00" in text[:65536 - seen]:  # NUL is valid UTF-8, but not text
