@@ -223,6 +223,10 @@ def test_a_stop_signal_saves_a_resumable_state(tmp_path, corpus, sig, status):
     assert proc.returncode == status, stderr
     assert "Traceback" not in stderr
     assert "--resume" in stderr  # tells the user how to continue
+    # acknowledged once, when it came (a thread that waits on signal.set_wakeup_fd's pipe, or the handler)
+    assert stderr.count(f"{sig.name}: stopping after this step, with its state saved for --resume") == 1, stderr
+    assert ("Ctrl-C again stops at once" in stderr) == (sig == signal.SIGINT)
+    assert f"continue exactly where it stopped with: fundamentallm train {corpus} --output-dir {out} --resume" in stderr
 
     state = load_pt(out / "resume_checkpoint.pt")
     step = state["train_state"]["counters"]["step"]

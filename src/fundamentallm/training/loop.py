@@ -53,7 +53,7 @@ def train(config: Config | ConfigSources, console: TrainingConsole | None = None
         run = setup(cfg, start, console, Interrupt(), overwrite, tracker, judge)
         run.console.start(describe(run))
         with run.checkpointer.write_failures_reported(run.state):  # a full disk, a read-only directory
-            with deferred_interrupt(run.interrupt), deterministic_kernels(run.device), \
+            with deferred_interrupt(run.interrupt, run.console.message), deterministic_kernels(run.device), \
                     finish_on_failure(run.tracker), out_of_memory_reported(run), lost_processes_reported(run):
                 stop_reason = fit(run)
             return finish(run, stop_reason)

@@ -5,14 +5,20 @@ sends before it kills a job) asks the run to stop after the current step and sav
 resumable state; a second one interrupts at once. With several processes the clocks and
 signals may differ, so rank 0 decides and every process follows. (Early stopping is the
 validator's decision: it alone knows the validation losses.)
+
+A stop is said at once, whatever the run is doing: a step can take long (compiling the model
+on its first step), and Python runs a signal handler only between bytecodes of the main
+thread. So the C-level handler also writes the signal's number to a pipe
+(`signal.set_wakeup_fd`), and a thread waiting on that pipe prints the acknowledgment.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from fundamentallm.config import TrainingConfig
 from fundamentallm.training.distributed import Cluster
@@ -27,24 +33,52 @@ class Interrupt:
     def __init__(self) -> None:
         self.requested = False
         self.signal: str | None = None
+        self.said = threading.Event()  # the acknowledgment is printed once, by whoever is first
+        self.say: Callable[[str], None] = lambda text: None
 
     def handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested, self.signal = True, signal.Signals(signum).name
+        self.acknowledge(signum)
+
+    def acknowledge(self, signum: int) -> None:
+        if not self.said.is_set():
+            self.said.set()
+            again = "; Ctrl-C again stops at once" if signum == signal.SIGINT else ""
+            self.say(f"{signal.Signals(signum).name}: stopping after this step, with its state saved for "
+                     f"--resume{again}")
+
+    def watch(self, pipe: int) -> None:
+        """The thread that acknowledges a signal while the main thread is busy in C code."""
+        while data := os.read(pipe, 16):  # empty: the write end was closed, the steps are over
+            for signum in data:
+                if signum in STOP_SIGNALS:
+                    self.acknowledge(signum)
 
 
 @contextmanager
-def deferred_interrupt(interrupt: Interrupt) -> Iterator[None]:
-    """Inside this block (the steps), stop signals are noted in `interrupt`, not raised."""
+def deferred_interrupt(interrupt: Interrupt, say: Callable[[str], None]) -> Iterator[None]:
+    """Inside this block (the steps), stop signals are noted in `interrupt`, not raised, and
+    said at once through `say`."""
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield  # signals are someone else's here
         return
+    interrupt.say = say
     previous = {sig: signal.signal(sig, interrupt.handle) for sig in STOP_SIGNALS}
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # the C handler must never block
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=interrupt.watch, args=(read_end,), daemon=True, name="stop-signals")
+    watcher.start()
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_end)  # ends the watcher's read
+        watcher.join(timeout=5)
+        os.close(read_end)
         for sig, old in previous.items():
             signal.signal(sig, old)
 
@@ -61,12 +95,12 @@ class StopCondition:
     def after_step(self, state: TrainState) -> str | None:
         """Why the run stops after this step, or None to go on."""
         reason = None
-        if state.step >= self.total_steps:
+        if self.interrupt.requested:  # first: the user's reason, whatever budget ran out meanwhile
+            reason = "interrupted"
+        elif state.step >= self.total_steps:
             reason = "max_steps" if self.total_steps == self.training.max_steps else "epochs"
         elif self.training.max_time and state.elapsed >= self.training.max_time:
             reason = "max_time"
-        elif self.interrupt.requested:
-            reason = "interrupted"
         return self.cluster.agree(reason)
 
     def time_fraction(self, state: TrainState) -> float:
