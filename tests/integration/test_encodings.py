@@ -3,6 +3,7 @@ text, a binary file is called one, and the commands a not-UTF-8 error suggests w
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -48,3 +49,24 @@ def test_the_commands_a_latin1_error_suggests_work_as_printed(tmp_path):
     for converted in ("converted.txt", "cleaned.txt"):
         assert (tmp_path / converted).read_text(encoding="utf-8").count("\u00e9") == TEXT.count("e")
         train(tmp_path / converted, tmp_path / f"run-{converted}")
+
+
+def test_a_directory_says_which_files_it_did_not_read(tmp_path, capsys):
+    notes = tmp_path / "notes"
+    (notes / "code").mkdir(parents=True)
+    (notes / ".git").mkdir()
+    (notes / "a.txt").write_text(TEXT[:6000], encoding="utf-8")
+    (notes / "b.md").write_text(TEXT[6000:], encoding="utf-8")
+    (notes / "code" / "tool.py").write_text("print('hi')\n", encoding="utf-8")
+    (notes / "code" / "more.py").write_text("x = 1\n", encoding="utf-8")
+    (notes / "data.bin").write_bytes(bytes(range(256)))
+    (notes / ".git" / "HEAD").write_text("ref: refs/heads/main\n", encoding="utf-8")  # hidden: not counted
+    capsys.readouterr()
+    train(notes, tmp_path / "run", "--json", quiet=False)
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert start["event"] == "start"
+    assert start["skipped"] == ("3 file(s) not read (.py: 2, .bin: 1): a directory's .txt and .md files are read; "
+                                "--glob '*.py' takes others")
+    train(notes, tmp_path / "only-md", "--json", "--glob", "*.md", quiet=False)
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert start["skipped"] == "4 file(s) not read (.py: 2, .bin: 1, .txt: 1): only files matching --glob '*.md' are read"

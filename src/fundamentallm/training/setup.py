@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from fundamentallm.config import Config, ModelConfig, config_to_dict, config_warnings
 from fundamentallm.console import TrainingConsole
 from fundamentallm.data.batching import EpochSampler
+from fundamentallm.data.text import skipped_files
 from fundamentallm.data.tokens import TokenData, load_tokens
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
@@ -241,6 +242,7 @@ def describe(run: Run) -> dict[str, Any]:
         "trainable": f"{sum(p.numel() for p in run.trainable):,} (the rest frozen)" if frozen else None,
         "initialised from": str(run.start.path) if run.start.from_weights else None,
         "train tokens": len(data.train),
+        "skipped": skipped_files(run.cfg.data.train, run.cfg.data.glob),
         "validation": f"{len(data.val):,} tokens ({data.source})" if data.val is not None else "none",
         "token cache": data.cache,
         "paraphrases": data.paraphrases,
