@@ -17,7 +17,7 @@ import shlex
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -53,10 +53,17 @@ def train(config: Config | ConfigSources, console: TrainingConsole | None = None
         run = setup(cfg, start, console, Interrupt(), overwrite, tracker, judge)
         run.console.start(describe(run))
         with run.checkpointer.write_failures_reported(run.state):  # a full disk, a read-only directory
-            with deferred_interrupt(run.interrupt, run.console.message), deterministic_kernels(run.device), \
+            with deferred_interrupt(run.interrupt, say_stop(run)), deterministic_kernels(run.device), \
                     finish_on_failure(run.tracker), out_of_memory_reported(run), lost_processes_reported(run):
                 stop_reason = fit(run)
             return finish(run, stop_reason)
+
+
+def say_stop(run: Run) -> Callable[[str], None]:
+    """Where a stop signal is acknowledged: the console, in a run of one process. With several,
+    the launcher's agent also sends SIGTERM to the survivors when a process dies, which is no
+    stop to announce (the launcher reports what happened); those runs stop as before, silently."""
+    return (lambda text: None) if run.cluster.distributed else run.console.message
 
 
 def fit(run: Run) -> str:
