@@ -129,6 +129,8 @@ class Model:
         its files: a directory, JSONL) or on `text`, as `fundamentallm evaluate` scores."""
         if (data is None) == (text is None):
             raise UserError("evaluate: give a file to score, or text=")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"evaluate: batch_size must be a positive whole number (got {batch_size!r})")
         if data is not None:
             d = self.config.data
             text = read_text(str(data), d.separator, d.glob, d.text_field, validation=True)

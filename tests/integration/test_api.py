@@ -97,12 +97,20 @@ def test_evaluate_matches_the_cli(api_run, corpus, capsys):
     assert model.evaluate(text=corpus.read_text(encoding="utf-8")).to_dict() == score.to_dict()
     with pytest.raises(fl.UserError, match="give a file to score, or text="):
         model.evaluate()
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(fl.UserError, match="batch_size must be a positive whole number"):
+            model.evaluate(corpus, batch_size=bad)
+    with pytest.raises(fl.UserError, match="no such checkpoint"):
+        fl.load(corpus.parent / "missing.pt")
 
 
 def test_model_export_and_load_of_the_export(api_run, corpus, tmp_path):
     pytest.importorskip("safetensors")
     out, _ = api_run
     model = fl.load(out / "final.pt", device="cpu")
+    with pytest.raises(fl.UserError, match="dtype 'fp8': choose one of fp32, bf16"):
+        model.export(tmp_path / "never", dtype="fp8")
+    assert not (tmp_path / "never").exists()
     report = model.export(tmp_path / "exported")
     assert (tmp_path / "exported" / "model.safetensors").is_file() and report.bytes > 0
     again = fl.load(tmp_path / "exported", device="cpu")  # a directory loads wherever a .pt does

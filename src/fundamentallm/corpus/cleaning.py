@@ -34,7 +34,8 @@ import numpy as np
 
 from fundamentallm.atomic import TemporaryTextFile, same_file
 from fundamentallm.corpus.counting import SeenLines, add_counts, code_points_of, text_pieces
-from fundamentallm.textstream import DEFAULT_CHUNK_BYTES, INVALID_MODES, UTF16_BOMS, DecodedFile, line_segments
+from fundamentallm.data.text import looks_binary
+from fundamentallm.textstream import DEFAULT_CHUNK_BYTES, INVALID_MODES, DecodedFile, line_segments
 from fundamentallm.errors import UserError
 
 NORMAL_FORMS = ("NFC", "NFKC")
@@ -211,7 +212,7 @@ def _check_source(source: Path) -> None:
         raise UserError(f"{source}: cannot read ({exc.strerror})") from None
     if not head:
         raise UserError(f"{source}: file is empty")
-    if b"\x00" in head and not head.startswith(UTF16_BOMS):  # UTF-16 text is full of NULs: it is read
+    if looks_binary(source):
         raise UserError(f"{source}: looks like a binary file (contains NUL bytes), expected text")
 
 

@@ -61,6 +61,8 @@ def generation_config(tokenizer: Tokenizer) -> dict:
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "fp32",
                       overwrite: bool = False) -> ExportReport:
     started = time.perf_counter()
+    if dtype not in DTYPES:  # the CLI's choices say so; a library call is checked here
+        raise UserError(f"export: dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out} exists and is not empty (--overwrite replaces it)")
