@@ -292,7 +292,7 @@ class TextGenerator:
 
         best, total = beam_search(self.model, ids, options, banned, stop_at)
         scanner = StopScanner(options.stop)
-        text = scanner.feed(self.tokenizer.decode(best))
+        text = scanner.feed(StreamDecoder(self.tokenizer).decode(best))
         text += "" if scanner.done else scanner.flush()
         yield 0, text
         yield [Completion(text, len(best), total / max(1, len(best)),

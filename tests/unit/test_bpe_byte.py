@@ -16,6 +16,7 @@ from fundamentallm.tokenizers import (
     TOKENIZERS,
     BPETokenizer,
     ByteTokenizer,
+    CharTokenizer,
     StreamDecoder,
     build_tokenizer,
     load_tokenizer_file,
@@ -101,6 +102,40 @@ def test_stream_decoder_holds_back_partial_characters():
     assert "".join(pieces) + decoder.flush() == text
     assert all("\ufffd" not in p for p in pieces)
     assert pieces[-1] == "!" and pieces.count("") == 4  # é waits 1 byte, 🙂 waits 3
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_stream_decoder_leaves_out_a_character_cut_off_at_the_end(cut):
+    """A token budget spent mid-character: the complete text, and no U+FFFD for the rest."""
+    tok = ByteTokenizer()
+    ids = tok.encode("ab🙂")[:2 + cut]  # 1 to 3 of the emoji's 4 bytes
+    decoder = StreamDecoder(tok)
+    assert "".join(decoder.push(i) for i in ids) + decoder.flush() == "ab"
+    assert StreamDecoder(tok).decode(ids) == "ab"
+    assert tok.decode(ids).startswith("ab\ufffd")  # what decoding at once shows
+
+
+def test_stream_decoder_keeps_invalid_bytes_visible():
+    """Bytes that can never form a character (a continuation byte after ASCII) stay U+FFFD:
+    held back text is only ever text that may still complete."""
+    tok = ByteTokenizer()
+    assert StreamDecoder(tok).decode([0x61, 0x80, 0x62]) == "a\ufffdb"
+
+
+def test_stream_decoder_on_bpe_tokens_matches_decoding_at_once(corpus):
+    tok = BPETokenizer.train(corpus + "naïve café 🙂 ünïcödé " * 20, vocab_size=300)
+    ids = tok.encode("naïve café 🙂 ünïcödé")
+    decoder = StreamDecoder(tok)
+    pieces = [decoder.push(i) for i in ids]
+    assert "".join(pieces) + decoder.flush() == tok.decode(ids) == "naïve café 🙂 ünïcödé"
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_char_tokenizer_unknown_streams_at_once():
+    """A character model's <unk> decodes to U+FFFD too, but is a whole token: not held back."""
+    tok = CharTokenizer.train(["abc"])
+    decoder = StreamDecoder(tok)
+    assert decoder.push(tok.unk_id) == "\ufffd" and decoder.flush() == ""
 
 
 def test_registry_matches_the_config_choices():

@@ -15,6 +15,7 @@ class Tokenizer(ABC):
 
     kind: str  # registry name, stored in checkpoints
     unk_id: int | None = None
+    byte_level = False  # tokens are bytes: one may hold part of a character (decoded alone: U+FFFD)
 
     @classmethod
     @abstractmethod
@@ -60,7 +61,9 @@ class StreamDecoder:
 
     A byte-level token can hold part of a multi-byte UTF-8 character (an emoji split over
     two tokens), which decodes to U+FFFD on its own. Such tokens are held back until the
-    character completes, so streamed text equals the text decoded at once.
+    character completes, so streamed text equals the text decoded at once. A character still
+    incomplete when generation ends (its token budget spent mid-character) is left out: its
+    bytes are no text yet, and U+FFFD in their place would be text the model never wrote.
     """
 
     MAX_HELD = 8  # a character is at most 4 bytes; give up waiting after this many tokens
@@ -71,11 +74,15 @@ class StreamDecoder:
     def push(self, token: int) -> str:
         self.held.append(token)
         text = self.tokenizer.decode(self.held)
-        if text.endswith("\ufffd") and len(self.held) < self.MAX_HELD:
+        if self.tokenizer.byte_level and text.endswith("\ufffd") and len(self.held) < self.MAX_HELD:
             return ""
         self.held = []
         return text
 
+    def decode(self, ids: list[int]) -> str:
+        """`ids` decoded as streaming them would show them (an incomplete last character left out)."""
+        return "".join(self.push(token) for token in ids) + self.flush()
+
     def flush(self) -> str:
         text, self.held = self.tokenizer.decode(self.held), []
-        return text
+        return text.rstrip("\ufffd") if self.tokenizer.byte_level else text

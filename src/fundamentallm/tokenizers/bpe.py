@@ -40,6 +40,7 @@ def _library():
 
 class BPETokenizer(Tokenizer):
     kind = "bpe"
+    byte_level = True
 
     def __init__(self, serialized: str, special: dict[str, str] | None = None):
         self.serialized = serialized  # the library's JSON: merges, vocabulary, pre-tokenizer

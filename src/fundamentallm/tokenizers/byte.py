@@ -16,6 +16,7 @@ from fundamentallm.tokenizers.base import Tokenizer
 
 class ByteTokenizer(Tokenizer):
     kind = "byte"
+    byte_level = True
 
     @classmethod
     def train(cls, texts: Iterable[str] | str = (), vocab_size: int | None = None) -> "ByteTokenizer":
