@@ -151,3 +151,13 @@ class TrainingConsole:
         if self.mode == "rich":
             self.out.file.write(f"{title}\n" + "".join(f"  {command}\n" for command in commands))
             self.out.file.flush()
+
+
+def amount(n: int, unit: str = "") -> str:
+    """With a decimal prefix: 512 -> "512", 40_960 -> "41K", 1_500_000 -> "1.5M"; a unit follows the prefix."""
+    for factor, prefix in ((10**9, "G"), (10**6, "M"), (10**3, "K")):
+        if n >= factor:
+            value = n / factor
+            number = f"{value:.1f}" if value < 9.95 else f"{value:.0f}"
+            return f"{number}{unit[:1]}{prefix}{unit[1:]}"
+    return f"{n}{unit}"

@@ -19,16 +19,16 @@ UNSHAPED = {"model_dim": None, "num_layers": None, "num_heads": None, "context_l
 
 @pytest.fixture
 def measured(monkeypatch):
-    """A machine of 50 GFLOP/s, and no cap from the tiny corpus (whose 20,000 tokens would
-    hold every run to the smallest shape)."""
+    """A machine of 1000 GFLOP/s, and no cap from the tiny corpus (whose 20,000 tokens would
+    hold every run to a small shape)."""
     probes = []
 
     def peak(dtype, device):
         probes.append(dtype)
-        return 50.0, {512: 50.0}
+        return 1000.0, {512: 1000.0}
 
     monkeypatch.setattr(setup, "peak_gflops", peak)
-    monkeypatch.setattr(sizing, "PARAMETERS_PER_TRAIN_TOKEN", 1e6)
+    monkeypatch.setattr(sizing, "supported_parameters", lambda tokens: 10**12)
     return probes
 
 

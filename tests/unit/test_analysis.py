@@ -139,8 +139,8 @@ def test_every_figure_of_a_crafted_file(crafted):
         "invalid UTF-8 (2 sequences): clean_data.py --invalid repair|replace|drop",
         "2 \\r\\n and 1 \\r line endings: clean_data.py normalises them to \\n",
         "22 characters occur fewer than 5 times: consider clean_data.py --min-char-count 5",
-        "file is 91 B (~84 char tokens): expect overfitting above ~16 parameters; "
-        "use --dropout 0.1-0.2 and a small model",
+        "file is 91 B (~84 char tokens): it supports models up to ~96 parameters"
+        " (train --max-time sizes no larger); above that expect overfitting: use --dropout 0.1-0.2",
     ]
 
 
@@ -260,8 +260,8 @@ def test_directory_is_one_corpus_of_txt_and_md_files(tmp_path):
 def test_recommendations_only_when_measured():
     unique = "".join("".join(letters) + "\n" for letters in itertools.product("ab", repeat=5))  # 32 lines
     assert analyze_text(unique).recommendations == [
-        "file is 192 B (~192 char tokens): expect overfitting above ~38 parameters; "
-        "use --dropout 0.1-0.2 and a small model"
+        "file is 192 B (~192 char tokens): it supports models up to ~219 parameters"
+        " (train --max-time sizes no larger); above that expect overfitting: use --dropout 0.1-0.2"
     ]
     lines = "".join(f"line {i}\n" for i in range(199)) + "line 0\n"  # 1 duplicate in 200: 0.5%
     assert not any("duplicates" in r for r in analyze_text(lines).recommendations)
@@ -272,8 +272,8 @@ def test_recommendations_only_when_measured():
     assert "5 \\r line endings: clean_data.py normalises them to \\n" in analyze_text("ab\r" * 5).recommendations
     big = analyze_text("0123456789" * 4_000, bpe_vocab_size=None)
     assert big.recommendations == [
-        "file is 40 KB (~40K char tokens): expect overfitting above ~8.0K parameters; "
-        "use --dropout 0.1-0.2 and a small model"
+        "file is 40 KB (~40K char tokens): it supports models up to ~46K parameters"
+        " (train --max-time sizes no larger); above that expect overfitting: use --dropout 0.1-0.2"
     ]
 
 

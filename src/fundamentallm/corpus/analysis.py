@@ -21,8 +21,10 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from fundamentallm.corpus.cleaning import CONTROL_CHARACTERS
+from fundamentallm.console import amount
 from fundamentallm.corpus.counting import CorpusCounts
 from fundamentallm.textstream import DEFAULT_CHUNK_BYTES, DecodedFile
+from fundamentallm.data.capacity import supported_parameters
 from fundamentallm.data.text import text_files
 from fundamentallm.errors import UserError
 
@@ -271,11 +273,7 @@ def estimate_bpe_tokens(sample: str, total_characters: int, vocab_size: int = 40
     return round(tokens * total_characters / len(sample))
 
 
-# Rule for the size advice. Chinchilla (Hoffmann et al. 2022) found ~20 tokens per
-# parameter compute-optimal for one pass over fresh data; repeating data helps up to about
-# 4 epochs (Muennighoff et al. 2023), so a corpus of T tokens supports about 4T/20 = T/5
-# parameters before a model mostly memorises it. We use T/5, with T in characters.
-_TOKENS_PER_PARAMETER = 5
+# The size advice is the budget sizing's own cap (data/capacity.py), with T in characters.
 _SIZE_ADVICE_BELOW = 500_000_000  # characters; above this the project's models are too small to overfit
 
 
@@ -308,22 +306,13 @@ def _with_recommendations(report: TextReport) -> TextReport:
         )
     if 0 < report.characters < _SIZE_ADVICE_BELOW:
         what = "file" if report.files == 1 else "corpus"
-        limit = report.characters // _TOKENS_PER_PARAMETER
+        limit = supported_parameters(report.characters)
         advice.append(
-            f"{what} is {amount(report.bytes, ' B')} (~{amount(report.characters)} char tokens): "
-            f"expect overfitting above ~{amount(limit)} parameters; use --dropout 0.1-0.2 and a small model"
+            f"{what} is {amount(report.bytes, ' B')} (~{amount(report.characters)} char tokens): it supports "
+            f"models up to ~{amount(limit)} parameters (train --max-time sizes no larger); above that expect "
+            "overfitting: use --dropout 0.1-0.2"
         )
     return replace(report, recommendations=advice)
-
-
-def amount(n: int, unit: str = "") -> str:
-    """With a decimal prefix: 512 -> "512", 40_960 -> "41K", 1_500_000 -> "1.5M"; a unit follows the prefix."""
-    for factor, prefix in ((10**9, "G"), (10**6, "M"), (10**3, "K")):
-        if n >= factor:
-            value = n / factor
-            number = f"{value:.1f}" if value < 9.95 else f"{value:.0f}"
-            return f"{number}{unit[:1]}{prefix}{unit[1:]}"
-    return f"{n}{unit}"
 
 
 def _is_invisible(char: str) -> bool:

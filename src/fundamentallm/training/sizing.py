@@ -12,13 +12,17 @@ budget"; raw results in benchmarks/results/):
 
     tokens(shape) = budget · USABLE_FRACTION · peak GFLOP/s · EFFICIENCY / FLOPs per token
     the largest shape of LADDER with tokens(shape) >= TOKENS_PER_PARAMETER · parameters
-                   and parameters <= PARAMETERS_PER_TRAIN_TOKEN · training tokens
+                   and parameters <= supported_parameters(training tokens)
 
 The peak is this machine's, measured by the same probe as `train --profile`
 (training/profiling.py), in the run's precision. The second condition keeps a small corpus
-from getting a model that would memorise it. A `--max-steps` budget fixes the tokens, not
-the compute: at a fixed number of tokens a larger model is always better, only slower, so
-steps alone do not size a model (say --max-time for that).
+from getting a model that would memorise it: the rule of data/capacity.py, which
+analyze_data.py's advice also states. Below the default shape the ladder goes down to models
+of a few tens of thousands of parameters, for a few kilobytes of text or a few seconds.
+
+A `--max-steps` budget fixes the tokens, not the compute: at a fixed number of tokens a larger
+model is always better, only slower, so steps alone do not size a model (say --max-time for
+that).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from dataclasses import dataclass
 import torch
 
 from fundamentallm.config.schema import ModelConfig
+from fundamentallm.console import amount
+from fundamentallm.data.capacity import TOKENS_PER_PARAMETER, supported_parameters
 from fundamentallm.model import GPT
 
 # Training's share of the budget: the rest goes to compiling a new shape, evaluation and
@@ -37,14 +43,6 @@ USABLE_FRACTION = 0.8
 # Model FLOPs per second over the matmul peak (MFU) that training reaches, by autocast dtype
 # (benchmarks/throughput.py on a Zen 5 CPU: fp32 0.59-0.67, bf16 0.32-0.54).
 EFFICIENCY = {torch.float32: 0.55, torch.bfloat16: 0.4, torch.float16: 0.4}
-# Tokens each parameter sees at the best shape for a budget. Fitted on Shakespeare (bf16, Zen 5,
-# benchmarks/README.md section 7): after 105 s the best shape saw 5.3-7.3 tokens/parameter and the
-# next one up, worse, 1.3; after 600 s the best (192 x 6, 1.3785) saw 3.8 and beat 160 x 5
-# (1.4035, 12) and 128 x 4 (1.4319, 35). Far below Chinchilla's ~20: at a budget this short,
-# size pays more than tokens.
-TOKENS_PER_PARAMETER = 3.5
-# At most this many parameters per training token (beyond it a model memorises its corpus).
-PARAMETERS_PER_TRAIN_TOKEN = 2.0
 
 SHAPE_KEYS = ("model.model_dim", "model.num_layers", "model.num_heads", "model.num_kv_heads",
               "model.context_length", "model.mlp_hidden", "training.batch_size")
@@ -73,9 +71,15 @@ class Shape:
                 f"context {self.context_length}, batch {self.batch_size}")
 
 
-# Each shape about 1.6-2.5x the parameters of the one before. The first is the default (the
-# best after 105 s on a CPU); 384 x 6 at context 256 is nanoGPT's Shakespeare model.
+# Each shape about 1.6-2.5x the parameters of the one before. 128 x 4 is the default (the
+# best after 105 s on a CPU); 384 x 6 at context 256 is nanoGPT's Shakespeare model. The four
+# below it are for corpora of a few kilobytes (and budgets of a few seconds).
+DEFAULT_RUNG = 4
 LADDER = (
+    Shape(32, 2, 2, 64, 16, 6e-3),
+    Shape(48, 2, 2, 64, 16, 6e-3),
+    Shape(64, 3, 2, 128, 16, 6e-3),
+    Shape(96, 3, 3, 128, 16, 6e-3),
     Shape(128, 4, 4, 128, 16, 6e-3),
     Shape(160, 5, 5, 128, 16, 6e-3),
     Shape(192, 6, 6, 256, 16, 6e-3),
@@ -116,24 +120,27 @@ def size_for_budget(budget_s: float, peak_gflops: float, dtype: torch.dtype, tra
     """The shape for `budget_s` seconds on a machine of `peak_gflops` (all processes together)
     in autocast `dtype`, for a corpus of `train_tokens`."""
     flops = budget_s * USABLE_FRACTION * peak_gflops * 1e9 * EFFICIENCY[dtype]
+    supported = supported_parameters(train_tokens)
     rows = []
     for shape in LADDER:
         parameters, per_token = cost(shape, template)
         rows.append((shape, parameters, flops / per_token))
-    fits = [r for r in rows if r[2] >= TOKENS_PER_PARAMETER * r[1]
-            and r[1] <= PARAMETERS_PER_TRAIN_TOKEN * train_tokens]
+    fits = [r for r in rows if r[2] >= TOKENS_PER_PARAMETER * r[1] and r[1] <= supported]
     shape, parameters, tokens = fits[-1] if fits else rows[0]
     if fits and fits[-1] is not rows[-1]:
         bigger = rows[rows.index(fits[-1]) + 1]
         why = (f"a {bigger[0].model_dim} x {bigger[0].num_layers} would get "
                f"{bigger[2] / bigger[1]:.1f} tokens/parameter" if bigger[2] < TOKENS_PER_PARAMETER * bigger[1]
-               else f"a {bigger[0].model_dim} x {bigger[0].num_layers} would have more than "
-                    f"{PARAMETERS_PER_TRAIN_TOKEN:g} parameters per training token ({train_tokens:,})")
+               else f"a {bigger[0].model_dim} x {bigger[0].num_layers} ({amount(bigger[1])}) is more than "
+                    f"{amount(train_tokens)} training tokens support, ~{amount(supported)} parameters")
     elif fits:
         why = "the largest shape there is"
+    elif rows[0][1] > supported:
+        why = (f"the smallest shape there is; {amount(train_tokens)} training tokens support only "
+               f"~{amount(supported)} parameters, so expect it to memorise them: more text helps most")
     else:
         why = "the smallest shape there is"
-    note = (f"{shape.describe()}, lr {shape.learning_rate:g}: {parameters / 1e6:.1f}M parameters for "
-            f"~{tokens / 1e6:.1f}M tokens in {budget_s:g} s ({tokens / parameters:.1f} per parameter; "
+    note = (f"{shape.describe()}, lr {shape.learning_rate:g}: {amount(parameters)} parameters for "
+            f"~{amount(int(tokens))} tokens in {budget_s:g} s ({tokens / parameters:.1f} per parameter; "
             f"{why}; sizing aims at {TOKENS_PER_PARAMETER:g})")
     return Sizing(shape, parameters, tokens, note)
