@@ -56,6 +56,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: st
     return lines[0]
 
 
+def figures(score: Mapping[str, Any]) -> dict[str, Any]:
+    """An evaluate score without its timing (`seconds`), for comparing two scorings."""
+    return {k: v for k, v in score.items() if k != "seconds"}
+
+
 def load_pt(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 

@@ -124,9 +124,11 @@ class Model:
             raise UserError("generate: returns one text; use complete(..., num_samples=N) for several")
         return self.complete(prompt, **sampling)[0].text
 
-    def evaluate(self, data: str | Path | None = None, *, text: str | None = None, batch_size: int = 32) -> Score:
+    def evaluate(self, data: str | Path | None = None, *, text: str | None = None, batch_size: int = 32,
+                 precision: str = "auto") -> Score:
         """Loss, perplexity and bits per character and byte on a file (read as training read
-        its files: a directory, JSONL) or on `text`, as `fundamentallm evaluate` scores."""
+        its files: a directory, JSONL) or on `text`, as `fundamentallm evaluate` scores;
+        `precision` "auto" (bf16 where it is faster), "fp32" or "bf16"."""
         if (data is None) == (text is None):
             raise UserError("evaluate: give a file to score, or text=")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -134,7 +136,9 @@ class Model:
         if data is not None:
             d = self.config.data
             text = read_text(str(data), d.separator, d.glob, d.text_field, validation=True)
-        return evaluate(self.module, self.tokenizer, text, batch_size)
+        if precision not in ("auto", "fp32", "bf16"):
+            raise UserError(f"evaluate: precision must be auto, fp32 or bf16 (got {precision!r})")
+        return evaluate(self.module, self.tokenizer, text, batch_size, precision=precision)
 
     def export(self, out_dir: str | Path, *, dtype: str = "fp32", overwrite: bool = False) -> ExportReport:
         """Write the model as a Hugging Face `transformers` directory, as `fundamentallm export`."""

@@ -103,7 +103,7 @@ def test_transformers_computes_our_model(tmp_path, text, capsys, name, kind):
 
     # the loss over a text: ours from `evaluate`, theirs from their logits
     (tmp_path / "val.txt").write_text(sample, encoding="utf-8")
-    assert run_cli("evaluate", checkpoint, tmp_path / "val.txt", "--json") == 0
+    assert run_cli("evaluate", checkpoint, tmp_path / "val.txt", "--json", "--precision", "fp32") == 0
     ours_loss = json.loads(capsys.readouterr().out)["loss"]
     assert transformers_loss(theirs, ids, our_tokenizer.unk_id) == pytest.approx(ours_loss, abs=1e-5)
 
@@ -116,8 +116,9 @@ def test_transformers_computes_our_model(tmp_path, text, capsys, name, kind):
     with torch.no_grad():
         out = theirs.generate(prompt_ids, do_sample=False, max_new_tokens=10)
     new = out[0, prompt_ids.shape[1]:].tolist()
-    assert len(new) == 10 and their_tokenizer.decode(new) == ours_text
-    assert our_tokenizer.decode(new) == ours_text
+    # (a character the tenth token leaves incomplete is left out of ours: theirs shows U+FFFD)
+    assert len(new) == 10 and their_tokenizer.decode(new).rstrip("\ufffd") == ours_text
+    assert our_tokenizer.decode(new).rstrip("\ufffd") == ours_text
 
 
 def test_bf16_export_loads_and_stays_close(tmp_path, text, capsys):

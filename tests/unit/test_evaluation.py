@@ -14,6 +14,7 @@ from fundamentallm.evaluation import evaluate
 from fundamentallm.scoring import total_loss
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import ByteTokenizer, CharTokenizer
+from helpers import figures
 
 TRAIN_TEXT = "the quick brown fox jumps over the lazy dog.\n"
 EVAL_TEXT = "a lazy dog sleeps; the brown fox jumps over it. then the fox runs home.\n" * 2
@@ -57,7 +58,7 @@ def test_metrics_are_consistent(model, tok):
     assert score.bits_per_char == pytest.approx(score.loss / math.log(2))  # one token, one char
     assert score.characters == len(text) - 1 and score.bytes == len(text.encode()) - 1
     assert set(score.to_dict()) == {"loss", "perplexity", "bits_per_char", "bits_per_byte", "tokens",
-                                    "characters", "bytes", "unknown"}
+                                    "characters", "bytes", "unknown", "precision", "seconds"}
 
 
 def test_loss_equals_brute_force_mean(model, tok):
@@ -155,4 +156,5 @@ def test_progress_counts_every_window_once(model, tok):
     assert [done for done, _ in seen] == sorted({done for done, _ in seen})  # rising, one call per pass
     assert seen[-1] == (total, total) and all(t == total for _, t in seen)
     assert len(seen) >= -(-total // 3) >= 2  # one call per forward pass (a shorter last window: its own)
-    assert score.to_dict() == evaluate(model, tok, text, batch_size=3).to_dict()  # watching changes nothing
+    again = evaluate(model, tok, text, batch_size=3)
+    assert figures(score.to_dict()) == figures(again.to_dict())  # watching changes nothing

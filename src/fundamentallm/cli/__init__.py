@@ -171,13 +171,13 @@ def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
     d = cfg.data  # documents are read and joined as the training run read them
     text = read_text(data, d.separator, d.glob, o.text_field or d.text_field, validation=True)
     with unit_progress("scoring", "windows", enabled=not o.json) as progress:  # on a terminal only
-        score = evaluate(model, tokenizer, text, o.batch_size, progress)
+        score = evaluate(model, tokenizer, text, o.batch_size, progress, o.precision)
     if o.json:
         print(json.dumps(score.to_dict()))
         return 0
     print(f"loss {score.loss:.4f} nats/token  perplexity {score.perplexity:.3f}  "
           f"bits/char {score.bits_per_char:.4f}  bits/byte {score.bits_per_byte:.4f}  "
-          f"tokens {score.tokens:,} ({tokenizer.kind})")
+          f"tokens {score.tokens:,} ({tokenizer.kind}, {score.precision}, {score.seconds:.1f} s)")
     if score.unknown:
         print(f"note: {score.unknown:,} characters never seen in training were not scored")
     return 0

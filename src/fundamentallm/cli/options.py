@@ -55,6 +55,10 @@ class EvaluateOptions:
     text_field: str | None = text_field_option(None)
     batch_size: int = option(32, "windows per forward pass", check="positive")
     device: str = device_option()
+    precision: str = option(
+        "auto", "arithmetic of the forward passes: auto (bf16 autocast where this device computes it faster, "
+        "as training chooses; the fourth decimal may differ from fp32's), fp32 or bf16",
+        choices=("auto", "fp32", "bf16"))
     json: bool = option(False, "print one JSON object")
 
 
