@@ -37,6 +37,15 @@ class UserError(Exception):
     exit_code = 2
 
 
+class StopSignal(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM) that stops a command at once: exit status 128 + its
+    number, the shell's convention (130, 143)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.exit_code = 128 + signum
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (no usage block) and status 2."""
 
@@ -54,6 +63,6 @@ def run_reporting_errors(work: Callable[[], int]) -> int:
         if os.environ.get(ERROR_DIR_VARIABLE):
             error_file(os.environ[ERROR_DIR_VARIABLE], os.environ.get("RANK", "0")).write_text(line, encoding="utf-8")
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)

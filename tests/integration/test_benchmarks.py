@@ -106,3 +106,26 @@ def test_memory_measures_activation_checkpointing():
     assert on["saved_activation_mb"] < off["saved_activation_mb"]
     assert report["activation_memory_ratio"] == pytest.approx(on["saved_activation_mb"] / off["saved_activation_mb"],
                                                               abs=0.01)
+
+
+def test_budget_runs_every_mode_and_checks_the_default(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(sample_text(30_000), encoding="utf-8")
+    report = bench("budget.py", "--data", str(data), "--budgets", "3", "--slack", "5", "--",
+                   *TINY_FLAGS, "--batch-size=4", "--precision=fp32", "--eval-iters=2")
+    (budget,) = report["budgets"]
+    assert set(budget["runs"]) == {"eager", "compile_cold", "compile_warm", "default_cold", "default_warm"}
+    assert budget["runs"]["eager"]["compile"] == "off" and budget["runs"]["eager"]["steps"] >= 1
+    assert budget["runs"]["default_cold"]["compile"].startswith("eager: a first compile")  # 3 s is too short
+    assert set(budget["vs_best"]) == {"cold", "warm"}
+    assert isinstance(report["default_never_overruns"], bool)
+
+
+def test_evaluate_compares_scoring_with_training():
+    report = bench("evaluate.py", "--sizes", "0.02", "--precisions", "fp32", "bf16", "--train-steps", "30", "--",
+                   *TINY_FLAGS, "--batch-size=4", "--no-compile", "--precision=fp32")
+    assert report["training_tokens_per_s"] > 0
+    assert [r["chosen"] for r in report["runs"]] == ["fp32", "bf16"]
+    fp32, bf16 = report["runs"]
+    assert fp32["tokens"] == bf16["tokens"] == 19_999 and fp32["tokens_per_s"] > 0
+    assert bf16["loss"] == pytest.approx(fp32["loss"], abs=0.02)

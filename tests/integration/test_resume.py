@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from fundamentallm.checkpoint import seal
 
 from integration_helpers import (
-    ROOT, assert_same_weights, fundamentallm_command, load_pt, losses, metrics, process_env, run_cli, summary,
-    tiny_args, train,
+    ROOT, assert_same_weights, fundamentallm_command, load_pt, losses, metrics, process_env, run_cli, sample_text,
+    summary, tiny_args, train,
 )
 
 # Exact resume needs a schedule that does not depend on the total step count (the 10-step
@@ -93,7 +95,7 @@ def test_resume_keeps_the_run_settings(tmp_path, first_half, capsys):
     out = copy_run(first_half, tmp_path / "run")
     assert run_cli("train", "-o", out, "--resume", "--max-steps", "12", "--json") == 0
     start = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert start["resumed at step"] == 10
+    assert start["resumed"].startswith("step 10 (")
     saved = load_pt(out / "final.pt")["config"]
     assert saved["model"]["model_dim"] == 32 and saved["model"]["dropout"] == 0.1
     assert saved["training"]["max_steps"] == 12
@@ -255,3 +257,65 @@ def test_resume_errors_name_the_checkpoint_file(tmp_path, first_half, capsys):
     out = copy_run(first_half, tmp_path / "run")
     assert run_cli("train", "-o", out, "--resume", "--model-dim", "64", "--quiet") == 2
     assert capsys.readouterr().err.startswith(f"error: {out / 'resume_checkpoint.pt'}: a resumed run keeps")
+
+
+# ---------------------------------------------------------------- a time budget across resumes
+def test_more_time_for_a_finished_run(tmp_path, corpus, capsys):
+    """`--max-time +S`: S more seconds for a run whose budget ran out; the start summary says
+    what is left and what the learning rate does, and the rate re-warms instead of jumping."""
+    out = train(corpus, tmp_path / "run", max_time=1.5, max_steps=None, log_interval=1, eval_interval=10_000,
+                warmup_steps=5)
+    first = summary(out)
+    assert first["stop_reason"] == "max_time" and first["steps"] > 10
+    before = [r["lr"] for r in metrics(out)]
+    capsys.readouterr()
+
+    assert run_cli("train", "-o", out, "--resume", "--json") == 0  # no time left: nothing to train
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert "its --max-time 1.5 s is used: nothing to train (add time with --max-time +SECONDS)" in start["resumed"]
+    assert summary(out)["steps"] == first["steps"]
+
+    assert run_cli("train", "-o", out, "--resume", "--max-time", "+1.5", "--json") == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = json.loads(lines[0])
+    assert f"step {first['steps']:,} (" in start["resumed"] and "s of --max-time" in start["resumed"]
+    assert "re-warms to" in start["resumed"] and "then cosine to" in start["resumed"]
+    saved = yaml.safe_load((out / "config.yaml").read_text())["training"]["max_time"]
+    last = metrics(out)[len(before) - 1]["elapsed_s"]  # the first run's clock at its last step
+    assert saved == pytest.approx(last + 1.5, abs=0.05)  # made absolute, then saved
+    after = [r["lr"] for r in metrics(out)][len(before):]
+    assert summary(out)["steps"] > first["steps"] and summary(out)["stop_reason"] == "max_time"
+    # from the decayed rate, a fifth of the way to the new plan (warmup 5), not at once
+    assert before[-1] < after[0] < after[3] and after[0] < 0.5 * max(after)
+    assert after[-1] == pytest.approx(min(after), rel=0.05)  # decayed again by the new end
+
+
+def test_more_time_needs_a_run_to_add_it_to(tmp_path, corpus, capsys):
+    assert run_cli("train", corpus, "-o", tmp_path / "new", "--max-time", "+30") == 2
+    assert capsys.readouterr().err.startswith("error: --max-time +30 adds time to a run continued with --resume")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the data file open")
+def test_a_stop_signal_while_the_data_loads_stops_at_once(tmp_path):
+    """Before the first step there is nothing to save: Ctrl-C is said at once and ends the command."""
+    data = tmp_path / "big.txt"
+    data.write_text(sample_text(1_000_000) * 20, encoding="utf-8")  # 20 MB: seconds of reading and tokenizing
+    argv = fundamentallm_command("train", data, "-o", tmp_path / "run", *tiny_args(), "--token-cache", "off")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=process_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        fds = Path(f"/proc/{proc.pid}/fd")
+        while not any(str(data) == os.path.realpath(fd) for fd in fds.iterdir()):  # reading the data
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the data file was never opened"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "SIGINT: stopping now (nothing trained yet: no state to save)" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "run" / "resume_checkpoint.pt").exists()

@@ -85,7 +85,7 @@ def add_fields(p: argparse.ArgumentParser, infos: Iterable[FieldInfo], prefix: s
         else:
             extra = {"nargs": "?", "const": meta["const"]} if meta["const"] is not None else {}
             metavar = meta["metavar"] or (info.name.upper() if not meta["choices"] else None)
-            target.add_argument(*names, type=info.kind, choices=meta["choices"], metavar=metavar,
+            target.add_argument(*names, type=meta["parse"] or info.kind, choices=meta["choices"], metavar=metavar,
                                 **extra, **common)
         for flag, (value, help) in meta["fixed_flags"].items():
             target.add_argument(flag, action="store_const", const=value, dest=dest,

@@ -12,6 +12,7 @@ from fundamentallm.config.loading import (
 )
 from fundamentallm.config.sources import ConfigSources
 from fundamentallm.config.schema import (
+    AddedSeconds,
     CheckpointConfig,
     Config,
     DataConfig,
@@ -22,6 +23,7 @@ from fundamentallm.config.schema import (
 )
 
 __all__ = [
+    "AddedSeconds",
     "CheckpointConfig",
     "Config",
     "ConfigSources",

@@ -71,7 +71,7 @@ def coerce(info: FieldInfo, value: Any, where: str) -> Any:
     if info.meta["const"] is not None and value is info.meta["const"]:
         return value  # the flag given bare
     if info.kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = float(value)
+        value = value if isinstance(value, float) else float(value)  # (keeps AddedSeconds, --max-time +S)
     elif info.kind is list:
         value = [info.item(v) for v in value] if isinstance(value, (list, tuple)) else [info.item(value)]
     elif not isinstance(value, info.kind) or (info.kind is int and isinstance(value, bool)):

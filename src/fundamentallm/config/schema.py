@@ -27,6 +27,17 @@ CHECKS = {
 }
 
 
+class AddedSeconds(float):
+    """`--max-time +S`: S seconds more than a resumed run has trained (made absolute when the
+    saved state is read, training/start.py)."""
+
+
+def seconds(text: str) -> float:
+    """A --max-time value: SECONDS, or +SECONDS to add to a resumed run."""
+    value = float(text)
+    return AddedSeconds(value) if text.strip().startswith("+") else value
+
+
 @dataclass(frozen=True)
 class StartPolicy:
     """What a run started from a checkpoint does with one setting, for a resumed run
@@ -66,6 +77,7 @@ def option(
     exclusive: str | None = None,
     const: Any = None,
     fixed_flags: dict[str, tuple[Any, str]] | None = None,
+    parse: Any = None,
 ) -> Any:
     """A config or command field, and how the command line sets it.
 
@@ -74,11 +86,13 @@ def option(
     one may be left out). `required` makes a flag required. Fields with the same `exclusive`
     name cannot be given together. `const`: the value of the flag given bare (`--resume`).
     `fixed_flags`: more flags, each setting one value, {flag: (value, help)} (a former
-    spelling, such as `--mixed-precision` for `--precision auto`).
+    spelling, such as `--mixed-precision` for `--precision auto`). `parse`: how the command
+    line reads the value, where that is more than the field's type (`--max-time +60`).
     """
     meta = {"help": help, "flag": flag, "aliases": aliases, "choices": choices, "check": check,
             "start": start, "positional": positional, "required": required, "metavar": metavar,
-            "exclusive": exclusive, "const": const, "fixed_flags": fixed_flags or {}}
+            "exclusive": exclusive, "const": const, "fixed_flags": fixed_flags or {},
+            "parse": parse}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -249,8 +263,10 @@ class TrainingConfig:
     epochs: int = option(10, "passes over the training tokens", check="positive")
     max_steps: int | None = option(None, "stop after this many optimizer steps", check="positive")
     max_time: float | None = option(
-        None, "stop after this many seconds of training (checkpointing properly); with no shape "
-        "set, the model is sized to it (--auto-size)", check="positive"
+        None, "stop after this many seconds, counted from the data loaded (compile and validation "
+        "included; saved for --resume); with no shape set, the model is sized to it (--auto-size). "
+        "+SECONDS with --resume: that much more time for a stopped or finished run",
+        check="positive", parse=seconds, metavar="SECONDS",
     )
     auto_size: bool = option(
         True, "with --max-time and no shape setting (width, depth, heads, context, batch), size the "

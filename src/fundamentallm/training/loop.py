@@ -13,6 +13,7 @@ decides for itself whether this step is one of its own: the validator evaluates 
 from __future__ import annotations
 
 import gc
+import os
 import shlex
 import time
 from contextlib import contextmanager, suppress
@@ -34,7 +35,7 @@ from fundamentallm.training.schedule import set_learning_rate
 from fundamentallm.training.setup import Run, describe, setup
 from fundamentallm.training.start import plan_start
 from fundamentallm.training.state import deterministic_kernels
-from fundamentallm.training.stopping import Interrupt, deferred_interrupt
+from fundamentallm.training.stopping import Interrupt, stop_signals
 from fundamentallm.training.validator import Judge
 
 
@@ -49,21 +50,23 @@ def train(config: Config | ConfigSources, console: TrainingConsole | None = None
     sources = config if isinstance(config, ConfigSources) else ConfigSources.of(config)
     cfg, start = plan_start(sources, resume)
     console = console or TrainingConsole("quiet")
-    with cluster_left_on_failure():
-        run = setup(cfg, start, console, Interrupt(), overwrite, tracker, judge)
+    interrupt = Interrupt()
+    with cluster_left_on_failure(), stop_signals(interrupt, say_stop(console)):
+        run = setup(cfg, start, console, interrupt, overwrite, tracker, judge)
         run.console.start(describe(run))
         with run.checkpointer.write_failures_reported(run.state):  # a full disk, a read-only directory
-            with deferred_interrupt(run.interrupt, say_stop(run)), deterministic_kernels(run.device), \
+            with interrupt.deferred(), deterministic_kernels(run.device), \
                     finish_on_failure(run.tracker), out_of_memory_reported(run), lost_processes_reported(run):
                 stop_reason = fit(run)
             return finish(run, stop_reason)
 
 
-def say_stop(run: Run) -> Callable[[str], None]:
-    """Where a stop signal is acknowledged: the console, in a run of one process. With several,
-    the launcher's agent also sends SIGTERM to the survivors when a process dies, which is no
-    stop to announce (the launcher reports what happened); those runs stop as before, silently."""
-    return (lambda text: None) if run.cluster.distributed else run.console.message
+def say_stop(console: TrainingConsole) -> Callable[[str], None]:
+    """Where a stop signal is acknowledged: the console, in a run of one process. With several
+    (torchrun's WORLD_SIZE), the launcher's agent also sends SIGTERM to the survivors when a
+    process dies, which is no stop to announce (the launcher reports what happened); those
+    runs stop as before, silently."""
+    return (lambda text: None) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else console.message
 
 
 def fit(run: Run) -> str:
@@ -71,14 +74,13 @@ def fit(run: Run) -> str:
     cfg, state, optimizer = run.cfg, run.state, run.state.optimizer
     accum = cfg.training.grad_accum_steps
     phase = run.profiler.phase  # marks the parts of a step in a --profile trace
-    clock = time.perf_counter() - state.elapsed
     stop_reason = run.stop.before_start(state)
     reset_peak_memory(run.device)  # summary.json's peak memory is the steps', not the setup's
     run.model.train()
     while stop_reason is None:
         # ---- one optimizer step ----
         time_fraction = run.stop.time_fraction(state)
-        lr = run.lr_schedule(state.step, run.total_steps, time_fraction) * state.lr_factor
+        lr = run.lr_schedule(state.step, run.total_steps, time_fraction, state.rewarm) * state.lr_factor
         set_learning_rate(optimizer, lr)
         dropout = run.dropout.apply(run.model, state.step, run.total_steps, time_fraction)
         optimizer.zero_grad(set_to_none=True)  # gradients live on until the next step (histograms)
@@ -103,8 +105,9 @@ def fit(run: Run) -> str:
                 grad_norm = clip_gradients(run.trainable, cfg.optim.gradient_clip) if cfg.optim.gradient_clip else None
                 state.scaler.step(optimizer)
             state.scaler.update()
-        epoch_done = state.advance(run.tokens_per_step, time.perf_counter() - clock,
+        epoch_done = state.advance(run.tokens_per_step, time.perf_counter() - run.clock_zero,
                                    run.sampler.micro_per_epoch)
+        run.compilation.after_step()  # the first step compiled: its time is kept for the next runs' choice
         if run.loss_watch.spiked(state):  # rolled back to a checkpoint from before it, lr lowered
             continue
 
@@ -149,7 +152,7 @@ def finish(run: Run, stop_reason: str) -> dict[str, Any]:
         "best_val_loss": state.best_val_loss,
         "best_val_bits_per_char": run.validator.best_bits_per_char(state),
         "tokenizer": run.data.tokenizer.kind,
-        "wall_time_s": round(state.elapsed, 2),
+        "wall_time_s": round(time.perf_counter() - run.clock_zero, 2),  # the final validation and save included
         "tokens_per_s": round(run.metrics.throughput(state), 1),
         "parameters": run.model.num_parameters(),
         "device": str(run.device),
@@ -191,10 +194,10 @@ def next_commands(cfg: Config, stop_reason: str, steps: int) -> list[str]:
     scored = cfg.data.validation_data or cfg.data.train[0]
     commands = [f"fundamentallm generate {final} --max-tokens 300",
                 f"fundamentallm evaluate {final} --data {shlex.quote(scored)}"]
-    budget = {"max_steps": ("--max-steps", steps), "epochs": ("--epochs", cfg.training.epochs),
-              "max_time": ("--max-time", cfg.training.max_time)}.get(stop_reason)
+    budget = {"max_steps": ("--max-steps", 2 * steps), "epochs": ("--epochs", 2 * cfg.training.epochs),
+              "max_time": ("--max-time", f"+{cfg.training.max_time or 0:g}")}.get(stop_reason)
     if budget:  # a budget ran out (not early stopping): as much again
-        commands.append(resume_command(cfg, f" {budget[0]} {2 * budget[1]:g}"))
+        commands.append(resume_command(cfg, f" {budget[0]} {budget[1]}"))
     return commands
 
 

@@ -10,6 +10,7 @@ here happens once; `loop.fit` runs the steps.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +29,7 @@ from fundamentallm.tokenizers import tokenizer_from_dict
 from fundamentallm.tracking import Tracker, build_tracker
 from fundamentallm.training.activation_checkpointing import checkpoint_blocks
 from fundamentallm.training.checkpointer import Checkpointer, claim_output_dir, write_run_config
-from fundamentallm.training.compilation import Compilation, resolve_compile
+from fundamentallm.training.compilation import Compilation, CompileHistory, CompileJob, resolve_compile
 from fundamentallm.training.distributed import Cluster, join_cluster
 from fundamentallm.training.divergence import LossWatch
 from fundamentallm.training.gradients import GradientMonitor
@@ -78,6 +79,9 @@ class Run:
     stop: StopCondition
     interrupt: Interrupt
     profiler: Profiler
+    # The run's clock (state.elapsed, --max-time) reads perf_counter() - clock_zero: it starts when
+    # the data is loaded (setup and compile count), continuing the time earlier sessions trained.
+    clock_zero: float
 
 
 def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interrupt,
@@ -98,6 +102,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     saved_tokenizer = tokenizer_from_dict(saved["tokenizer"]) if saved else None
     with cluster.main_first():  # one process builds a token cache, the others read it
         data = load_tokens(cfg.data, saved_tokenizer, console.stage)
+    loaded_at = time.perf_counter()  # where --max-time starts counting
     # A new model has one row per token; a saved one keeps its rows (an imported model's
     # vocabulary may be padded beyond its tokenizer's, e.g. to a multiple of 64).
     cfg.model.vocab_size = max(cfg.model.vocab_size, data.tokenizer.vocab_size) if saved else data.tokenizer.vocab_size
@@ -129,10 +134,9 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise UserError("every parameter is frozen (--freeze-embeddings, --freeze-layers): nothing to train")
-    compilation = resolve_compile(training.compile, device, unsuitable=(
-        "--dropout-schedule changes the dropout rate every step, and each rate would recompile"
-        if training.dropout_schedule != "constant" else
-        "--fsdp (sharded blocks are not compiled here yet)" if layout.name == "fsdp" else None))
+    compilation = cluster.agree(cluster.on_main(lambda: decide_compile(cfg, start, device, precision, layout)))
+    if not cluster.main:
+        compilation.history = None  # rank 0 keeps the compile times
     step_module = compilation.wrap(model)
     ddp, sync_gradients = None, (lambda on: None)
     if layout.name == "fsdp":  # FSDP reduce-scatters the gradients itself, during backward
@@ -147,9 +151,16 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     state = TrainState(model, optimizer, scaler, layout)
     if start.resumed:
         state.load_state_dict(saved["train_state"], saved["model"], cluster.rank, start.path.parent)
-    total_steps = sampler.steps_per_epoch * training.epochs
-    if training.max_steps is not None:
-        total_steps = min(total_steps, training.max_steps)
+    total_steps, time_fraction = schedule_position(sampler.steps_per_epoch, training.epochs, training.max_steps,
+                                                   training.max_time, state.elapsed)
+    lr_schedule = LRSchedule(cfg.optim)
+    if start.resumed:  # with a new budget, the learning rate re-warms to the new plan instead of jumping
+        planned = start.checkpoint["config"].get("training") or {}  # the budget it was trained with
+        before = schedule_position(sampler.steps_per_epoch, int(planned.get("epochs", training.epochs)),
+                                   planned.get("max_steps"), planned.get("max_time"), state.elapsed)
+        origin = lr_schedule.rewarm_from(state.step, before, (total_steps, time_fraction))
+        if origin is not None:
+            state.rewarm_step, state.rewarm_from = state.step, origin
     tokens_per_step = (training.batch_size * training.grad_accum_steps * cfg.model.context_length
                        * cluster.world_size)
 
@@ -163,26 +174,28 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
                                         resume_step=state.step if start.resumed else None)
 
     tracker = cluster.on_main(open_run_dir) or Tracker()  # the other processes log nothing
+    validator = Validator(training, model, data.val, unk_id=data.tokenizer.unk_id,
+                          chars_per_token=data.val_chars_per_token, precision=precision, shard=cluster.shard(),
+                          judge=judge)
     return Run(
         cfg=cfg, start=start, device=device, cluster=cluster, data=data, sampler=sampler, model=model,
         step_module=step_module, ddp=ddp, sync_gradients=sync_gradients, trainable=trainable, precision=precision,
-        compilation=compilation, state=state, lr_schedule=LRSchedule(cfg.optim),
+        compilation=compilation, state=state, lr_schedule=lr_schedule,
         dropout=dropout_schedule(training, cfg.model), total_steps=total_steps, tokens_per_step=tokens_per_step,
         console=console, tracker=tracker,
-        validator=Validator(training, model, data.val, unk_id=data.tokenizer.unk_id,
-                            chars_per_token=data.val_chars_per_token, precision=precision, shard=cluster.shard(),
-                            judge=judge),
+        validator=validator,
         checkpointer=Checkpointer(cfg.checkpoint, cfg, data.tokenizer, cluster, tracker),
         metrics=MetricsLog(training, sampler.micro_per_epoch, Throughput(state, tokens_per_step), tracker, console),
         gradients=GradientMonitor(cfg.tracking, model, out, cluster.main, tracker, console.message),
         loss_watch=LossWatch(training, out, cluster, tracker, console.message),
-        stop=StopCondition(training, total_steps, cluster, interrupt),
+        stop=StopCondition(training, total_steps, cluster, interrupt, closing_s=validator.closing_seconds),
         interrupt=interrupt,
         # rank 0 profiles its own share of the step: flops per process, against one device's peak
         profiler=Profiler(training.profile_steps if training.profile else None, out, device=device,
                           dtype=precision.dtype or torch.float32,
                           flops_per_step=model.flops_per_token() * tokens_per_step / cluster.world_size,
                           report=console.message, enabled=cluster.main),
+        clock_zero=loaded_at - state.elapsed,
     )
 
 
@@ -210,6 +223,29 @@ def lay_out(model: GPT, cfg: Config, cluster: Cluster, precision: Precision, con
     return layout, dataclasses.replace(precision, autocasts=False, note=note)
 
 
+def schedule_position(steps_per_epoch: int, epochs: int, max_steps: int | None, max_time: float | None,
+                      elapsed: float) -> tuple[int, float]:
+    """(the run's total steps, the share of its --max-time trained) for a budget."""
+    total = steps_per_epoch * epochs if max_steps is None else min(steps_per_epoch * epochs, max_steps)
+    return total, (elapsed / max_time if max_time else 0.0)
+
+
+def decide_compile(cfg: Config, start: Start, device: torch.device, precision: Precision,
+                   layout: Replicated) -> Compilation:
+    """Compiled or eager, on rank 0 for every process: what the machine has, and under --max-time
+    whether the compile pays within it (training/compilation.py)."""
+    training, model = cfg.training, cfg.model
+    graph = {"model": config_to_dict(cfg)["model"], "batch_size": training.batch_size,
+             "precision": precision.name, "activation_checkpointing": training.activation_checkpointing,
+             "frozen": [cfg.optim.freeze_embeddings, cfg.optim.freeze_layers]}  # what the compiled graph depends on
+    return resolve_compile(training.compile, device, unsuitable=(
+        "--dropout-schedule changes the dropout rate every step, and each rate would recompile"
+        if training.dropout_schedule != "constant" else
+        "--fsdp (sharded blocks are not compiled here yet)" if layout.name == "fsdp" else None),
+        budget_s=training.max_time, forced=start.compile_given, job=CompileJob.of(graph, device, model.num_layers),
+        history=CompileHistory() if training.compile else None)
+
+
 def size_to_budget(budget_s: float, device: torch.device, dtype: torch.dtype, train_tokens: int,
                    template: ModelConfig, world_size: int) -> Sizing:
     peak, _ = peak_gflops(dtype, device)  # about a second on a CPU
@@ -235,7 +271,7 @@ def check_scorable(data: TokenData) -> None:
 
 def describe(run: Run) -> dict[str, Any]:
     """The start-of-run summary: what was built, and why where a choice was made."""
-    training, data, sampler, state = run.cfg.training, run.data, run.sampler, run.state
+    training, data, sampler = run.cfg.training, run.data, run.sampler
     frozen = len(run.trainable) < len(list(run.model.parameters()))
     return {
         "parameters": run.model.num_parameters(),
@@ -255,7 +291,28 @@ def describe(run: Run) -> dict[str, Any]:
                  + (f", at most {training.max_time:g} s" if training.max_time else "")
                  + (f"; the same {training.overfit_batches} micro-batch(es) every epoch (--overfit-batches)"
                     if training.overfit_batches else ""),
-        "resumed at step": state.step if run.start.resumed else None,
+        "resumed": resume_summary(run),
         "output": run.cfg.checkpoint.output_dir,
         "tracking": run.tracker.describe(),
     }
+
+
+def resume_summary(run: Run) -> str | None:
+    """Where a resumed run stands: its step, the budget left, and what the learning rate will do."""
+    if not run.start.resumed:
+        return None
+    state, training, schedule = run.state, run.cfg.training, run.lr_schedule
+    parts = [f"step {state.step:,} ({state.elapsed:.1f} s trained)"]
+    if state.step >= run.total_steps:
+        return (f"{parts[0]}; its {run.total_steps:,} steps are done: nothing to train (more with --max-steps "
+                "or --epochs)")
+    if training.max_time and state.elapsed >= training.max_time:
+        return (f"{parts[0]}; its --max-time {training.max_time:g} s is used: nothing to train (add time "
+                f"with --max-time +SECONDS)")
+    if training.max_time:
+        parts.append(f"{training.max_time - state.elapsed:.1f} s of --max-time {training.max_time:g} s left")
+    planned = schedule.planned(state.step, run.total_steps, run.stop.time_fraction(state)) * state.lr_factor
+    rewarming = state.rewarm is not None and state.rewarm_step == state.step
+    now = state.rewarm_from * state.lr_factor if rewarming else planned
+    parts.append("learning rate " + schedule.describe(now, planned, rewarming))
+    return "; ".join(parts)

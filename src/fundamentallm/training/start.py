@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fundamentallm.checkpoint import DamagedCheckpoint, file_digest, load_checkpoint
-from fundamentallm.config import Config, ConfigSources, validate
+from fundamentallm.config import AddedSeconds, Config, ConfigSources, validate
 from fundamentallm.errors import UserError
 from fundamentallm.training.sizing import LEARNING_RATE_KEY, SHAPE_KEYS
 
@@ -39,6 +39,7 @@ class Start:
     # A new run with --max-time and no shape set: the settings the budget sizing may choose
     # (training/sizing.py); empty when the shape is given, saved or fixed (--no-auto-size).
     sizable: tuple[str, ...] = ()
+    compile_given: bool = False  # --compile (or --no-compile) chosen: not weighed against --max-time
 
     @property
     def resumed(self) -> bool:
@@ -67,6 +68,9 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tupl
         if "train_state" in checkpoint or resume in (True, "auto"):
             check_train_state(checkpoint, path)
             start = Start("resume", path, checkpoint, note)
+            if isinstance(cfg.training.max_time, AddedSeconds):  # --max-time +S: S more than trained so far
+                trained = float(checkpoint["train_state"]["counters"].get("elapsed", 0.0))
+                cfg.training.max_time = round(trained + cfg.training.max_time, 2)
         else:
             start = continue_from_weights(cfg, path, checkpoint)
     elif cfg.training.init_from:
@@ -76,8 +80,12 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tupl
         start = Start("init", path, checkpoint)
     else:
         start = Start(sizable=sizable_settings(cfg, sources.given()))
+    if isinstance(cfg.training.max_time, AddedSeconds):
+        raise UserError(f"--max-time +{cfg.training.max_time:g} adds time to a run continued with --resume; "
+                        f"a new run takes --max-time {cfg.training.max_time:g}")
     if not cfg.data.train:
         raise UserError("train: give a training text file (fundamentallm train FILE)")
+    start.compile_given = "training.compile" in sources.given()
     validate(cfg)  # flag errors before minutes of reading and tokenizing
     return cfg, start
 

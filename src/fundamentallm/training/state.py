@@ -98,10 +98,19 @@ class TrainState:
     lr_factor: float = 1.0
     recent_losses: list[float] = field(default_factory=list)
     spike_streak: int = 0
+    # A re-warm-up after a resume with a new budget (schedule.py): from which step, and from
+    # which rate (NaN: none).
+    rewarm_step: int = 0
+    rewarm_from: float = math.nan
     counters: tuple[str, ...] = field(default=(
         "step", "epoch", "micro_batch", "tokens", "elapsed", "last_train_loss", "last_val_loss",
         "best_val_loss", "stopping_reference", "evals_without_improvement", "skipped_steps", "rollbacks",
-        "lr_factor", "recent_losses", "spike_streak"), repr=False)
+        "lr_factor", "recent_losses", "spike_streak", "rewarm_step", "rewarm_from"), repr=False)
+
+    @property
+    def rewarm(self) -> tuple[int, float] | None:
+        """(first step, rate) of a re-warm-up after a resume with a new budget, if there is one."""
+        return None if math.isnan(self.rewarm_from) else (self.rewarm_step, self.rewarm_from)
 
     def advance(self, tokens: int, elapsed: float, micro_per_epoch: int) -> bool:
         """Count one optimizer step; True when it completed an epoch."""

@@ -1,9 +1,11 @@
 """When a run stops: its step budget, its time budget, or a signal.
 
 The first Ctrl-C or SIGTERM (the notice a cluster scheduler such as SLURM or Kubernetes
-sends before it kills a job) asks the run to stop after the current step and save a
-resumable state; a second one interrupts at once. With several processes the clocks and
-signals may differ, so rank 0 decides and every process follows. (Early stopping is the
+sends before it kills a job) during the steps asks the run to stop after the current step and
+save a resumable state; a second one interrupts at once. Before the first step (reading the
+data, building the model) a signal stops the command at once: nothing is trained to save.
+With several processes the clocks and signals may differ, so rank 0 decides and every
+process follows. (Early stopping is the
 validator's decision: it alone knows the validation losses.)
 
 A stop is said at once, whatever the run is doing: a step can take long (compiling the model
@@ -17,10 +19,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections import deque
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from fundamentallm.config import TrainingConfig
+from fundamentallm.errors import StopSignal
 from fundamentallm.training.distributed import Cluster
 from fundamentallm.training.state import TrainState
 
@@ -28,39 +32,58 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupt:
-    """Whether a stop signal arrived, and which (its name, e.g. "SIGTERM")."""
+    """Whether a stop signal arrived, and which (its name, e.g. "SIGTERM").
+
+    While the steps run (`deferring`), the first signal is noted and the run stops after the
+    step, with its state saved. Before them (reading and tokenizing the data, building the
+    model) there is nothing to save yet, so a signal stops the command at once, as it does
+    after them (the final save writes atomically: a file is the old one or the new one)."""
 
     def __init__(self) -> None:
         self.requested = False
         self.signal: str | None = None
+        self.deferring = False
         self.said = threading.Event()  # the acknowledgment is printed once, by whoever is first
         self.say: Callable[[str], None] = lambda text: None
 
     def handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
+        if self.requested or not self.deferring:
+            raise StopSignal(signum)
         self.requested, self.signal = True, signal.Signals(signum).name
         self.acknowledge(signum)
 
     def acknowledge(self, signum: int) -> None:
-        if not self.said.is_set():
-            self.said.set()
-            again = "; Ctrl-C again stops at once" if signum == signal.SIGINT else ""
-            self.say(f"{signal.Signals(signum).name}: stopping after this step, with its state saved for "
-                     f"--resume{again}")
+        if self.said.is_set():
+            return
+        self.said.set()
+        name = signal.Signals(signum).name
+        if not self.deferring:
+            self.say(f"{name}: stopping now (nothing trained yet: no state to save)")
+            return
+        again = "; Ctrl-C again stops at once" if signum == signal.SIGINT else ""
+        self.say(f"{name}: stopping after this step, with its state saved for --resume{again}")
 
     def watch(self, pipe: int) -> None:
         """The thread that acknowledges a signal while the main thread is busy in C code."""
-        while data := os.read(pipe, 16):  # empty: the write end was closed, the steps are over
+        while data := os.read(pipe, 16):  # empty: the write end was closed, the command is over
             for signum in data:
                 if signum in STOP_SIGNALS:
                     self.acknowledge(signum)
 
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """The steps: a first signal stops the run after the current step."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+
 
 @contextmanager
-def deferred_interrupt(interrupt: Interrupt, say: Callable[[str], None]) -> Iterator[None]:
-    """Inside this block (the steps), stop signals are noted in `interrupt`, not raised, and
-    said at once through `say`."""
+def stop_signals(interrupt: Interrupt, say: Callable[[str], None]) -> Iterator[None]:
+    """Inside this block (a training command), stop signals go to `interrupt` and are said at
+    once through `say`, whatever the main thread is doing."""
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield  # signals are someone else's here
@@ -84,13 +107,25 @@ def deferred_interrupt(interrupt: Interrupt, say: Callable[[str], None]) -> Iter
 
 
 class StopCondition:
-    def __init__(self, training: TrainingConfig, total_steps: int, cluster: Cluster, interrupt: Interrupt):
+    """`closing_s(step seconds)`: how long the run's closing work takes after its last step (the
+    final validation), which a time budget keeps room for: the run ends within --max-time plus
+    one step and the final save."""
+
+    def __init__(self, training: TrainingConfig, total_steps: int, cluster: Cluster, interrupt: Interrupt,
+                 closing_s: Callable[[float], float] = lambda step_s: 0.0):
         self.training, self.total_steps = training, total_steps
-        self.cluster, self.interrupt = cluster, interrupt
+        self.cluster, self.interrupt, self.closing_s = cluster, interrupt, closing_s
+        self.step_times: deque[float] = deque(maxlen=5)  # the last steps' seconds (validations included)
+        self.elapsed: float | None = None
 
     def before_start(self, state: TrainState) -> str | None:
         """A resumed run may already be done."""
-        return "max_steps" if state.step >= self.total_steps else None
+        self.elapsed = state.elapsed
+        if state.step >= self.total_steps:
+            return "max_steps" if self.total_steps == self.training.max_steps else "epochs"
+        if self.training.max_time and state.elapsed >= self.training.max_time:
+            return "max_time"
+        return None
 
     def after_step(self, state: TrainState) -> str | None:
         """Why the run stops after this step, or None to go on."""
@@ -99,9 +134,18 @@ class StopCondition:
             reason = "interrupted"
         elif state.step >= self.total_steps:
             reason = "max_steps" if self.total_steps == self.training.max_steps else "epochs"
-        elif self.training.max_time and state.elapsed >= self.training.max_time:
+        elif self.training.max_time and state.elapsed + self.closing_s(self.step_s(state)) >= self.training.max_time:
             reason = "max_time"
         return self.cluster.agree(reason)
+
+    def step_s(self, state: TrainState) -> float:
+        """A step's usual length: the median of the last few (one with a validation in it is long)."""
+        if self.elapsed is not None:
+            self.step_times.append(state.elapsed - self.elapsed)
+        self.elapsed = state.elapsed
+        if len(self.step_times) < 3:  # the first steps warm up (and may compile): no pace yet
+            return 0.0
+        return sorted(self.step_times)[len(self.step_times) // 2]
 
     def time_fraction(self, state: TrainState) -> float:
         """How far through its --max-time the run is (0 without one)."""
