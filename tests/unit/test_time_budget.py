@@ -103,7 +103,7 @@ class Clock:
     """A TrainState stand-in: the step and the run's clock."""
 
     def __init__(self):
-        self.step, self.elapsed = 0, 0.0
+        self.step, self.elapsed, self.spent_budget = 0, 0.0, 0.0
 
 
 def stop_condition(max_time: float, closing_s) -> StopCondition:
@@ -134,6 +134,17 @@ def test_a_resumed_run_with_its_time_used_trains_nothing():
     stop, state = stop_condition(30.0, lambda step_s: 0.0), Clock()
     state.step, state.elapsed = 500, 30.4
     assert stop.before_start(state) == "max_time"
+    # stopped a little early for its closing validation: still used up, unless given more
+    state.elapsed, state.spent_budget = 29.6, 30.0
+    assert stop.before_start(state) == "max_time"
+    assert stop_condition(40.0, lambda step_s: 0.0).before_start(state) is None
+
+
+def test_stopping_for_the_budget_is_remembered():
+    stop, state = stop_condition(1.0, lambda step_s: 0.0), Clock()
+    stop.before_start(state)
+    state.step, state.elapsed = 1, 1.2
+    assert stop.after_step(state) == "max_time" and state.spent_budget == 1.0
 
 
 # ---------------------------------------------------------------- more time for a resumed run

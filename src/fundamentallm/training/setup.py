@@ -306,7 +306,7 @@ def resume_summary(run: Run) -> str | None:
     if state.step >= run.total_steps:
         return (f"{parts[0]}; its {run.total_steps:,} steps are done: nothing to train (more with --max-steps "
                 "or --epochs)")
-    if training.max_time and state.elapsed >= training.max_time:
+    if run.stop.time_used(state):
         return (f"{parts[0]}; its --max-time {training.max_time:g} s is used: nothing to train (add time "
                 f"with --max-time +SECONDS)")
     if training.max_time:

@@ -102,10 +102,14 @@ class TrainState:
     # which rate (NaN: none).
     rewarm_step: int = 0
     rewarm_from: float = math.nan
+    # The --max-time the run stopped for (0: none). It stops a little early, to fit its closing
+    # validation, so its clock alone would leave a few seconds "left" to resume into.
+    spent_budget: float = 0.0
     counters: tuple[str, ...] = field(default=(
         "step", "epoch", "micro_batch", "tokens", "elapsed", "last_train_loss", "last_val_loss",
         "best_val_loss", "stopping_reference", "evals_without_improvement", "skipped_steps", "rollbacks",
-        "lr_factor", "recent_losses", "spike_streak", "rewarm_step", "rewarm_from"), repr=False)
+        "lr_factor", "recent_losses", "spike_streak", "rewarm_step", "rewarm_from",
+        "spent_budget"), repr=False)
 
     @property
     def rewarm(self) -> tuple[int, float] | None:

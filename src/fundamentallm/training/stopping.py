@@ -123,9 +123,14 @@ class StopCondition:
         self.elapsed = state.elapsed
         if state.step >= self.total_steps:
             return "max_steps" if self.total_steps == self.training.max_steps else "epochs"
-        if self.training.max_time and state.elapsed >= self.training.max_time:
+        if self.time_used(state):
             return "max_time"
         return None
+
+    def time_used(self, state: TrainState) -> bool:
+        """The --max-time is spent: the clock reached it, or an earlier session stopped for it."""
+        budget = self.training.max_time
+        return bool(budget) and (state.elapsed >= budget or state.spent_budget == budget)
 
     def after_step(self, state: TrainState) -> str | None:
         """Why the run stops after this step, or None to go on."""
@@ -134,9 +139,13 @@ class StopCondition:
             reason = "interrupted"
         elif state.step >= self.total_steps:
             reason = "max_steps" if self.total_steps == self.training.max_steps else "epochs"
-        elif self.training.max_time and state.elapsed + self.closing_s(self.step_s(state)) >= self.training.max_time:
+        elif self.training.max_time and (state.elapsed + self.closing_s(self.step_s(state))
+                                         >= self.training.max_time):
             reason = "max_time"
-        return self.cluster.agree(reason)
+        reason = self.cluster.agree(reason)
+        if reason == "max_time":
+            state.spent_budget = self.training.max_time
+        return reason
 
     def step_s(self, state: TrainState) -> float:
         """A step's usual length: the median of the last few (one with a validation in it is long)."""
