@@ -141,3 +141,9 @@ def test_train_continues_a_run_with_resume(api_run, corpus, tmp_path):
     assert result["steps"] == 6
     assert run_cli("train", corpus, "-o", out, *tiny_args(max_steps=8, eval_interval=2), "--resume", "--quiet") == 0
     assert summary(out)["steps"] == 8
+
+
+def test_evaluate_refuses_an_unknown_precision(api_run):
+    model = fl.load(api_run[0] / "final.pt", device="cpu")
+    with pytest.raises(fl.UserError, match="precision must be auto, fp32 or bf16"):
+        model.evaluate(text="hello world", precision="fp16")

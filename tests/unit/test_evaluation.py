@@ -158,3 +158,10 @@ def test_progress_counts_every_window_once(model, tok):
     assert len(seen) >= -(-total // 3) >= 2  # one call per forward pass (a shorter last window: its own)
     again = evaluate(model, tok, text, batch_size=3)
     assert figures(score.to_dict()) == figures(again.to_dict())  # watching changes nothing
+
+
+def test_precision_is_chosen_and_reported(model, tok):
+    text = "hello world, " * 20
+    fp32, bf16 = (evaluate(model, tok, text, batch_size=4, precision=p) for p in ("fp32", "bf16"))
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert bf16.loss == pytest.approx(fp32.loss, abs=0.02) and bf16.loss != fp32.loss  # computed in bf16
