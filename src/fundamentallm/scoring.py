@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from fundamentallm.data.batching import IGNORE_INDEX, make_batch, scoring_windows
@@ -41,9 +42,11 @@ def batches_of(windows: list[tuple[int, int]], batch_size: int) -> list[tuple[to
 @torch.no_grad()
 def total_loss(model: GPT, ids: torch.Tensor, batch_size: int, unk_id: int | None,
                max_windows: int | None = None, autocast=nullcontext, shard: Shard | None = None,
-               progress: Callable[[int, int], None] = lambda done, total: None) -> tuple[float, int, int]:
+               progress: Callable[[int, int], None] = lambda done, total: None,
+               trained: np.ndarray | None = None) -> tuple[float, int, int]:
     """Sum of nats over the scored targets, how many were scored, and how many skipped;
-    `progress(windows scored, windows)` after each forward pass.
+    `progress(windows scored, windows)` after each forward pass. `trained` (a bool per id):
+    only the targets it marks count (a conversation's assistant tokens).
 
     With a `shard`, this process scores only its share of the windows and the sums are
     added over all processes: each does 1/N of the work, and all get the same totals. Every
@@ -61,7 +64,7 @@ def total_loss(model: GPT, ids: torch.Tensor, batch_size: int, unk_id: int | Non
     done, mine = 0, sum(len(starts) for starts, _ in batches)  # this process's windows
     for i in range(passes):
         starts, length = batches[i] if i < len(batches) else batches_of(windows[:1], 1)[0]
-        x, y = make_batch(ids, starts, length, unk_id)
+        x, y = make_batch(ids, starts, length, unk_id, trained)
         n_ignored = int((y == IGNORE_INDEX).sum())
         with autocast():
             nats = model(x.to(device), y.to(device), reduction="sum").double()

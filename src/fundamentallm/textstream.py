@@ -17,6 +17,7 @@ never counted as two line breaks), `line_segments` cuts pieces at their last lin
 from __future__ import annotations
 
 import codecs
+import re
 import shlex
 import contextvars
 from collections.abc import Callable, Iterable, Iterator
@@ -178,3 +179,55 @@ def stream_lines(pieces: Iterable[str]) -> Iterator[str]:
             yield line + "\n"
     if carry:
         yield carry
+
+
+class Found(str):
+    """One occurrence of a searched-for string, as `split_on` yields it (a str subclass, so
+    code that only joins text sees its text; code that cares tells it apart)."""
+
+
+def split_on(pieces: Iterable[str], needles: Iterable[str]) -> Iterator[str]:
+    """The text of `pieces` with every occurrence of a `needles` string yielded on its own,
+    as `Found`, even when it straddles two pieces; the other text as plain strings (in
+    pieces, not joined). Leftmost match first; at one place, the longest needle. A piece that
+    is already a `Found` passes through as it is (text on either side is not joined across it)."""
+    needles = sorted({n for n in needles if n}, key=len, reverse=True)
+    if not needles:
+        yield from pieces
+        return
+    pattern = re.compile("|".join(map(re.escape, needles)))  # longest first: the alternation prefers it
+    longest = len(needles[0])
+    carry = ""
+    for piece in pieces:
+        if isinstance(piece, Found):
+            yield from _split_whole(carry, pattern)
+            yield piece
+            carry = ""
+            continue
+        text = carry + piece
+        # A match that starts where every needle is fully visible is final; later ones may
+        # still grow (or appear) with the next piece, so that tail waits.
+        safe, end = len(text) - longest + 1, 0
+        for match in pattern.finditer(text):
+            if match.start() >= safe:
+                break
+            if match.start() > end:
+                yield text[end:match.start()]
+            yield Found(match.group())
+            end = match.end()
+        cut = max(end, safe)
+        if cut > end:
+            yield text[end:cut]
+        carry = text[cut:]
+    yield from _split_whole(carry, pattern)
+
+
+def _split_whole(text: str, pattern: re.Pattern) -> Iterator[str]:
+    end = 0
+    for match in pattern.finditer(text):
+        if match.start() > end:
+            yield text[end:match.start()]
+        yield Found(match.group())
+        end = match.end()
+    if end < len(text):
+        yield text[end:]

@@ -15,7 +15,7 @@ from fundamentallm.config import Config
 from fundamentallm.errors import UserError
 from fundamentallm.interop import export_checkpoint
 from fundamentallm.hf.architectures import ARCHITECTURES, architecture_for
-from fundamentallm.hf.tokenizer_files import byte_characters
+from fundamentallm.tokenizers.byte import byte_characters
 from fundamentallm.model import GPT
 from fundamentallm.tokenizers import build_tokenizer
 from helpers import sample_text, sharpen

@@ -177,7 +177,7 @@ def test_zero_init_starts_every_block_as_the_identity(tiny_model_config):
         assert not block.attn.proj.weight.any() and not block.mlp.down.weight.any()
     x = torch.randn(2, 5, tiny_model_config.model_dim)
     positions = model.positions
-    torch.testing.assert_close(model.blocks[0](x, positions, None, 0), x)
+    torch.testing.assert_close(model.blocks[0](x, positions, torch.arange(x.shape[1]), None, 0), x)
     gpt2 = variant(tiny_model_config, zero_init=False)
     assert gpt2.blocks[0].attn.proj.weight.std() > 0
 

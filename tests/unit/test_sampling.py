@@ -24,7 +24,7 @@ TEXT = "abcdefghij .\n"
 
 @pytest.fixture
 def tokenizer() -> CharTokenizer:
-    return CharTokenizer.train(TEXT)
+    return CharTokenizer.train(TEXT, specials=())  # the random models below were pinned on this vocabulary
 
 
 @pytest.fixture

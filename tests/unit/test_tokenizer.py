@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fundamentallm.errors import UserError
-from fundamentallm.tokenizers import CharTokenizer, build_tokenizer, tokenizer_from_dict
+from fundamentallm.tokenizers import RESERVED, CharTokenizer, build_tokenizer, tokenizer_from_dict
 from fundamentallm.tokenizers.char import UNK_TEXT
 
 TEXT = "To be, or not to be: that is the question.\nÆsop's fables — ünïcödé 🙂"
@@ -16,9 +16,10 @@ def tok() -> CharTokenizer:
     return CharTokenizer.train(TEXT)
 
 
-def test_vocabulary_is_the_distinct_characters_plus_unk(tok):
-    assert tok.vocab_size == len(set(TEXT)) + 1
-    assert sorted(set(tok.encode(TEXT))) == list(range(1, tok.vocab_size))  # 0 is never used
+def test_vocabulary_is_the_distinct_characters_plus_unk_and_the_special_tokens(tok):
+    assert tok.vocab_size == len(set(TEXT)) + 1 + len(RESERVED)
+    assert tok.base_size == len(set(TEXT)) + 1
+    assert sorted(set(tok.encode(TEXT))) == list(range(1, tok.base_size))  # 0 is never used, nor a special token
 
 
 def test_round_trip(tok):
@@ -43,7 +44,7 @@ def test_unknown_characters_map_to_unk_and_decode_to_replacement_char(tok):
 
 def test_to_dict_is_plain_values_and_round_trips(tok):
     data = tok.to_dict()
-    assert data == {"kind": "char", "chars": tok.chars}
+    assert data == {"kind": "char", "chars": tok.chars, "specials": list(RESERVED)}
     restored = tokenizer_from_dict(data)
     assert isinstance(restored, CharTokenizer)
     assert restored.vocab_size == tok.vocab_size

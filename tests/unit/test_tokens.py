@@ -87,8 +87,12 @@ def test_validation_file_and_jsonl_documents(tmp_path):
     memory = load_tokens(data_cfg(records, "off", **settings))
     cached = load_tokens(data_cfg(records, tmp_path / "cache", **settings))
     assert as_list(cached.train) == as_list(memory.train)
-    assert len(cached.train) == 20_000 + 4  # five records, four separators
+    assert len(cached.train) == 20_000 + 5  # five records, each ended by the end-of-text token
+    assert as_list(cached.train).count(cached.tokenizer.eos_id) == 5
     assert as_list(cached.val) == as_list(memory.val) and cached.source == str(val)
+    joined = load_tokens(data_cfg(records, "off", doc_boundary="none", **settings))
+    assert len(joined.train) == 20_000 + 4  # --doc-boundary none: four separators between them
+    assert joined.tokenizer.eos_id not in as_list(joined.train)
 
 
 def test_resumed_run_tokenizes_with_its_own_tokenizer(corpus, tmp_path):

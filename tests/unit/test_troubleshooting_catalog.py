@@ -42,6 +42,7 @@ WRAPPERS = {
     "cli/__init__.py:load_any_tokenizer": "names the checkpoint before a tokenizer message caught from load_checkpoint",
     "checkpoint.py:load_checkpoint": "names the file before unreadable(), whose texts are templates",
     "checkpoint.py:model_from_checkpoint": "names the checkpoint before a tokenizer message",
+    "data/chat.py:read_conversations": "names the file and line before a chat template's message about the messages",
     "hf/directory.py:read_model_directory": "names config.json or the directory before an architecture "
                                                  "or config message",
     "tokenizers/__init__.py:load_tokenizer_file": "names the file before a tokenizer message",

@@ -17,6 +17,7 @@ import yaml
 
 from fundamentallm.config.schema import CHECKS, Config
 from fundamentallm.errors import UserError
+from fundamentallm.tokenizers.base import RESERVED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +215,21 @@ def validate(cfg: Config) -> None:
                         "tokenizer's vocabulary is fixed by the text)")
     if d.bpe_vocab_size is not None and d.bpe_vocab_size < 256:
         raise UserError(f"--vocab-size {d.bpe_vocab_size}: byte-level BPE needs at least 256 (one per byte)")
+    if d.train_on != "assistant" and d.format != "chat":
+        raise UserError(f"--train-on {d.train_on} applies to --format chat only (text trains on every token)")
+    if d.doc_mask and d.doc_boundary == "none":
+        raise UserError("--doc-mask keeps documents apart by their end-of-text tokens: it needs --doc-boundary eos "
+                        "(or auto), not none")
+    if d.format == "chat" and (d.doc_separator or d.doc_boundary == "none"):
+        raise UserError("--format chat: each conversation is a document, ended by the end-of-text token "
+                        "(--doc-separator and --doc-boundary none do not apply)")
+    for text in d.special_tokens:
+        if not text.strip():
+            raise UserError("--special-tokens: a special token must have visible text")
+        if text in RESERVED:
+            raise UserError(f"--special-tokens {text!r} is reserved already (reserved: {', '.join(RESERVED)})")
+    if d.doc_separator is not None and not d.doc_separator:
+        raise UserError("--doc-separator must not be empty")
     tr = cfg.training
     if tr.dropout_start and tr.dropout_schedule == "constant":
         raise UserError("--dropout-start applies only with --dropout-schedule linear")

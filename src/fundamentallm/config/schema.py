@@ -190,6 +190,26 @@ class DataConfig:
     separator: str = option(
         "\n\n", "text put between documents (files, JSONL records); \\n and \\t are understood"
     )
+    format: str = option(
+        "text", "text: documents to continue; chat: JSONL conversations, {\"messages\": [{\"role\": ..., "
+        "\"content\": ...}]} per line, rendered with the chat template (docs: From a base model to a chat model)",
+        choices=("text", "chat"))
+    train_on: str = option(
+        "assistant", "--format chat: the tokens trained on: assistant (its replies, each closed by the end-of-turn "
+        "token; the rest is context) or all", choices=("assistant", "all"))
+    doc_boundary: str = option(
+        "auto", "what ends a document: eos (the end-of-text token, so generation learns to stop), none (the "
+        "--separator text), or auto: eos where the input is several documents (JSONL or table records, several "
+        "files, --doc-separator), none for one text file", choices=("auto", "eos", "none"))
+    doc_separator: str | None = option(
+        None, "the text that separates documents inside a file, e.g. '<|endoftext|>' or '\\n\\n\\n' (removed, "
+        "and each document then ends as --doc-boundary says)")
+    doc_mask: bool = option(
+        False, "document-masked packing: a token attends only within its own document, and positions restart "
+        "at each (documents end with the end-of-text token)")
+    special_tokens: list[str] = option(
+        [], "add a special token of your own (repeatable): one id, which its text stands for in the training "
+        "data and in prompts", metavar="TEXT", start=StartPolicy("keep", "take", "tokenizer"))
 
 
 @dataclass

@@ -13,9 +13,11 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fundamentallm.data.tables import TABLE_SUFFIXES, dataset_files, is_dataset_dir, read_table
-from fundamentallm.textstream import UTF16_BOMS, DecodedFile, stream_lines
+from fundamentallm.textstream import UTF16_BOMS, DecodedFile, Found, split_on, stream_lines
+from fundamentallm.tokenizers import EOS, Special
 from fundamentallm.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -146,23 +148,46 @@ def data_files(paths: str | Path | list[str | Path], glob: str | None = None, va
             for f in text_files(p, glob, validation)]
 
 
-def stream_text(paths: str | Path | list[str | Path], separator: str = "\n\n", glob: str | None = None,
-                text_field: str = "text", validation: bool = False) -> Iterator[str]:
-    """The text of files, directories, JSONL files and tables in pieces, documents joined by
-    `separator`: what `read_text` returns, without holding it all."""
-    separator, first = unescape(separator), True
+DOCUMENT_END = object()  # in `document_pieces`: the document before it is complete
+
+
+def document_pieces(paths: str | Path | list[str | Path], glob: str | None = None, text_field: str = "text",
+                    validation: bool = False, doc_separator: str | None = None) -> Iterator[Any]:
+    """The text behind `paths` in pieces, DOCUMENT_END after each document: a file, a JSONL
+    record, a table row, or a part of any of them between two `doc_separator`s (removed)."""
+    needles = [unescape(doc_separator)] if doc_separator else []
     for file in data_files(paths, glob, validation):
         for document in file_documents(file, text_field):
-            if not first:
+            for piece in split_on([document] if isinstance(document, str) else document, needles):
+                yield DOCUMENT_END if isinstance(piece, Found) else piece
+            yield DOCUMENT_END
+
+
+def stream_text(paths: str | Path | list[str | Path], separator: str = "\n\n", glob: str | None = None,
+                text_field: str = "text", validation: bool = False, *, doc_separator: str | None = None,
+                eos: bool = False) -> Iterator[str]:
+    """The text of files, directories, JSONL files and tables in pieces, documents joined by
+    `separator`: what `read_text` returns, without holding it all. With `eos`, each document
+    is followed by the end-of-text token instead (a `Special` piece). Empty documents are
+    left out."""
+    separator = unescape(separator)
+    ended = in_document = False  # a document with text has ended / is being read
+    for piece in document_pieces(paths, glob, text_field, validation, doc_separator):
+        if piece is DOCUMENT_END:
+            if in_document and eos:
+                yield Special(EOS)
+            ended, in_document = ended or in_document, False
+        elif piece:
+            if ended and not in_document and not eos:
                 yield separator
-            first = False
-            yield from [document] if isinstance(document, str) else document
+            in_document = True
+            yield piece
 
 
 def read_text(paths: str | Path | list[str | Path], separator: str = "\n\n", glob: str | None = None,
-              text_field: str = "text", validation: bool = False) -> str:
+              text_field: str = "text", validation: bool = False, doc_separator: str | None = None) -> str:
     """Read files, directories, JSONL files and tables as one text, documents joined by `separator`."""
-    text = "".join(stream_text(paths, separator, glob, text_field, validation))
+    text = "".join(stream_text(paths, separator, glob, text_field, validation, doc_separator=doc_separator))
     if not text.strip():
         names = ", ".join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))
         raise UserError(f"{names}: no text in the documents")

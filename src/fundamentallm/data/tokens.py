@@ -30,7 +30,7 @@ import shutil
 import socket
 import tempfile
 from contextlib import nullcontext
-from itertools import chain
+from itertools import chain, groupby
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,9 +42,11 @@ from fundamentallm.atomic import WriteFailed, public_mode, write_text
 from fundamentallm.config.schema import DataConfig
 from fundamentallm.data.paraphrases import Paraphrases, pairs_file, training_paraphrases
 from fundamentallm.data.batching import encode
-from fundamentallm.data.text import data_files, read_text, stream_text
+from fundamentallm.data.chat import conversation_tokens
+from fundamentallm.data.tables import TABLE_SUFFIXES
+from fundamentallm.data.text import JSONL_SUFFIXES, data_files, read_text, stream_text
 from fundamentallm.errors import UserError
-from fundamentallm.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_dict
+from fundamentallm.tokenizers import EOS, Special, Tokenizer, build_tokenizer, tokenizer_from_dict
 
 AUTO_CACHE_BYTES = 32 << 20  # with --token-cache auto, corpora from this size are cached
 CACHE_FORMAT = 1  # part of the key: a new layout never reads an old entry
@@ -62,6 +64,10 @@ class TokenData:
     source: str  # where the validation text came from
     cache: str | None  # "built DIR" / "reused DIR", or None when held in memory
     paraphrases: str | None = None  # what --augment-file added, for the run summary
+    documents: str | None = None  # how documents end, for the start summary
+    # --format chat: which target tokens are trained (1-D bool, aligned with the ids); None: all
+    train_mask: np.ndarray | None = None
+    val_mask: np.ndarray | None = None
 
 
 def validation_cut(characters: int, cfg: DataConfig) -> int:
@@ -97,41 +103,93 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
         raise UserError("no training data given")
     files = data_files(cfg.train, cfg.glob)
     val_files = data_files(cfg.validation_data, cfg.glob, validation=True) if cfg.validation_data else []
+    if cfg.format == "chat":
+        chats = conversation_tokens(cfg, files, val_files, tokenizer)
+        return TokenData(chats.tokenizer, chats.train, chats.val, chats.chars_per_token,
+                         validation_source(cfg).replace("training text", "conversations"), None,
+                         documents=chats.note, train_mask=chats.train_mask, val_mask=chats.val_mask)
+    eos, documents = document_boundary(cfg, files, tokenizer)
     root = cache_root(cfg.token_cache)
     size = sum(f.stat().st_size for f in files + val_files)
     if root is None or (cfg.token_cache == "auto" and size < AUTO_CACHE_BYTES):
-        return in_memory(cfg, tokenizer)
-    entry = root / cache_key(files, val_files, cfg, tokenizer)
+        data = in_memory(cfg, tokenizer, eos)
+        data.documents = documents
+        return data
+    entry = root / cache_key(files, val_files, cfg, tokenizer, eos)
     remove_abandoned_builds(root)
     reused = (entry / "meta.json").exists()
     if not reused:
         try:
-            build_entry(entry, cfg, tokenizer, stage or _no_stage)
+            build_entry(entry, cfg, tokenizer, stage or _no_stage, eos)
         except (OSError, WriteFailed) as exc:
             cause = exc.cause if isinstance(exc, WriteFailed) else exc.strerror or exc
             raise UserError(f"--token-cache {root}: cannot write the token cache there "
                             f"({cause}); choose another directory or --token-cache off") from None
-    return open_entry(entry, tokenizer, cfg, f"{'reused' if reused else 'built'} {entry}")
+    data = open_entry(entry, tokenizer, cfg, f"{'reused' if reused else 'built'} {entry}")
+    data.documents = documents
+    return data
 
 
-def in_memory(cfg: DataConfig, tokenizer: Tokenizer | None) -> TokenData:
-    text = read_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field)
-    if cfg.validation_data:
-        val_text = read_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field, validation=True)
-    elif cfg.val_split > 0:
-        cut = validation_cut(len(text), cfg)
-        text, val_text = text[:cut], text[cut:]
+def document_boundary(cfg: DataConfig, files: list[Path], tokenizer: Tokenizer | None) -> tuple[bool, str]:
+    """Whether documents end with the end-of-text token, and how the start summary says it.
+    --doc-boundary auto: yes where the input is clearly several documents (records of a JSONL
+    file or a table, several files, --doc-separator); one text file is one running text."""
+    several = ("several files" if len(files) > 1 else
+               "records" if files[0].suffix in (*JSONL_SUFFIXES, *TABLE_SUFFIXES) else
+               "--doc-separator" if cfg.doc_separator else None)
+    has_eos = tokenizer is None or tokenizer.eos_id is not None
+    if cfg.doc_boundary == "eos" or (cfg.doc_boundary == "auto" and (several or cfg.doc_mask)):
+        if not has_eos:
+            if cfg.doc_boundary == "eos" or cfg.doc_mask:
+                raise UserError("--doc-boundary eos: this model's tokenizer has no end-of-text token (it was "
+                                "saved before there was one); fine-tune it with --init-from, which adds it")
+            return False, f"{several}: joined with --separator (this model's tokenizer has no end-of-text token)"
+        how = "--doc-boundary eos" if cfg.doc_boundary == "eos" else f"{several or '--doc-mask'}: --doc-boundary auto"
+        return True, f"each ends with {EOS} ({how})" + ("; attention kept within each (--doc-mask)"
+                                                          if cfg.doc_mask else "")
+    if several:
+        return False, f"{several}: joined with --separator {cfg.separator!r} (--doc-boundary none)"
+    return False, "one running text (--doc-separator splits it into documents)"
+
+
+def text_length(piece: str) -> int:
+    """The characters of a piece of a text stream (a special token has none)."""
+    return 0 if isinstance(piece, Special) else len(piece)
+
+
+def in_memory(cfg: DataConfig, tokenizer: Tokenizer | None, eos: bool = False) -> TokenData:
+    if eos:  # documents, each ended by the end-of-text token: pieces of text and Special ones
+        parts = joined_runs(stream_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field,
+                                        doc_separator=cfg.doc_separator, eos=True))
     else:
-        val_text = None
+        parts = [read_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field, doc_separator=cfg.doc_separator)]
+    if cfg.validation_data:
+        val_parts = joined_runs(stream_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field,
+                                            validation=True, doc_separator=cfg.doc_separator, eos=eos))
+    elif cfg.val_split > 0:
+        head, tail = split_at(parts, validation_cut(sum(map(text_length, parts)), cfg))
+        parts, val_parts = list(head), list(tail)
+    else:
+        val_parts = None
     added = None
     if cfg.augment_file:
-        added = training_paraphrases(cfg.augment_file, [val_text] if val_text is not None else None)
-        text += cfg.separator + added.text
-    tokenizer = tokenizer or build_tokenizer(cfg.tokenizer, text, cfg.bpe_vocab_size)
-    train = encode(tokenizer, text)
-    val = encode(tokenizer, val_text) if val_text is not None else None
-    chars_per_token = len(val_text) / max(1, len(val)) if val is not None else 1.0
+        added = training_paraphrases(cfg.augment_file, ["".join(val_parts)] if val_parts is not None else None)
+        parts += [added.text, Special(EOS)] if eos else [cfg.separator + added.text]
+    tokenizer = tokenizer or build_tokenizer(cfg.tokenizer, parts[0] if len(parts) == 1 else parts,
+                                             cfg.bpe_vocab_size, cfg.special_tokens)
+    train = encode(tokenizer, parts)
+    val = encode(tokenizer, val_parts) if val_parts is not None else None
+    chars_per_token = sum(map(text_length, val_parts)) / max(1, len(val)) if val is not None else 1.0
     return TokenData(tokenizer, train, val, chars_per_token, validation_source(cfg), None, paraphrase_note(added, cfg))
+
+
+def joined_runs(pieces: Iterable[str]) -> list[str]:
+    """The pieces of a text stream with each run of text between special tokens joined into one
+    string (a document, for a tokenizer that trains or encodes document by document)."""
+    parts: list[str] = []
+    for special, run in groupby(pieces, key=lambda p: isinstance(p, Special)):
+        parts += list(run) if special else ["".join(run)]
+    return parts
 
 
 def paraphrase_note(added: Paraphrases | None, cfg: DataConfig) -> str | None:
@@ -141,13 +199,15 @@ def paraphrase_note(added: Paraphrases | None, cfg: DataConfig) -> str | None:
             + (f" ({added.left_out:,} of validation units left out)" if added.left_out else ""))
 
 
-def cache_key(files: list[Path], val_files: list[Path], cfg: DataConfig, tokenizer: Tokenizer | None) -> str:
+def cache_key(files: list[Path], val_files: list[Path], cfg: DataConfig, tokenizer: Tokenizer | None,
+              eos: bool = False) -> str:
     """Content and settings, hashed: the same bytes read the same way give the same key."""
     h = hashlib.blake2b(digest_size=12)
     settings = {"format": CACHE_FORMAT, "separator": cfg.separator, "text_field": cfg.text_field,
                 "val_split": None if val_files else cfg.val_split, "tokenizer": cfg.tokenizer,
                 "vocab_size": cfg.bpe_vocab_size,
-                "trained": tokenizer.to_dict() if tokenizer is not None else None}
+                "trained": tokenizer.to_dict() if tokenizer is not None else None,
+                "documents": [eos, cfg.doc_separator], "specials": cfg.special_tokens}
     h.update(json.dumps(settings, sort_keys=True).encode())
     extra = [pairs_file(cfg.augment_file)] if cfg.augment_file else []
     for group in (files, val_files, extra):
@@ -168,6 +228,9 @@ def split_at(pieces: Iterable[str], cut: int) -> tuple[Iterator[str], Iterator[s
     def head() -> Iterator[str]:
         left = cut
         for piece in state["rest"]:
+            if isinstance(piece, Special):  # no characters: on the side where it comes
+                yield piece
+                continue
             if len(piece) >= left:
                 yield piece[:left]
                 state["tail"] = piece[left:]
@@ -183,22 +246,23 @@ def split_at(pieces: Iterable[str], cut: int) -> tuple[Iterator[str], Iterator[s
     return head(), tail()
 
 
-def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage: Stage) -> None:
+def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage: Stage, eos: bool = False) -> None:
     def corpus() -> Iterator[str]:
-        return stream_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field)
+        return stream_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field, doc_separator=cfg.doc_separator,
+                           eos=eos)
 
     if cfg.validation_data:
         total = None
 
         def parts() -> tuple[Iterator[str], Iterator[str] | None]:
             return corpus(), stream_text(cfg.validation_data, cfg.separator, cfg.glob, cfg.text_field,
-                                         validation=True)
+                                         validation=True, doc_separator=cfg.doc_separator, eos=eos)
     else:
         with stage("counting characters", None) as advance:
             total = 0
             for piece in corpus():
-                total += len(piece)
-                advance(len(piece))
+                total += text_length(piece)
+                advance(text_length(piece))
         cut = validation_cut(total, cfg)
 
         def parts() -> tuple[Iterator[str], Iterator[str] | None]:
@@ -214,11 +278,14 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
         added = training_paraphrases(cfg.augment_file, tail)
 
     def training_part(head: Iterator[str]) -> Iterator[str]:
-        return chain(head, [cfg.separator + added.text]) if added is not None else head
+        if added is None:
+            return head
+        return chain(head, [added.text, Special(EOS)] if eos else [cfg.separator + added.text])
 
     if tokenizer is None:
         with stage(f"training the {cfg.tokenizer} tokenizer", None):
-            tokenizer = build_tokenizer(cfg.tokenizer, training_part(parts()[0]), cfg.bpe_vocab_size)
+            tokenizer = build_tokenizer(cfg.tokenizer, training_part(parts()[0]), cfg.bpe_vocab_size,
+                                        cfg.special_tokens)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
     entry.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{BUILDING}{socket.gethostname()}-{os.getpid()}-", dir=entry.parent))
@@ -285,8 +352,8 @@ def write_tokens(tokenizer: Tokenizer, pieces: Iterable[str], path: Path, dtype,
     def counted() -> Iterator[str]:
         nonlocal chars
         for piece in pieces:
-            chars += len(piece)
-            advance(len(piece))
+            chars += text_length(piece)
+            advance(text_length(piece))
             yield piece
 
     with path.open("wb") as out:

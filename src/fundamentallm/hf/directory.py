@@ -18,6 +18,7 @@ from fundamentallm.config import config_from_dict, config_to_dict, validate
 from fundamentallm.errors import UserError
 from fundamentallm.hf.architectures import ARCHITECTURES
 from fundamentallm.hf.tokenizer_files import read_json, read_tokenizer
+from fundamentallm.tokenizers.chat import JINJA
 
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"  # sharded weights: {"weight_map": {tensor: file}}
@@ -56,6 +57,13 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def exported_chat_model(directory: Path) -> bool:
+    """A chat model exported from here: its tokenizer config has our chat template."""
+    path = directory / "tokenizer_config.json"
+    config = read_json(path) if path.is_file() else {}
+    return isinstance(config, dict) and config.get("chat_template") == JINJA
+
+
 def read_model_directory(directory: str | Path) -> dict[str, Any]:
     """The parts of a checkpoint (config, tokenizer, model weights) held by a model directory;
     checkpoint.load_checkpoint adds its format marks."""
@@ -80,7 +88,8 @@ def read_model_directory(directory: str | Path) -> dict[str, Any]:
     except UserError as exc:
         raise UserError(f"{config_path}: {exc}") from None
     tokenizer = read_tokenizer(directory)
-    cfg = config_from_dict({"model": fields, "data": {"tokenizer": tokenizer.kind}}, str(config_path))
+    data = {"tokenizer": tokenizer.kind, "format": "chat" if exported_chat_model(directory) else "text"}
+    cfg = config_from_dict({"model": fields, "data": data}, str(config_path))
     try:
         validate(cfg)  # e.g. heads that do not divide the width
     except UserError as exc:

@@ -11,7 +11,13 @@ that gives the same ids for every text:
           no merges over the 256 bytes, id = byte value;
     bpe   already a `tokenizers` pipeline: its JSON as it is.
 
-The char and byte tokenizers also leave their own description in `tokenizer_config.json`
+Our special tokens (end of text, the chat turns, the user's own) follow as the pipeline's
+added tokens, with the same ids; the end-of-text token is declared as `bos_token` and
+`eos_token` (as GPT-2 does), so tools that need a document start or end (lm-evaluation-
+harness, generation) find one. A model trained on conversations also gets its
+`chat_template`, the Jinja form of tokenizers/chat.py.
+
+Each tokenizer also leaves its own description in `tokenizer_config.json`
 (`fundamentallm_tokenizer`), so an import gives back the same tokenizer, not a look-alike.
 """
 
@@ -21,35 +27,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tokenizers import AddedToken
 from tokenizers import Tokenizer as Pipeline
 from tokenizers import decoders, models, pre_tokenizers
 
 from fundamentallm.errors import UserError
-from fundamentallm.tokenizers import BPETokenizer, Tokenizer, tokenizer_from_dict
+from fundamentallm.tokenizers import EOS, BPETokenizer, Tokenizer, tokenizer_from_dict
+from fundamentallm.tokenizers.byte import byte_characters
+from fundamentallm.tokenizers.chat import JINJA
 
 UNK = "<unk>"
 SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token", "pad_token")
 
 
-def byte_characters() -> list[str]:
-    """GPT-2's printable stand-in for each byte value (index = byte): printable Latin-1
-    bytes stand for themselves, the others for the code points from 256 on, in order."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return [chars[b] for b in range(256)]
-
-
 def pipeline_json(tokenizer: Tokenizer) -> str:
     """The tokenizer.json text of one of our tokenizers."""
     if isinstance(tokenizer, BPETokenizer):
-        return tokenizer.serialized
-    if tokenizer.kind == "char":
+        pipeline = Pipeline.from_str(tokenizer.serialized)
+    elif tokenizer.kind == "char":
         vocab = {UNK: 0, **{c: i + 1 for i, c in enumerate(tokenizer.chars)}}
         pipeline = Pipeline(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
         pipeline.decoder = decoders.Fuse()
@@ -59,27 +54,42 @@ def pipeline_json(tokenizer: Tokenizer) -> str:
         pipeline.decoder = decoders.ByteLevel()
     else:  # pragma: no cover - every registered tokenizer is handled above
         raise UserError(f"cannot export a {tokenizer.kind} tokenizer")
+    # Added after the vocabulary, in order: the library gives them the ids ours have.
+    pipeline.add_special_tokens([AddedToken(text, special=True, normalized=False) for text in tokenizer.specials])
+    if pipeline.get_vocab_size() != tokenizer.vocab_size:  # pragma: no cover - a vocabulary with holes
+        raise UserError(f"cannot export this tokenizer: its special tokens would get other ids "
+                        f"({pipeline.get_vocab_size()} tokens against {tokenizer.vocab_size})")
     return pipeline.to_str()
 
 
-def special_tokens(tokenizer: Tokenizer) -> dict[str, str]:
-    """Role → token text: the char tokenizer's <unk>, an imported tokenizer's own."""
-    if isinstance(tokenizer, BPETokenizer):
-        return dict(tokenizer.special)
-    return {"unk_token": UNK} if tokenizer.unk_id is not None else {}
+def special_tokens(tokenizer: Tokenizer) -> dict[str, Any]:
+    """Role → token text: the end-of-text token as bos and eos, the char tokenizer's <unk>, an
+    imported tokenizer's own; the other special tokens as additional_special_tokens."""
+    special: dict[str, Any] = dict(tokenizer.special) if isinstance(tokenizer, BPETokenizer) else {}
+    if tokenizer.unk_id is not None:
+        special["unk_token"] = UNK
+    if tokenizer.special_id(EOS) is not None:
+        special.setdefault("bos_token", EOS)
+        special.setdefault("eos_token", EOS)
+    others = [text for text in tokenizer.specials if text != EOS]
+    if others:
+        special["additional_special_tokens"] = others
+    return special
 
 
-def tokenizer_files(tokenizer: Tokenizer, context_length: int) -> dict[str, str]:
-    """File name → content: tokenizer.json, tokenizer_config.json, special_tokens_map.json."""
+def tokenizer_files(tokenizer: Tokenizer, context_length: int, chat: bool = False) -> dict[str, str]:
+    """File name → content: tokenizer.json, tokenizer_config.json, special_tokens_map.json
+    (`chat`: the model was trained on conversations, and its template goes with it)."""
     special = special_tokens(tokenizer)
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": context_length,
         "clean_up_tokenization_spaces": False,  # decode exactly; no space tidying
         **special,
+        "fundamentallm_tokenizer": tokenizer.to_dict(),
     }
-    if not isinstance(tokenizer, BPETokenizer):
-        config["fundamentallm_tokenizer"] = tokenizer.to_dict()
+    if chat:
+        config["chat_template"] = JINJA
     return {"tokenizer.json": pipeline_json(tokenizer),
             "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False),
             "special_tokens_map.json": json.dumps(special, indent=2, ensure_ascii=False)}

@@ -17,7 +17,8 @@ from fundamentallm.checkpoint import load_checkpoint, model_from_checkpoint
 from fundamentallm.errors import UserError
 from fundamentallm.hf.architectures import Architecture, architecture_for, nearest_mismatch
 from fundamentallm.hf.tokenizer_files import tokenizer_files
-from fundamentallm.tokenizers import BPETokenizer, Tokenizer
+from fundamentallm.tokenizers import EOS, BPETokenizer, Tokenizer
+from fundamentallm.tokenizers.chat import ChatTemplate
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Our modelling code, written beside the weights of a model no standard architecture computes.
@@ -48,14 +49,23 @@ def safetensors_save():
     return save_file
 
 
-def generation_config(tokenizer: Tokenizer) -> dict:
-    """Our `generate` defaults (temperature 0.8, no top-k), and never <unk> (as ours)."""
-    eos = tokenizer.special_id("eos_token") if isinstance(tokenizer, BPETokenizer) else None
+def generation_config(tokenizer: Tokenizer, chat: bool) -> dict:
+    """Our `generate` defaults (temperature 0.8, no top-k), never <unk> (as ours), and the end
+    of a text (a chat model's reply: the end of its turn) ends generation, as ours."""
+    eos = tokenizer.eos_id
+    stops = ChatTemplate(tokenizer).stop_ids if chat else eos
     config = {"do_sample": True, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "max_new_tokens": 200,
-              "bos_token_id": None, "eos_token_id": eos, "pad_token_id": eos}
+              "bos_token_id": boundary_id(tokenizer, "bos_token"), "eos_token_id": stops, "pad_token_id": eos}
     if tokenizer.unk_id is not None:
         config["suppress_tokens"] = [tokenizer.unk_id]
     return config
+
+
+def boundary_id(tokenizer: Tokenizer, role: str) -> int | None:
+    """The id of the bos or eos token: ours is the end-of-text token (both, as GPT-2's), an
+    imported tokenizer's its own."""
+    own = tokenizer.role_id(role) if isinstance(tokenizer, BPETokenizer) else None
+    return own if own is not None else tokenizer.special_id(EOS)
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "fp32",
@@ -72,7 +82,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     tensors = {name: t.to(DTYPES[dtype]) if t.is_floating_point() else t
                for name, t in arch.to_hf(model.state_dict(), cfg.model).items()}
     config = {**arch.hf_config(cfg.model), "torch_dtype": str(DTYPES[dtype]).removeprefix("torch."),
-              "use_cache": True}
+              "use_cache": True, "bos_token_id": boundary_id(tokenizer, "bos_token"),
+              "eos_token_id": boundary_id(tokenizer, "eos_token")}
+    chat = cfg.data.format == "chat"
     # Written in a fresh directory beside the destination, then moved into place: a failed
     # export leaves no half-written model.
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,9 +94,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
         safetensors_save()(tensors, str(work / "model.safetensors"), metadata={"format": "pt"})
         (work / "model.safetensors").chmod(public_mode())  # safetensors writes its files private (0600)
         (work / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (work / "generation_config.json").write_text(json.dumps(generation_config(tokenizer), indent=2) + "\n",
+        (work / "generation_config.json").write_text(json.dumps(generation_config(tokenizer, chat), indent=2) + "\n",
                                                      encoding="utf-8")
-        for name, text in tokenizer_files(tokenizer, cfg.model.context_length).items():
+        for name, text in tokenizer_files(tokenizer, cfg.model.context_length, chat).items():
             (work / name).write_text(text, encoding="utf-8")
         if remote:
             package = resources.files("fundamentallm")

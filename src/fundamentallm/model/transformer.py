@@ -29,6 +29,7 @@ heads (H by default), V vocab.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -36,6 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kv_cache import KVCache
+
+try:  # FlexAttention (torch 2.5+): document masks on CUDA
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # pragma: no cover - an older torch: the dense mask serves everywhere
+    BlockMask = create_block_mask = flex_attention = None
 
 try:  # for annotations only (see the module docstring: exported, this file runs without it)
     from fundamentallm.config.schema import ModelConfig
@@ -103,14 +109,13 @@ class RotaryPositions(nn.Module):
         device = self.cos.device if self.cos.device.type != "meta" else None
         self.cos, self.sin = angles.cos().to(device), angles.sin().to(device)
 
-    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return x  # positions enter through `rotate` only
 
-    def rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """x: (B, H, T, D) at positions start..start+T-1 → same shape, rotated."""
-        T = x.shape[2]
-        cos = self.cos[start:start + T].to(x.dtype)  # (T, D/2)
-        sin = self.sin[start:start + T].to(x.dtype)
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """x: (B, H, T, D) at positions pos, (T,) or per sequence (B, T) → same shape, rotated."""
+        cos = self.cos[pos].to(x.dtype).unsqueeze(-3)  # (1, T, D/2) or (B, 1, T, D/2)
+        sin = self.sin[pos].to(x.dtype).unsqueeze(-3)
         x1, x2 = x.chunk(2, dim=-1)  # each (B, H, T, D/2)
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
@@ -122,10 +127,10 @@ class LearnedPositions(nn.Module):
         super().__init__()
         self.table = nn.Embedding(cfg.context_length, cfg.model_dim)
 
-    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        return x + self.table.weight[start:start + x.shape[1]]  # (B, T, C) + (T, C)
+    def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return x + self.table.weight[pos]  # (B, T, C) + (T, C) or (B, T, C)
 
-    def rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return x
 
 
@@ -138,17 +143,20 @@ def kv_heads(cfg: ModelConfig) -> int:
 
 
 def written_out_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-                          dropout: float, grouped: bool) -> torch.Tensor:
+                          dropout: float, grouped: bool, mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q kᵀ / √D + causal mask) v, step by step (Vaswani et al. 2017, eq. 1).
 
     q (B, H, T, D), k and v (B, K, S, D) → (B, H, T, D). The mask is aligned bottom-right:
-    query i (of T) sees keys up to S - T + i, so a prompt fed after a cache lines up."""
+    query i (of T) sees keys up to S - T + i, so a prompt fed after a cache lines up. A given
+    `mask` (B, 1, T, S), True where a query may see a key, replaces the causal one."""
     if grouped:
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # (B, H, S, D)
         v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)  # (B, H, S, D)
     T, S = q.shape[2], k.shape[2]
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, T, S)
-    if causal:
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    elif causal:
         visible = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # (T, S)
         scores = scores.masked_fill(~visible, float("-inf"))
     # Softmax in fp32: bf16's 8-bit mantissa would round small probabilities away.
@@ -157,7 +165,7 @@ def written_out_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cau
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, dropout: float,
-           grouped: bool) -> torch.Tensor:
+           grouped: bool, mask: "torch.Tensor | BlockMask | None" = None) -> torch.Tensor:
     """Causal attention through the fastest kernel for the inputs' device and dtype.
 
     PyTorch's fused CPU kernel (flash attention for CPU) has a slow bf16 backward: measured
@@ -165,10 +173,47 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, drop
     there the written-out form, whose softmax and mask torch.compile fuses, is 3x faster.
     Without gradients (scoring, generation) the fused forward wins again: evaluate scores
     1.6x the tokens/s with it. Everywhere else scaled_dot_product_attention picks a fused
-    kernel (flash or memory-efficient attention on CUDA)."""
+    kernel (flash or memory-efficient attention on CUDA).
+
+    A `mask` keeps attention inside documents (`document_mask`): a FlexAttention block mask,
+    whose kernel skips the blocks nobody sees, or a dense boolean mask (B, 1, T, T)."""
+    if BlockMask is not None and isinstance(mask, BlockMask):
+        return compiled_flex_attention()(q, k, v, block_mask=mask, enable_gqa=grouped)
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled():
-        return written_out_attention(q, k, v, causal, dropout, grouped)
+        return written_out_attention(q, k, v, causal, dropout, grouped, mask)
+    if mask is not None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=grouped)
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout, enable_gqa=grouped)
+
+
+@functools.cache
+def compiled_flex_attention():
+    """FlexAttention compiled into one fused kernel (uncompiled it is a slow reference form)."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def document_mask(documents: torch.Tensor) -> "torch.Tensor | BlockMask":
+    """documents (B, T), each token's document number → what `attend` needs so that a token
+    sees only the earlier tokens of its own document (block-causal attention). On CUDA a
+    FlexAttention block mask (Dong et al. 2024); elsewhere FlexAttention has no backward
+    pass, and the dense mask (B, 1, T, T) is used."""
+    B, T = documents.shape
+    if BlockMask is not None and documents.is_cuda:
+        def same_document(b, h, q_index, kv_index):
+            return (q_index >= kv_index) & (documents[b, q_index] == documents[b, kv_index])
+        return create_block_mask(same_document, B, None, T, T, device=documents.device)
+    causal = torch.ones(T, T, dtype=torch.bool, device=documents.device).tril()  # (T, T)
+    return ((documents[:, :, None] == documents[:, None, :]) & causal).unsqueeze(1)  # (B, 1, T, T)
+
+
+def document_positions(documents: torch.Tensor) -> torch.Tensor:
+    """documents (B, T) → each token's position within its document (B, T): positions
+    restart at 0 where a document starts."""
+    T = documents.shape[1]
+    index = torch.arange(T, device=documents.device).expand_as(documents)  # (B, T)
+    starts = torch.ones_like(documents, dtype=torch.bool)
+    starts[:, 1:] = documents[:, 1:] != documents[:, :-1]
+    return index - torch.where(starts, index, 0).cummax(dim=1).values  # (B, T)
 
 
 class CausalSelfAttention(nn.Module):
@@ -186,23 +231,22 @@ class CausalSelfAttention(nn.Module):
         self.proj = block_linear(cfg, cfg.model_dim, cfg.model_dim)
         self.proj_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, positions: nn.Module, cache: KVCache | None,
-                layer: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: nn.Module, pos: torch.Tensor, cache: KVCache | None,
+                layer: int, mask: "torch.Tensor | BlockMask | None") -> torch.Tensor:
         B, T, C = x.shape
-        start = cache.length if cache is not None else 0
         kv_width = self.num_kv_heads * self.head_dim
         q, k, v = self.qkv(x).split([C, kv_width, kv_width], dim=2)  # (B, T, C), (B, T, KD), (B, T, KD)
         q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, D)
-        q = positions.rotate(self.q_norm(q), start)
-        k = positions.rotate(self.k_norm(k), start)
+        q = positions.rotate(self.q_norm(q), pos)
+        k = positions.rotate(self.k_norm(k), pos)
         if cache is not None:
             # A multi-token chunk is only fed into an empty cache (the prompt), so the causal
             # mask below lines up; single tokens attend to everything cached.
             k, v = cache.update(layer, k, v)  # (B, K, start + T, D)
         y = attend(q, k, v, causal=T > 1, dropout=self.dropout if self.training else 0.0,
-                   grouped=self.grouped)  # (B, H, T, D)
+                   grouped=self.grouped, mask=mask)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.proj_dropout(self.proj(y))
 
@@ -260,9 +304,9 @@ class Block(nn.Module):
         self.mlp_norm = NORMS[cfg.norm](cfg, cfg.model_dim)
         self.mlp = MLPS[cfg.activation](cfg)
 
-    def forward(self, x: torch.Tensor, positions: nn.Module, cache: KVCache | None,
-                layer: int) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), positions, cache, layer)
+    def forward(self, x: torch.Tensor, positions: nn.Module, pos: torch.Tensor, cache: KVCache | None,
+                layer: int, mask: "torch.Tensor | BlockMask | None" = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), positions, pos, cache, layer, mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -317,16 +361,23 @@ class GPT(nn.Module):
         return 6 * matmul_params + 12 * cfg.num_layers * cfg.model_dim * cfg.context_length
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None, reduction: str = "mean") -> torch.Tensor:
+                cache: KVCache | None = None, reduction: str = "mean",
+                documents: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T) token ids → logits (B, T, V); or, given targets (B, T), the
-        cross-entropy loss (targets of -100 are not scored)."""
+        cross-entropy loss (targets of -100 are not scored). `documents` (B, T), each
+        token's document number, keeps attention inside documents, positions restarting at
+        each (document-masked packing; training and scoring only, without a cache)."""
         start = cache.length if cache is not None else 0
         if start + idx.shape[1] > self.cfg.context_length:
             raise ValueError(f"{start + idx.shape[1]} positions exceed the context length "
                              f"{self.cfg.context_length}")
-        x = self.dropout(self.positions.embed(self.embed(idx), start))  # (B, T, C)
+        if documents is None:
+            pos, mask = torch.arange(start, start + idx.shape[1], device=idx.device), None  # (T,)
+        else:
+            pos, mask = document_positions(documents), document_mask(documents)  # (B, T), mask
+        x = self.dropout(self.positions.embed(self.embed(idx), pos))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
-            x = block(x, self.positions, cache, layer)
+            x = block(x, self.positions, pos, cache, layer, mask)
         if cache is not None:
             cache.advance(idx.shape[1])
         logits = self.head(self.norm(x))  # (B, T, V)

@@ -13,7 +13,8 @@ from typing import Any
 
 from fundamentallm.atomic import write_text
 from fundamentallm.errors import UserError
-from fundamentallm.tokenizers.base import StreamDecoder, Tokenizer
+from fundamentallm.tokenizers.base import (END_OF_TURN, EOS, RESERVED, ROLE_TOKENS, Special, StreamDecoder,
+                                           Tokenizer)
 from fundamentallm.tokenizers.bpe import BPETokenizer
 from fundamentallm.tokenizers.byte import ByteTokenizer
 from fundamentallm.tokenizers.char import CharTokenizer
@@ -23,11 +24,15 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {
 }
 
 
-def build_tokenizer(kind: str, texts: Iterable[str] | str, vocab_size: int | None = None) -> Tokenizer:
-    """Train a tokenizer of type `kind` on `texts` (one string, or pieces of one text)."""
+def build_tokenizer(kind: str, texts: Iterable[str] | str, vocab_size: int | None = None,
+                    added: Iterable[str] = ()) -> Tokenizer:
+    """Train a tokenizer of type `kind` on `texts` (one string, or pieces of one text; a
+    `Special` piece is left out), with the RESERVED special tokens and the user's `added` ones."""
     if kind not in TOKENIZERS:
         raise UserError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZERS)}")
-    return TOKENIZERS[kind].train(texts, vocab_size)
+    if not isinstance(texts, str):
+        texts = (piece for piece in texts if not isinstance(piece, Special))
+    return TOKENIZERS[kind].train(texts, vocab_size, specials=(*RESERVED, *added))
 
 
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
@@ -56,5 +61,6 @@ def load_tokenizer_file(path: str | Path) -> Tokenizer:
         raise UserError(f"{path}: {exc}") from None
 
 
-__all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "StreamDecoder", "TOKENIZERS", "Tokenizer",
+__all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "END_OF_TURN", "EOS", "RESERVED", "ROLE_TOKENS",
+           "Special", "StreamDecoder", "TOKENIZERS", "Tokenizer",
            "build_tokenizer", "load_tokenizer_file", "save_tokenizer", "tokenizer_from_dict"]

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from fundamentallm.errors import UserError
-from fundamentallm.tokenizers.base import Tokenizer
+from fundamentallm.tokenizers.base import EOS, RESERVED, Tokenizer
+from fundamentallm.tokenizers.byte import byte_characters
 
 DEFAULT_VOCAB_SIZE = 2048
 ENCODE_PIECE_CHARS = 1 << 20  # encode long texts in ~1M-character pieces, in parallel
@@ -42,16 +43,18 @@ class BPETokenizer(Tokenizer):
     kind = "bpe"
     byte_level = True
 
-    def __init__(self, serialized: str, special: dict[str, str] | None = None):
+    def __init__(self, serialized: str, special: dict[str, str] | None = None, specials: tuple[str, ...] = ()):
         self.serialized = serialized  # the library's JSON: merges, vocabulary, pre-tokenizer
-        self.special = dict(special or {})  # role (eos_token, bos_token, ...) → token text
+        self.special = dict(special or {})  # an imported tokenizer's: role (eos_token, ...) → token text
         try:
             self._tok = _library().Tokenizer.from_str(serialized)
         except Exception as exc:  # the library raises its own exception types
             raise UserError(f"malformed BPE tokenizer ({exc})") from None
+        self.set_specials(specials)  # ours, after the library's vocabulary (its own added tokens included)
 
     @classmethod
-    def train(cls, texts: Iterable[str] | str, vocab_size: int | None = None) -> "BPETokenizer":
+    def train(cls, texts: Iterable[str] | str, vocab_size: int | None = None,
+              specials: tuple[str, ...] = RESERVED) -> "BPETokenizer":
         lib = _library()
         vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
         if vocab_size < 256:
@@ -59,33 +62,40 @@ class BPETokenizer(Tokenizer):
         tok = lib.Tokenizer(lib.models.BPE())
         tok.pre_tokenizer = lib.pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = lib.decoders.ByteLevel()
-        trainer = lib.trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        trainer = lib.trainers.BpeTrainer(  # the special tokens count in --vocab-size (256 bytes at least)
+            vocab_size=max(256, vocab_size - len(specials)), min_frequency=2, show_progress=False,
             initial_alphabet=lib.pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, always
         )
         tok.train_from_iterator([texts] if isinstance(texts, str) else texts, trainer=trainer)
-        return cls(tok.to_str())
+        return cls(tok.to_str(), specials=specials)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
         serialized, special = data.get("tokenizer"), data.get("special", {})
         if not isinstance(serialized, str) or not isinstance(special, dict):
             raise UserError("a malformed BPE tokenizer")
-        return cls(serialized, special)
+        return cls(serialized, special, cls.read_specials(data))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tokenizer": self.serialized, **({"special": self.special} if self.special else {})}
+        return {"kind": self.kind, "tokenizer": self.serialized,
+                **({"special": self.special} if self.special else {}), **self.specials_dict()}
 
-    def special_id(self, role: str) -> int | None:
-        """The id of the token with this role (e.g. "eos_token"), if it has one."""
+    def role_id(self, role: str) -> int | None:
+        """The id of an imported tokenizer's token with this role (e.g. "eos_token"), if it has one."""
         text = self.special.get(role)
         return self._tok.token_to_id(text) if text is not None else None
 
     @property
-    def vocab_size(self) -> int:
+    def eos_id(self) -> int | None:
+        """Our end-of-text token, or an imported tokenizer's own."""
+        own = self.special_id(EOS)
+        return own if own is not None else self.role_id("eos_token")
+
+    @property
+    def base_size(self) -> int:
         return self._tok.get_vocab_size()
 
-    def encode(self, text: str) -> list[int]:
+    def encode_text(self, text: str) -> list[int]:
         # add_special_tokens=False: an imported tokenizer may add a BOS to every encoding; our
         # texts are streams, cut into windows, not documents.
         if len(text) <= ENCODE_PIECE_CHARS:
@@ -100,7 +110,7 @@ class BPETokenizer(Tokenizer):
             start = end
         return [i for encoding in self._tok.encode_batch(pieces, add_special_tokens=False) for i in encoding.ids]
 
-    def encode_stream(self, pieces: Iterable[str]) -> Iterator[np.ndarray]:
+    def encode_text_stream(self, pieces: Iterable[str]) -> Iterator[np.ndarray]:
         # Carry the text after the last safe cut into the next piece (see _CUT).
         carry = ""
         for piece in pieces:
@@ -113,11 +123,23 @@ class BPETokenizer(Tokenizer):
                 continue
             end = cut.start() if cut else len(text)
             carry = text[end:]
-            yield np.asarray(self.encode(text[:end]), dtype=np.int64)
+            yield np.asarray(self.encode_text(text[:end]), dtype=np.int64)
         if carry:
-            yield np.asarray(self.encode(carry), dtype=np.int64)
+            yield np.asarray(self.encode_text(carry), dtype=np.int64)
 
-    def decode(self, ids: list[int]) -> str:
+    def byte_table(self) -> list[bytes] | None:
+        """Each token's bytes (GPT-2's byte-level alphabet read back), or None for an imported
+        tokenizer whose tokens are not spelled in it."""
+        byte_of = {c: b for b, c in enumerate(byte_characters())}
+        table = [b""] * self.base_size
+        for token, i in self._tok.get_vocab(with_added_tokens=True).items():
+            if i < self.base_size:
+                if any(c not in byte_of for c in token):
+                    return None
+                table[i] = bytes(byte_of[c] for c in token)
+        return table
+
+    def decode_text(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids))
 
     def token_texts(self, ids: list[int]) -> list[str]:

@@ -85,13 +85,15 @@ def fit(run: Run) -> str:
         dropout = run.dropout.apply(run.model, state.step, run.total_steps, time_fraction)
         optimizer.zero_grad(set_to_none=True)  # gradients live on until the next step (histograms)
         step_loss = torch.zeros((), device=run.device)
+        targets = step_targets(run, accum)  # None: each micro-batch's mean counts alike
         for micro in range(accum):
             run.sync_gradients(micro == accum - 1)  # several processes: average once, after the last
             with phase("data"):
                 x, y = run.sampler.batch_at(state.epoch, state.micro_batch)
                 x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             with phase("forward"), run.precision.autocast():
-                loss = run.step_module(x, y) / accum
+                loss = (run.step_module(x, y) / accum if targets is None
+                        else run.step_module(x, y, reduction="sum") / targets)
             with phase("backward"):
                 state.scaler.scale(loss).backward()
             step_loss += loss.detach()
@@ -130,6 +132,19 @@ def fit(run: Run) -> str:
         run.checkpointer.after_step(state, epoch_done, stop_reason is not None)  # incl. early stopping
         run.metrics.progress(state, run.total_steps, time_fraction, lr)
     return stop_reason
+
+
+def step_targets(run: Run, accum: int) -> float | None:
+    """With targets left out by design (conversations: only the assistant's), micro-batches
+    hold different numbers of them, and some none: the step's loss is then the sum over all
+    its targets divided by their count (here per process: DDP averages the processes' gradients),
+    so a micro-batch with no target adds nothing instead of a NaN, and none weighs more than its
+    share. None where every window is full of targets (each micro-batch's mean / accum, as ever)."""
+    targets = run.sampler.step_targets(run.state.epoch, run.state.micro_batch, accum)
+    if targets is None:
+        return None
+    total = float(run.cluster.sum(torch.tensor(float(targets), device=run.device)))
+    return max(1.0, total / run.cluster.world_size)
 
 
 def finish(run: Run, stop_reason: str) -> dict[str, Any]:

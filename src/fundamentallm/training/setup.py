@@ -20,12 +20,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fundamentallm.config import Config, ModelConfig, config_to_dict, config_warnings
 from fundamentallm.console import TrainingConsole
-from fundamentallm.data.batching import EpochSampler
+from fundamentallm.data.batching import EpochSampler, PackedSampler
 from fundamentallm.data.text import skipped_files
 from fundamentallm.data.tokens import TokenData, load_tokens
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
-from fundamentallm.tokenizers import tokenizer_from_dict
+from fundamentallm.model.documents import DocumentMasked
+from fundamentallm.tokenizers import RESERVED, Tokenizer, tokenizer_from_dict
 from fundamentallm.tracking import Tracker, build_tracker
 from fundamentallm.training.activation_checkpointing import checkpoint_blocks
 from fundamentallm.training.checkpointer import Checkpointer, claim_output_dir, write_run_config
@@ -55,7 +56,7 @@ class Run:
     device: torch.device
     cluster: Cluster
     data: TokenData
-    sampler: EpochSampler
+    sampler: EpochSampler | PackedSampler
     model: GPT  # the plain model: checkpoints and evaluation use it
     step_module: torch.nn.Module  # what the training step calls: compiled and/or DDP-wrapped
     ddp: DistributedDataParallel | None
@@ -100,6 +101,8 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     # ---- data and tokenizer ----
     saved = start.checkpoint
     saved_tokenizer = tokenizer_from_dict(saved["tokenizer"]) if saved else None
+    if start.from_weights:  # a fine-tuned model gets the special tokens its tokenizer lacks (an older or imported one)
+        saved_tokenizer = with_specials(saved_tokenizer, cfg.data.special_tokens)
     with cluster.main_first():  # one process builds a token cache, the others read it
         data = load_tokens(cfg.data, saved_tokenizer, console.stage)
     loaded_at = time.perf_counter()  # where --max-time starts counting
@@ -115,10 +118,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
             cfg.model, cluster.world_size)))  # one probe, on rank 0: every process builds one shape
         apply_sizing(cfg, sizing.shape, start.sizable)
         console.message(f"model sized to the budget: {sizing.note}")
-    sampler = EpochSampler(data.train, context_length=cfg.model.context_length, batch_size=training.batch_size,
-                           grad_accum_steps=training.grad_accum_steps, seed=training.seed,
-                           unk_id=data.tokenizer.unk_id, overfit_batches=training.overfit_batches,
-                           augment_p=cfg.data.augment, rank=cluster.rank, world_size=cluster.world_size)
+    sampler = build_sampler(cfg, data, cluster)
 
     # ---- model, optimizer, precision, state ----
     seed_everything(training.seed)  # the same initial weights in every process
@@ -126,7 +126,8 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     if cluster.distributed:
         seed_everything(training.seed + cluster.rank)  # but each its own dropout masks
     if start.from_weights:  # taken out of the checkpoint: no second copy of the weights stays
-        model.load_state_dict(saved.pop("model"))
+        model.load_state_dict(special_rows(saved.pop("model"), tokenizer_from_dict(saved["tokenizer"]),
+                                           data.tokenizer, cfg.model.vocab_size))
     if training.activation_checkpointing:  # recompute each block in the backward: memory for compute
         checkpoint_blocks(model)
     freeze(model, cfg.optim.freeze_embeddings, cfg.optim.freeze_layers)
@@ -137,7 +138,10 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     compilation = cluster.agree(cluster.on_main(lambda: decide_compile(cfg, start, device, precision, layout)))
     if not cluster.main:
         compilation.history = None  # rank 0 keeps the compile times
-    step_module = compilation.wrap(model)
+    # What the step and the validation call: the model, or with --doc-mask the model keeping
+    # each window's documents apart (model/documents.py).
+    forward = DocumentMasked(model, data.tokenizer.eos_id) if cfg.data.doc_mask else model
+    step_module = compilation.wrap(forward)
     ddp, sync_gradients = None, (lambda on: None)
     if layout.name == "fsdp":  # FSDP reduce-scatters the gradients itself, during backward
         sync_gradients = model.set_requires_gradient_sync
@@ -174,7 +178,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
                                         resume_step=state.step if start.resumed else None)
 
     tracker = cluster.on_main(open_run_dir) or Tracker()  # the other processes log nothing
-    validator = Validator(training, model, data.val, unk_id=data.tokenizer.unk_id,
+    validator = Validator(training, forward, data.val, trained=data.val_mask, unk_id=data.tokenizer.unk_id,
                           chars_per_token=data.val_chars_per_token, precision=precision, shard=cluster.shard(),
                           judge=judge)
     return Run(
@@ -197,6 +201,45 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
                           report=console.message, enabled=cluster.main),
         clock_zero=loaded_at - state.elapsed,
     )
+
+
+def with_specials(tokenizer: Tokenizer, added: list[str]) -> Tokenizer:
+    """The tokenizer with the reserved special tokens and the user's `added` ones, those it
+    lacks appended (new ids after its own)."""
+    missing = [text for text in (*RESERVED, *added) if text not in tokenizer.specials]
+    if not missing:
+        return tokenizer
+    return tokenizer_from_dict({**tokenizer.to_dict(), "specials": [*tokenizer.specials, *missing]})
+
+
+def special_rows(weights: dict[str, torch.Tensor], saved: Tokenizer, tokenizer: Tokenizer,
+                 vocab_size: int) -> dict[str, torch.Tensor]:
+    """The saved weights with a row for each special token the tokenizer gained (with_specials):
+    the embedding and output matrices grown to `vocab_size` rows, and the new tokens' rows
+    set to the mean of the trained ones (so a new token starts as an average token, as
+    transformers' resize_token_embeddings does, not as noise that dominates the logits)."""
+    if tokenizer.vocab_size == saved.vocab_size:
+        return weights
+    grown = dict(weights)
+    for name in ("embed.weight", "head.weight"):
+        if name not in weights:
+            continue
+        old = weights[name]
+        rows = torch.cat([old, old.new_zeros(max(0, vocab_size - old.shape[0]), old.shape[1])])
+        rows[saved.vocab_size:tokenizer.vocab_size] = old[:saved.vocab_size].float().mean(0).to(old.dtype)
+        grown[name] = rows
+    return grown
+
+
+def build_sampler(cfg: Config, data: TokenData, cluster: Cluster) -> EpochSampler | PackedSampler:
+    """Random windows over the token stream; for conversations, whole ones packed into windows."""
+    training = cfg.training
+    common = dict(context_length=cfg.model.context_length, batch_size=training.batch_size,
+                  grad_accum_steps=training.grad_accum_steps, seed=training.seed, unk_id=data.tokenizer.unk_id,
+                  overfit_batches=training.overfit_batches, rank=cluster.rank, world_size=cluster.world_size)
+    if data.train_mask is not None:
+        return PackedSampler(data.train, data.train_mask, data.tokenizer.eos_id, **common)
+    return EpochSampler(data.train, augment_p=cfg.data.augment, **common)
 
 
 def lay_out(model: GPT, cfg: Config, cluster: Cluster, precision: Precision, console: TrainingConsole
@@ -280,6 +323,9 @@ def describe(run: Run) -> dict[str, Any]:
         "train tokens": len(data.train),
         "skipped": skipped_files(run.cfg.data.train, run.cfg.data.glob),
         "validation": f"{len(data.val):,} tokens ({data.source})" if data.val is not None else "none",
+        "documents": data.documents + (
+            f"; {sampler.truncated:,} longer than the context ({run.cfg.model.context_length:,} tokens): cut to it, "
+            "their ends not trained on" if getattr(sampler, "truncated", 0) else ""),
         "token cache": data.cache,
         "paraphrases": data.paraphrases,
         "tokenizer": data.tokenizer.describe()

@@ -34,8 +34,8 @@ Judge = Callable[[dict[str, Any]], bool]
 class Validator:
     def __init__(self, training: TrainingConfig, model: GPT, val_ids: torch.Tensor | np.ndarray | None, *,
                  unk_id: int | None, chars_per_token: float, precision: Precision, shard: Shard,
-                 judge: Judge | None = None):
-        self.training, self.model, self.val_ids = training, model, val_ids
+                 judge: Judge | None = None, trained: np.ndarray | None = None):
+        self.training, self.model, self.val_ids, self.trained = training, model, val_ids, trained
         self.unk_id, self.chars_per_token, self.precision = unk_id, chars_per_token, precision
         self.shard = shard
         self.judge = judge
@@ -56,7 +56,7 @@ class Validator:
         the combined batch would give, at 1/N of the work each)."""
         windows = self.training.eval_iters * self.training.batch_size * self.shard.count
         nats, scored, _ = total_loss(self.model, self.val_ids, self.training.batch_size, self.unk_id,
-                                     windows, self.precision.autocast, self.shard)
+                                     windows, self.precision.autocast, self.shard, trained=self.trained)
         return nats / max(1, scored)
 
     def validate(self, state: TrainState, record: dict[str, Any]) -> bool:
