@@ -21,7 +21,9 @@ import torch
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
 from fundamentallm.scoring import total_loss
-from fundamentallm.tokenizers import Tokenizer
+from fundamentallm.data.batching import encode
+from fundamentallm.model.documents import DocumentMasked
+from fundamentallm.tokenizers import Special, Tokenizer
 from fundamentallm.training.precision import resolve_precision
 
 
@@ -44,22 +46,30 @@ class Score:
 
 def scored_text(tokenizer: Tokenizer, text: str, ids: list[int]) -> tuple[int, int]:
     """Characters and bytes of `text` that scoring predicts: all but the first token's and
-    the unknown tokens' (a character tokenizer's `<unk>` stands for one character)."""
-    skipped = tokenizer.decode(ids[:1])
-    if tokenizer.unk_id is not None:
-        skipped += "".join(c for c, i in zip(text, ids) if i == tokenizer.unk_id)
+    the unknown tokens' (a character tokenizer's `<unk>` stands for one character; an
+    end-of-text token, predicted and scored, stands for none)."""
+    skipped = tokenizer.decode(ids[:1]) if ids[0] < tokenizer.base_size else ""
+    if tokenizer.unk_id is not None:  # one id per character, the special tokens aside
+        text_ids = (i for i in ids if i < tokenizer.base_size)
+        skipped += "".join(c for c, i in zip(text, text_ids) if i == tokenizer.unk_id)
     return len(text) - len(skipped), len(text.encode("utf-8")) - len(skipped.encode("utf-8"))
 
 
-def evaluate(model: GPT, tokenizer: Tokenizer, text: str, batch_size: int,
-             progress: Callable[[int, int], None] = lambda done, total: None, precision: str = "auto") -> Score:
-    """Score every token of `text` (a whole file); `progress(windows scored, windows)`.
+def evaluate(model: GPT, tokenizer: Tokenizer, text: str | list[str], batch_size: int,
+             progress: Callable[[int, int], None] = lambda done, total: None, precision: str = "auto",
+             doc_mask: bool = False) -> Score:
+    """Score every token of `text` (a whole file, or documents and the end-of-text tokens
+    between them, data/tokens.py `scoring_text`); `progress(windows scored, windows)`;
+    `doc_mask`: each document on its own, as a --doc-mask run trained.
 
     Forward passes only, in inference mode and, with `precision` "auto", in bf16 where this
     device computes it faster (the same choice as training's --precision auto): on a CPU with
     native bf16 that scores about 4x the tokens/s of a training step (benchmarks/evaluate.py)."""
-    token_list = tokenizer.encode(text)
-    ids = torch.tensor(token_list, dtype=torch.int32)
+    ids = encode(tokenizer, text if isinstance(text, str) else list(text))
+    token_list = ids.tolist()
+    text = text if isinstance(text, str) else "".join(p for p in text if not isinstance(p, Special))
+    if doc_mask and tokenizer.eos_id is not None:
+        model = DocumentMasked(model, tokenizer.eos_id)
     if len(ids) < 2:
         raise UserError("text to evaluate must hold at least 2 tokens")
     arithmetic = resolve_precision(precision, next(model.parameters()).device)

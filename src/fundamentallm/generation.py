@@ -23,7 +23,8 @@ import torch
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
 from fundamentallm.sampling import SamplingOptions, logits_rules
-from fundamentallm.tokenizers import StreamDecoder, Tokenizer
+from fundamentallm.tokenizers import RESERVED, StreamDecoder, Tokenizer
+from fundamentallm.tokenizers.chat import ChatTemplate
 
 __all__ = ["Completion", "Decoder", "SamplingOptions", "TextGenerator", "beam_search", "generate"]
 
@@ -201,8 +202,10 @@ class StopScanner:
 class TextGenerator:
     """Text generation from a trained model: prompt text in, completions (or a stream) out."""
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer):
+    def __init__(self, model: GPT, tokenizer: Tokenizer, chat: bool = False):
+        """`chat`: the model was fine-tuned on conversations; its chat template is `template`."""
         self.model, self.tokenizer = model, tokenizer
+        self.template = ChatTemplate(tokenizer) if chat else None
         self._token_texts: list[str] | None = None
 
     def encode_prompt(self, prompt: str) -> tuple[list[int], int]:
@@ -211,12 +214,14 @@ class TextGenerator:
         unk = self.tokenizer.unk_id
         return ids, (ids.count(unk) if unk is not None else 0)
 
-    def banned_ids(self, ban: list[str]) -> list[int]:
-        """<unk>, padding rows, and for each --ban text: every token holding that character,
-        or the one token spelled exactly so."""
+    def banned_ids(self, ban: list[str], stops: set[int] = frozenset()) -> list[int]:
+        """<unk>, padding rows, the reserved special tokens that do not end this text (a chat
+        turn token in the middle of a text or a reply would be structure, not text), and for
+        each --ban text: every token holding that character, or the one token spelled exactly so."""
         if self._token_texts is None and ban:
             self._token_texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
         banned = {self.tokenizer.unk_id} if self.tokenizer.unk_id is not None else set()
+        banned.update(i for text in RESERVED if (i := self.tokenizer.special_id(text)) is not None and i not in stops)
         # rows of a padded vocabulary (an imported model's) that no token of the tokenizer has
         banned.update(range(self.tokenizer.vocab_size, self.model.cfg.vocab_size))
         for text in ban:
@@ -228,18 +233,25 @@ class TextGenerator:
                 raise UserError(f"--ban {text!r}: neither one character nor one token of this model")
         return sorted(banned)
 
-    def stream(self, prompt: str, options: SamplingOptions, alternatives: int | None = None
-               ) -> Iterator[tuple[int, str] | list[Completion]]:
+    def stop_ids(self) -> list[int]:
+        """The tokens that end a text: the end-of-text token, where the tokenizer has one."""
+        return [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []
+
+    def stream(self, prompt: str | list[int], options: SamplingOptions, alternatives: int | None = None,
+               stop_ids: list[int] | None = None) -> Iterator[tuple[int, str] | list[Completion]]:
         """Yield (sample, new text) as it is generated, then the list of completions. With
         `alternatives` k (0 or more), each completion also lists its tokens, their
-        log-probabilities and the k most likely tokens at each step."""
-        ids, _ = self.encode_prompt(prompt)
-        banned = self.banned_ids(options.ban)
+        log-probabilities and the k most likely tokens at each step. `prompt`: text, or ids
+        (a chat template's); generation ends at a token of `stop_ids` (default: the end of
+        text), which is not shown."""
+        ids = self.encode_prompt(prompt)[0] if isinstance(prompt, str) else list(prompt)
+        stops = set(self.stop_ids() if stop_ids is None else stop_ids)
+        banned = self.banned_ids(options.ban, stops)
         start = time.perf_counter()
         if options.beam_width > 1:
             if alternatives is not None:
                 raise UserError("per-token log-probabilities are not available with beam search")
-            yield from self._beam(ids, options, banned, start)
+            yield from self._beam(ids, options, banned, start, stops)
             return
         n = options.num_samples
         decoders = [StreamDecoder(self.tokenizer) for _ in range(n)]
@@ -261,7 +273,12 @@ class TextGenerator:
                     details[i].top_logprobs.append({} if not alternatives else {
                         self.tokenizer.decode([t]): round(v, 6)
                         for t, v in zip(top_ids[i].tolist(), top_values[i].tolist())})
-                new = scanners[i].feed(decoders[i].push(token))
+                if token in stops:  # the text is over: the stop token itself is no text
+                    new = scanners[i].feed(decoders[i].flush())
+                    new += "" if scanners[i].done else scanners[i].flush()
+                    scanners[i].done = True
+                else:
+                    new = scanners[i].feed(decoders[i].push(token))
                 if scanners[i].done:
                     ended[i] = time.perf_counter() - start
                 if new:
@@ -282,8 +299,10 @@ class TextGenerator:
                           "stop" if scanners[i].done else "length", details[i].token_texts,
                           details[i].token_logprobs, details[i].top_logprobs) for i in range(n)]
 
-    def _beam(self, ids: list[int], options: SamplingOptions, banned: list[int], start: float):
+    def _beam(self, ids: list[int], options: SamplingOptions, banned: list[int], start: float, stops: set[int]):
         def stop_at(generated: list[int]) -> int | None:
+            if generated and generated[-1] in stops:
+                return len(generated) - 1
             if not options.stop:
                 return None
             scanner = StopScanner(options.stop)

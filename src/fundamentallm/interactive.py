@@ -33,6 +33,7 @@ COMMANDS = {
     "/reset": "back to the settings the loop started with",
     "/save": "/save FILE: write this session's prompts and outputs to FILE",
     "/clear": "clear the screen",
+    "/new": "--chat: start a new conversation (the system message stays)",
     "/quit": "leave (/exit and Ctrl-D too)",
 }
 CLEAR_SCREEN = "\033[2J\033[H"  # erase the terminal, cursor to the top left
@@ -50,8 +51,12 @@ def parse_value(info, text: str):
 
 class Repl:
     def __init__(self, generator: TextGenerator, options: SamplingOptions,
-                 read: Callable[[str], str] = input, out: TextIO | None = None):
+                 read: Callable[[str], str] = input, out: TextIO | None = None, chat: bool = False,
+                 system: str | None = None):
         self.generator, self.start, self.options = generator, options, options
+        # --chat: the conversation so far (OpenAI-style messages), rendered by the chat template
+        self.chat, self.system = chat, system
+        self.messages = self.opening()
         self.read, self.out = read, out or sys.stdout
         self.transcript: list[str] = []
         self.fields = {f.name: f for f in class_fields(SamplingOptions) if f.flag is not None}
@@ -103,6 +108,9 @@ class Repl:
                 self.show_settings()
             elif name == "/clear":
                 self.say(CLEAR_SCREEN, end="")
+            elif name == "/new":
+                self.messages = self.opening()
+                self.say("a new conversation" if self.chat else "error: /new starts a new conversation with --chat")
             elif name == "/reset":
                 self.options = self.start
                 self.say("settings reset")
@@ -147,16 +155,24 @@ class Repl:
         write_text(Path(args[0]), "".join(self.transcript))
         self.say(f"saved {len(self.transcript)} exchange(s) to {args[0]}")
 
+    def opening(self) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}] if self.system else []
+
     def generate(self, prompt: str) -> None:
         _, unknown = self.generator.encode_prompt(prompt)
         if unknown:
             self.say(f"note: {unknown} prompt character(s) never seen in training were replaced by <unk>")
         live = self.options.num_samples == 1 and self.options.beam_width == 1
         shown = ""
+        ids: str | list[int] = prompt
+        stops = None
+        if self.chat:  # the reply to the conversation so far, ended by the model's end of turn
+            self.messages.append({"role": "user", "content": prompt})
+            ids, stops = self.generator.template.prompt(self.messages), self.generator.template.stop_ids
         try:
-            if live:
+            if live and not self.chat:
                 self.say(prompt, end="")
-            for event in self.generator.stream(prompt, dataclasses.replace(self.options)):
+            for event in self.generator.stream(ids, dataclasses.replace(self.options), stop_ids=stops):
                 if isinstance(event, list):
                     self.finish(prompt, event, live)
                 elif live:
@@ -169,6 +185,8 @@ class Repl:
             self.say(f"\nerror: {exc}")
 
     def finish(self, prompt: str, completions: list[Completion], live: bool) -> None:
+        if self.chat:  # the first sample's reply is the one the conversation goes on with
+            self.messages.append({"role": "assistant", "content": completions[0].text})
         if live:
             self.say()
         else:

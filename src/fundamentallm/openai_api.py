@@ -15,7 +15,9 @@ carry `usage` (prompt, completion and total tokens). Errors are OpenAI's error o
 `{"error": {"message", "type", "param", "code"}}`: 400 a bad request, 401 a missing or
 wrong API key, 404 an unknown model or path, 413 a body over the limit.
 
-The chat template, for models trained on plain text (documented in the README):
+A model fine-tuned on conversations (`--format chat`) gets its messages through its own chat
+template (tokenizers/chat.py: turn tokens), and its reply ends at its end-of-turn token. A
+model trained on plain text gets this template in plain text instead:
 
     {system message}\\n\\n        (if there is one)
     User: {content}\\n            (each user message)
@@ -34,6 +36,7 @@ from typing import Any
 from fundamentallm.errors import UserError
 from fundamentallm.generation import Completion, TextGenerator
 from fundamentallm.sampling import SamplingOptions
+from fundamentallm.tokenizers.chat import ChatTemplate
 
 CHAT_STOP = "\nUser:"
 MAX_STOPS = 4
@@ -58,11 +61,12 @@ class APIError(Exception):
                           "param": self.param, "code": self.code}}
 
 
-def chat_prompt(messages: Any) -> str:
-    """The text the model continues for a list of chat messages (CHAT_TEMPLATE above)."""
+def chat_prompt(messages: Any, template: ChatTemplate | None = None) -> str | list[int]:
+    """What the model continues for a list of chat messages: the ids of its chat template, or
+    for a model trained on plain text the text template above."""
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "messages must be a non-empty list", "messages")
-    system, turns = [], []
+    system, turns, plain = [], [], []
     for i, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         content = message.get("content") if isinstance(message, dict) else None
@@ -73,10 +77,13 @@ def chat_prompt(messages: Any) -> str:
         if role not in ROLES or not isinstance(content, str):
             raise APIError(400, f"messages[{i}] must have a role ({', '.join(ROLES)}) and text content",
                            "messages")
+        plain.append({"role": role, "content": content})
         if role == "system":
             system.append(content)
         else:
             turns.append(f"{'User' if role == 'user' else 'Assistant'}: {content}\n")
+    if template is not None:
+        return template.prompt(plain)
     return ("\n".join(system) + "\n\n" if system else "") + "".join(turns) + "Assistant:"
 
 
@@ -87,7 +94,8 @@ def check_keys(body: dict[str, Any], allowed: set[str]) -> None:
 
 
 def sampling_options(body: dict[str, Any], limit: int, chat: bool) -> SamplingOptions:
-    """OpenAI's parameters as our SamplingOptions; a bad value is a 400 naming it."""
+    """OpenAI's parameters as our SamplingOptions; a bad value is a 400 naming it (`chat`: the
+    plain-text template's, whose replies end where the next "User:" turn would begin)."""
     def number(name: str, default: Any, kind: type, low: float, high: float | None = None) -> Any:
         value = body.get(name)
         if value is None:
@@ -126,7 +134,8 @@ def sampling_options(body: dict[str, Any], limit: int, chat: bool) -> SamplingOp
 class Request:
     """One parsed /v1 request: the prompt, options and what the reply must contain."""
 
-    def __init__(self, values: dict[str, Any], model_id: str, limit: int, chat: bool):
+    def __init__(self, values: dict[str, Any], model_id: str, limit: int, chat: bool,
+                 template: ChatTemplate | None = None):
         check_keys(values, CHAT_KEYS if chat else COMPLETION_KEYS)
         model = values.get("model")
         if not isinstance(model, str) or not model:
@@ -135,8 +144,9 @@ class Request:
             raise APIError(404, f"The model {model!r} does not exist; this server has {model_id!r}", "model",
                            "model_not_found")
         self.chat, self.model = chat, model_id
+        self.stop_ids = template.stop_ids if chat and template is not None else None  # None: the end of text
         if chat:
-            self.prompt = chat_prompt(values.get("messages"))
+            self.prompt = chat_prompt(values.get("messages"), template)
         else:
             prompt = values.get("prompt")
             if isinstance(prompt, list) and len(prompt) == 1:
@@ -157,7 +167,7 @@ class Request:
                                      or not 0 <= logprobs <= MAX_LOGPROBS):
             raise APIError(400, f"logprobs must be an integer from 0 to {MAX_LOGPROBS}", "logprobs")
         self.logprobs = logprobs
-        self.options = sampling_options(values, limit, chat)
+        self.options = sampling_options(values, limit, chat and template is None)
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.object = "chat.completion" if chat else "text_completion"

@@ -292,8 +292,8 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
         "defaults": {k: v for k, v in defaults.to_dict().items() if k != "use_cache"},
     }
 
-    async def start(prompt: str, options: SamplingOptions, alternatives: int | None = None
-                    ) -> tuple[Generation, Any]:
+    async def start(prompt: str | list[int], options: SamplingOptions, alternatives: int | None = None,
+                    stop_ids: list[int] | None = None) -> tuple[Generation, Any]:
         """Wait for the model; return the generation and its first event. Problems the
         generator finds (e.g. a --ban text it does not know) surface here, before any reply.
         Beyond --max-concurrent requests admitted, Busy at once."""
@@ -305,7 +305,7 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
         except BaseException:  # the client left while queued
             admitted["count"] -= 1
             raise
-        generation = Generation(lock, generator.stream(prompt, options, alternatives),
+        generation = Generation(lock, generator.stream(prompt, options, alternatives, stop_ids),
                                 lambda: admitted.update(count=admitted["count"] - 1))
         try:
             return generation, await generation.next()
@@ -382,12 +382,13 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
                 values = json_object(await read_body(request, limits.body_timeout))
             except RequestError as exc:  # OpenAI answers 400 for any unreadable body
                 raise openai_api.APIError(400 if exc.status == 422 else exc.status, str(exc)) from None
-            parsed = openai_api.Request(values, model_id, max_tokens_limit, chat)
-            prompt_tokens = len(generator.tokenizer.encode(parsed.prompt))
+            parsed = openai_api.Request(values, model_id, max_tokens_limit, chat, generator.template)
+            prompt_tokens = len(parsed.prompt if isinstance(parsed.prompt, list)
+                                else generator.tokenizer.encode(parsed.prompt))
             if prompt_tokens == 0:
                 raise openai_api.APIError(400, "the prompt holds no token", "prompt")
             try:
-                generation, first = await start(parsed.prompt, parsed.options, parsed.logprobs)
+                generation, first = await start(parsed.prompt, parsed.options, parsed.logprobs, parsed.stop_ids)
                 request.state.generation = generation  # for the access log's token count
             except UserError as exc:
                 raise openai_api.APIError(400, str(exc)) from None

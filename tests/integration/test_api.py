@@ -81,7 +81,7 @@ def test_generate_matches_the_cli(api_run, capsys):
     assert model.generate("ROMEO:", max_tokens=40, seed=7, top_k=5) == text  # seeded
     assert model.generate("ROMEO:", max_tokens=40, seed=8, top_k=5) != text
     samples = model.complete("ROMEO:", max_tokens=10, num_samples=3, seed=1)
-    assert len(samples) == 3 and all(s.tokens == 10 for s in samples)
+    assert len(samples) == 3 and all(s.tokens == 10 or s.stop_reason == "stop" for s in samples)  # or its end of text
     with pytest.raises(fl.UserError, match="unknown option 'temprature'"):
         model.generate("x", temprature=0.5)
     with pytest.raises(fl.UserError, match="complete"):

@@ -66,17 +66,22 @@ def test_glob_and_separator_choose_and_join_the_documents(tmp_path, docs, capsys
     train(docs, tmp_path / "run", "--json", "--glob", "*.md", "--separator", "\\n", quiet=False,
           val_split=0)
     assert start_record(capsys)["train tokens"] == len(TEXT) - 12_000
-    train(docs, tmp_path / "run2", "--json", "--separator", "\\n---\\n", quiet=False, val_split=0)
+    train(docs, tmp_path / "run2", "--json", "--separator", "\\n---\\n", "--doc-boundary", "none", quiet=False,
+          val_split=0)
     assert start_record(capsys)["train tokens"] == len(TEXT) + len("\n---\n")
+    train(docs, tmp_path / "run3", "--json", quiet=False, val_split=0)  # two files: two documents, each ended
+    record = start_record(capsys)
+    assert record["train tokens"] == len(TEXT) + 2 and "each ends with <|endoftext|>" in record["documents"]
 
 
 def test_jsonl_trains_and_evaluates_with_its_text_field(tmp_path, jsonl, capsys):
     out = train(jsonl, tmp_path / "run", "--json", "--text-field", "body", quiet=False, val_split=0)
     docs = -(-len(TEXT) // 1_000)
-    assert start_record(capsys)["train tokens"] == len(TEXT) + 2 * (docs - 1)
-    # evaluate reads the JSONL as the run did (its --text-field is in the checkpoint)
+    assert start_record(capsys)["train tokens"] == len(TEXT) + docs  # each record ended by the end-of-text token
+    # evaluate reads the JSONL as the run did (its --text-field is in the checkpoint): the same documents
     result = score(out / "final.pt", jsonl, capsys)
-    assert result["characters"] == len(TEXT) + 2 * (docs - 1) - 1 - result["unknown"]
+    assert result["tokens"] == len(TEXT) + docs - 1 - result["unknown"]
+    assert result["characters"] == len(TEXT) - 1 - result["unknown"]
 
 
 @pytest.mark.parametrize("line, message", [

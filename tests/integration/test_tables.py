@@ -22,15 +22,17 @@ RUN = {"max_steps": 6, "log_interval": 1, "val_split": 0.1, "eval_interval": 6}
 
 @pytest.fixture(scope="module")
 def as_text(tmp_path_factory):
-    """The same documents as one text file, joined by the default separator."""
+    """The same documents as one text file, separated by a marker that --doc-separator names."""
     path = tmp_path_factory.mktemp("text") / "docs.txt"
-    path.write_text("\n\n".join(DOCS), encoding="utf-8")
+    path.write_text("@@@".join(DOCS), encoding="utf-8")
     return path
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, as_text):
-    return losses(train(as_text, tmp_path_factory.mktemp("reference"), **RUN))
+    """A table's rows are documents, each ended by the end-of-text token (--doc-boundary auto): the
+    same token stream as the text file cut into documents by --doc-separator."""
+    return losses(train(as_text, tmp_path_factory.mktemp("reference"), "--doc-separator", "@@@", **RUN))
 
 
 def table(**columns):
@@ -57,9 +59,10 @@ def test_a_dataset_dict_gives_train_and_validation_splits(tmp_path, capsys):
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": DOCS[:8]}),
                           "validation": datasets.Dataset.from_dict({"text": DOCS[8:]})}).save_to_disk(str(directory))
     text = tmp_path / "val.txt"
-    text.write_text("\n\n".join(DOCS[8:]), encoding="utf-8")
+    text.write_text("@@@".join(DOCS[8:]), encoding="utf-8")
     one = train(directory, tmp_path / "one", "--validation-data", directory, **RUN)
-    two = train(tmp_path / "dd" / "train", tmp_path / "two", "--validation-data", text, **RUN)
+    two = train(tmp_path / "dd" / "train", tmp_path / "two", "--validation-data", text, "--doc-separator", "@@@",
+                **RUN)
     assert losses(one) == pytest.approx(losses(two), abs=0)
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from fundamentallm.tokenizers import RESERVED
 from helpers import figures
 from integration_helpers import (
     ROOT, assert_same_weights, load_pt, losses, metrics, run_cli, run_process, same_weights, summary, tiny_args,
@@ -40,7 +41,7 @@ def test_run_writes_every_output(tmp_path, text_file):
     assert cfg["model"]["model_dim"] == 32 and cfg["model"]["num_layers"] == 2
     text = text_file.read_text()
     trained_on = text[:int(len(text) * 0.9)]  # the default --val-split 0.1 holds out the end
-    assert cfg["model"]["vocab_size"] == len(set(trained_on)) + 1  # characters + <unk>
+    assert cfg["model"]["vocab_size"] == len(set(trained_on)) + 1 + len(RESERVED)  # characters, <unk>, special tokens
     assert cfg["training"]["max_steps"] == 6 and cfg["training"]["log_interval"] == 2
     assert cfg["checkpoint"]["output_dir"] == str(out)
 

@@ -10,6 +10,7 @@ it sets. A handler receives its checked options, does one library call and print
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -161,6 +162,7 @@ def cmd_sweep(o: SweepOptions, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate
 def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
     from fundamentallm.checkpoint import load_model
+    from fundamentallm.data.tokens import scoring_text
     from fundamentallm.evaluation import evaluate
     from fundamentallm.training.precision import resolve_device
 
@@ -168,10 +170,10 @@ def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
     if not data:
         raise UserError("evaluate: give the text to score with --data FILE")
     model, tokenizer, cfg = load_model(o.checkpoint, resolve_device(o.device))
-    d = cfg.data  # documents are read and joined as the training run read them
-    text = read_text(data, d.separator, d.glob, o.text_field or d.text_field, validation=True)
+    d = dataclasses.replace(cfg.data, text_field=o.text_field or cfg.data.text_field)
+    text = scoring_text(d, data, tokenizer)  # documents read and joined as the training run read them
     with unit_progress("scoring", "windows", enabled=not o.json) as progress:  # on a terminal only
-        score = evaluate(model, tokenizer, text, o.batch_size, progress, o.precision)
+        score = evaluate(model, tokenizer, text, o.batch_size, progress, o.precision, doc_mask=d.doc_mask)
     if o.json:
         print(json.dumps(score.to_dict()))
         return 0
@@ -189,8 +191,8 @@ def load_generator(checkpoint: str, device: str):
     from fundamentallm.generation import TextGenerator
     from fundamentallm.training.precision import resolve_device
 
-    model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
-    return TextGenerator(model, tokenizer)
+    model, tokenizer, cfg = load_model(checkpoint, resolve_device(device))
+    return TextGenerator(model, tokenizer, chat=cfg.data.format == "chat")
 
 
 def cmd_generate(o: GenerateOptions, args: argparse.Namespace) -> int:
@@ -231,7 +233,13 @@ def cmd_generate(o: GenerateOptions, args: argparse.Namespace) -> int:
 def cmd_interactive(o: InteractiveOptions, args: argparse.Namespace) -> int:
     from fundamentallm.interactive import Repl
 
-    return Repl(load_generator(o.checkpoint, o.device), sampling_options(args)).run()
+    if o.system is not None and not o.chat:
+        raise UserError("--system opens a conversation: it needs --chat")
+    generator = load_generator(o.checkpoint, o.device)
+    if o.chat and generator.template is None:
+        raise UserError(f"interactive --chat: {o.checkpoint} was trained on plain text, not fine-tuned on "
+                        "conversations (train --format chat --init-from it); without --chat it continues text")
+    return Repl(generator, sampling_options(args), chat=o.chat, system=o.system).run()
 
 
 def cmd_serve(o: ServeOptions, args: argparse.Namespace) -> int:

@@ -78,6 +78,9 @@ class GenerateOptions:
 @dataclass
 class InteractiveOptions:
     checkpoint: str = checkpoint_argument()
+    chat: bool = option(False, "a conversation: each line is your message, the model replies in its chat template "
+                        "and stops at the end of its turn (a model fine-tuned with --format chat)")
+    system: str | None = option(None, "--chat: a system message that opens the conversation")
     device: str = device_option()
 
 

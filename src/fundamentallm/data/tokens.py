@@ -152,6 +152,20 @@ def document_boundary(cfg: DataConfig, files: list[Path], tokenizer: Tokenizer |
     return False, "one running text (--doc-separator splits it into documents)"
 
 
+def scoring_text(cfg: DataConfig, paths: str | list[str], tokenizer: Tokenizer) -> str | list[str]:
+    """Text to score (`evaluate`), read as the training run read its own: documents joined by
+    --separator, or ended by the end-of-text token (as a list of documents and Special pieces)."""
+    eos, _ = document_boundary(cfg, data_files(paths, cfg.glob, validation=True), tokenizer)
+    if not eos:
+        return read_text(paths, cfg.separator, cfg.glob, cfg.text_field, validation=True,
+                         doc_separator=cfg.doc_separator)
+    parts = joined_runs(stream_text(paths, cfg.separator, cfg.glob, cfg.text_field, validation=True,
+                                    doc_separator=cfg.doc_separator, eos=True))
+    if not any(isinstance(p, str) and not isinstance(p, Special) and p.strip() for p in parts):
+        raise UserError(f"{paths}: no text in the documents")
+    return parts
+
+
 def text_length(piece: str) -> int:
     """The characters of a piece of a text stream (a special token has none)."""
     return 0 if isinstance(piece, Special) else len(piece)

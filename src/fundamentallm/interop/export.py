@@ -17,7 +17,7 @@ from fundamentallm.checkpoint import load_checkpoint, model_from_checkpoint
 from fundamentallm.errors import UserError
 from fundamentallm.hf.architectures import Architecture, architecture_for, nearest_mismatch
 from fundamentallm.hf.tokenizer_files import tokenizer_files
-from fundamentallm.tokenizers import EOS, BPETokenizer, Tokenizer
+from fundamentallm.tokenizers import EOS, RESERVED, BPETokenizer, Tokenizer
 from fundamentallm.tokenizers.chat import ChatTemplate
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -50,14 +50,18 @@ def safetensors_save():
 
 
 def generation_config(tokenizer: Tokenizer, chat: bool) -> dict:
-    """Our `generate` defaults (temperature 0.8, no top-k), never <unk> (as ours), and the end
-    of a text (a chat model's reply: the end of its turn) ends generation, as ours."""
+    """Our `generate` defaults (temperature 0.8, no top-k), never <unk> or a turn token that
+    does not end the text (as ours), and the end of a text (a chat model's reply: the end of
+    its turn) ends generation, as ours."""
     eos = tokenizer.eos_id
     stops = ChatTemplate(tokenizer).stop_ids if chat else eos
     config = {"do_sample": True, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "max_new_tokens": 200,
               "bos_token_id": boundary_id(tokenizer, "bos_token"), "eos_token_id": stops, "pad_token_id": eos}
-    if tokenizer.unk_id is not None:
-        config["suppress_tokens"] = [tokenizer.unk_id]
+    stop_list = stops if isinstance(stops, list) else [stops]
+    suppressed = ([tokenizer.unk_id] if tokenizer.unk_id is not None else []) + [
+        i for text in RESERVED if (i := tokenizer.special_id(text)) is not None and i not in stop_list]
+    if suppressed:  # as our generate: never <unk>, nor a turn token in the middle of a text
+        config["suppress_tokens"] = suppressed
     return config
 
 

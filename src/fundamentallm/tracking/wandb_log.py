@@ -63,7 +63,9 @@ class WandbTracker(Tracker):
                      step=record["step"])
 
     def log_histograms(self, step: int, tensors: dict[str, torch.Tensor]) -> None:
-        self.run.log({tag: self.wandb.Histogram(t.float().cpu().numpy()) for tag, t in tensors.items()},
+        # float64: numpy cannot cut a float32 range narrower than 64 float32 steps into 64 bins
+        # (a gradient that is nearly constant), and raises
+        self.run.log({tag: self.wandb.Histogram(t.double().cpu().numpy()) for tag, t in tensors.items()},
                      step=step)
 
     def save_model(self, path: Path) -> None:
