@@ -68,18 +68,38 @@ def evaluate(model: GPT, tokenizer: Tokenizer, text: str | list[str], batch_size
     ids = encode(tokenizer, text if isinstance(text, str) else list(text))
     token_list = ids.tolist()
     text = text if isinstance(text, str) else "".join(p for p in text if not isinstance(p, Special))
-    if doc_mask and tokenizer.eos_id is not None:
-        model = DocumentMasked(model, tokenizer.eos_id)
     if len(ids) < 2:
         raise UserError("text to evaluate must hold at least 2 tokens")
+    chars, size = scored_text(tokenizer, text, token_list)
+    return score_ids(model, tokenizer, ids, chars, size, batch_size, progress, precision, doc_mask)
+
+
+def evaluate_conversations(model: GPT, tokenizer: Tokenizer, conversations: Conversations, batch_size: int,
+                           progress: Callable[[int, int], None] = lambda done, total: None,
+                           precision: str = "auto", doc_mask: bool = False) -> Score:
+    """Score a chat model on conversations (data/chat.py), as its training validated: only the
+    targets trained on (the assistant's replies, with --train-on assistant); characters and
+    bytes are those of the replies."""
+    chars, size = conversations.scored_text
+    return score_ids(model, tokenizer, conversations.train, chars, size, batch_size, progress, precision, doc_mask,
+                     trained=conversations.train_mask)
+
+
+def score_ids(model: GPT, tokenizer: Tokenizer, ids: torch.Tensor, chars: int, size: int, batch_size: int,
+              progress: Callable[[int, int], None], precision: str, doc_mask: bool,
+              trained: np.ndarray | None = None) -> Score:
+    """The score of token ids whose scored targets spell `chars` characters (`size` bytes)."""
+    if doc_mask and tokenizer.eos_id is not None:
+        model = DocumentMasked(model, tokenizer.eos_id)
     arithmetic = resolve_precision(precision, next(model.parameters()).device)
     began = time.perf_counter()
     with torch.inference_mode():
         nats, scored, skipped = total_loss(model, ids, batch_size, tokenizer.unk_id, autocast=arithmetic.autocast,
-                                           progress=progress)
+                                           progress=progress, trained=trained)
+    if trained is not None:  # what the mask leaves out is context, not unknown text
+        skipped = int((ids[1:] == tokenizer.unk_id).sum()) if tokenizer.unk_id is not None else 0
     if scored == 0:
         raise UserError("no token of the text is known to the model; nothing to score")
-    chars, size = scored_text(tokenizer, text, token_list)
     loss, bits = nats / scored, nats / math.log(2)
     return Score(loss=loss, perplexity=math.exp(loss), bits_per_char=bits / chars, bits_per_byte=bits / size,
                  tokens=scored, characters=chars, bytes=size, unknown=skipped, precision=arithmetic.name,

@@ -318,9 +318,10 @@ class TextGenerator:
                           len(best) / max(time.perf_counter() - start, 1e-9),
                           "stop" if scanner.done else "length")]
 
-    def complete(self, prompt: str, options: SamplingOptions) -> list[Completion]:
+    def complete(self, prompt: str | list[int], options: SamplingOptions,
+                 stop_ids: list[int] | None = None) -> list[Completion]:
         """Generate and return the completions (no streaming)."""
-        for event in self.stream(prompt, options):
+        for event in self.stream(prompt, options, stop_ids=stop_ids):
             if isinstance(event, list):
                 return event
         raise AssertionError("stream ended without completions")  # pragma: no cover

@@ -162,8 +162,10 @@ def cmd_sweep(o: SweepOptions, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate
 def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
     from fundamentallm.checkpoint import load_model
+    from fundamentallm.data.chat import conversation_tokens
+    from fundamentallm.data.text import data_files
     from fundamentallm.data.tokens import scoring_text
-    from fundamentallm.evaluation import evaluate
+    from fundamentallm.evaluation import evaluate, evaluate_conversations
     from fundamentallm.training.precision import resolve_device
 
     data = o.data or o.data_file
@@ -171,9 +173,13 @@ def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
         raise UserError("evaluate: give the text to score with --data FILE")
     model, tokenizer, cfg = load_model(o.checkpoint, resolve_device(o.device))
     d = dataclasses.replace(cfg.data, text_field=o.text_field or cfg.data.text_field)
-    text = scoring_text(d, data, tokenizer)  # documents read and joined as the training run read them
     with unit_progress("scoring", "windows", enabled=not o.json) as progress:  # on a terminal only
-        score = evaluate(model, tokenizer, text, o.batch_size, progress, o.precision, doc_mask=d.doc_mask)
+        if d.format == "chat":  # a chat model on conversations: its replies, as its training validated
+            chats = conversation_tokens(dataclasses.replace(d, val_split=0), data_files(data, d.glob), [], tokenizer)
+            score = evaluate_conversations(model, tokenizer, chats, o.batch_size, progress, o.precision, d.doc_mask)
+        else:  # documents read and joined as the training run read them
+            score = evaluate(model, tokenizer, scoring_text(d, data, tokenizer), o.batch_size, progress,
+                             o.precision, doc_mask=d.doc_mask)
     if o.json:
         print(json.dumps(score.to_dict()))
         return 0

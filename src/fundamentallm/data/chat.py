@@ -52,19 +52,22 @@ def read_conversations(path: Path) -> list[list[dict[str, str]]]:
 
 
 def rendered(conversations: list[list[dict[str, str]]], template: ChatTemplate, train_on: str
-             ) -> tuple[torch.Tensor, np.ndarray, int]:
+             ) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
     """All conversations as one stream of ids, each ended by the end-of-text token; the
-    trained mask beside it; and the characters of the trained messages (for bits per char)."""
+    trained mask beside it; and the characters and bytes of the trained messages (for bits
+    per character and per byte)."""
     ids: list[int] = []
     trained: list[bool] = []
-    chars = 0
+    chars = size = 0
     eos = template.tokenizer.eos_id
     for messages in conversations:
         conversation, mask = template.render(messages, train_on=train_on)
         ids += [*conversation, eos]
         trained += [*mask, False]
-        chars += sum(len(m["content"]) for m in messages if train_on == "all" or m["role"] == "assistant")
-    return torch.tensor(ids, dtype=torch.int32), np.array(trained, dtype=bool), chars
+        for m in messages:
+            if train_on == "all" or m["role"] == "assistant":
+                chars, size = chars + len(m["content"]), size + len(m["content"].encode("utf-8"))
+    return torch.tensor(ids, dtype=torch.int32), np.array(trained, dtype=bool), (chars, size)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Conversations:
     val_mask: np.ndarray | None
     chars_per_token: float  # of the held-out trained text
     note: str  # for the start summary
+    scored_text: tuple[int, int] = (0, 0)  # characters and UTF-8 bytes of the training part's trained messages
 
 
 def conversation_tokens(cfg: DataConfig, files: list[Path], val_files: list[Path],
@@ -95,12 +99,12 @@ def conversation_tokens(cfg: DataConfig, files: list[Path], val_files: list[Path
         tokenizer = build_tokenizer(cfg.tokenizer, [m["content"] for c in conversations for m in c],
                                     cfg.bpe_vocab_size, cfg.special_tokens)
     template = ChatTemplate(tokenizer)
-    train, train_mask, _ = rendered(conversations, template, cfg.train_on)
+    train, train_mask, scored_text = rendered(conversations, template, cfg.train_on)
     val = val_mask = None
     chars_per_token = 1.0
     if held_out:
-        val, val_mask, chars = rendered(held_out, template, cfg.train_on)
+        val, val_mask, (chars, _) = rendered(held_out, template, cfg.train_on)
         chars_per_token = chars / max(1, int(val_mask.sum()))
     note = (f"{len(conversations):,} conversations ({len(train):,} tokens, {train_mask.mean():.0%} of them trained: "
             f"--train-on {cfg.train_on}), each ended by the end-of-text token")
-    return Conversations(tokenizer, train, train_mask, val, val_mask, chars_per_token, note)
+    return Conversations(tokenizer, train, train_mask, val, val_mask, chars_per_token, note, scored_text)

@@ -97,10 +97,10 @@ class Tokenizer(ABC):
     def encode(self, text: str) -> list[int]:
         if not getattr(self, "user_specials", ()):
             return self.encode_text(text)
-        return [i for piece in split_on([text], self.user_specials) for i in self._piece_ids(piece)]
-
-    def _piece_ids(self, piece: str) -> list[int]:
-        return [self._special_ids[piece]] if isinstance(piece, Found) else self.encode_text(piece)
+        ids: list[int] = []
+        for special, run in groupby(split_on([text], self.user_specials), key=lambda p: isinstance(p, Found)):
+            ids += [self._special_ids[p] for p in run] if special else self.encode_text("".join(run))
+        return ids
 
     def encode_text_array(self, text: str) -> np.ndarray:
         """`encode_text` as a 1-D int64 array (tokenizers override this when they can do it faster)."""
@@ -125,7 +125,7 @@ class Tokenizer(ABC):
         pieces = split_on(pieces, getattr(self, "user_specials", ()))
         for special, run in groupby(pieces, key=lambda p: isinstance(p, Found)):
             if special:
-                yield np.asarray([self._special_ids[str(p)] for p in run], dtype=np.int64)
+                yield np.asarray([self.special_id(str(p)) for p in run], dtype=np.int64)
             else:
                 yield from self.encode_text_stream(run)
 

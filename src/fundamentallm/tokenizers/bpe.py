@@ -85,6 +85,16 @@ class BPETokenizer(Tokenizer):
         text = self.special.get(role)
         return self._tok.token_to_id(text) if text is not None else None
 
+    def special_id(self, text: str) -> int | None:
+        """Ours, or a special token of an imported tokenizer spelled the same (GPT-2's and
+        Qwen's <|endoftext|> is ours)."""
+        own = super().special_id(text)
+        if own is not None:
+            return own
+        if not hasattr(self, "_added"):
+            self._added = {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
+        return self._added.get(text)
+
     @property
     def eos_id(self) -> int | None:
         """Our end-of-text token, or an imported tokenizer's own."""

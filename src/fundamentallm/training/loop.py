@@ -207,8 +207,9 @@ def next_commands(cfg: Config, stop_reason: str, steps: int) -> list[str]:
     """Sample from the model, score it, and (when its budget ran out) train it further."""
     final = shlex.quote(str(Path(cfg.checkpoint.output_dir) / "final.pt"))
     scored = cfg.data.validation_data or cfg.data.train[0]
-    commands = [f"fundamentallm generate {final} --max-tokens 300",
-                f"fundamentallm evaluate {final} --data {shlex.quote(scored)}"]
+    sample = (f"fundamentallm interactive {final} --chat" if cfg.data.format == "chat"
+              else f"fundamentallm generate {final} --max-tokens 300")
+    commands = [sample, f"fundamentallm evaluate {final} --data {shlex.quote(scored)}"]
     budget = {"max_steps": ("--max-steps", 2 * steps), "epochs": ("--epochs", 2 * cfg.training.epochs),
               "max_time": ("--max-time", f"+{cfg.training.max_time or 0:g}")}.get(stop_reason)
     if budget:  # a budget ran out (not early stopping): as much again

@@ -206,7 +206,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
 def with_specials(tokenizer: Tokenizer, added: list[str]) -> Tokenizer:
     """The tokenizer with the reserved special tokens and the user's `added` ones, those it
     lacks appended (new ids after its own)."""
-    missing = [text for text in (*RESERVED, *added) if text not in tokenizer.specials]
+    missing = [text for text in (*RESERVED, *added) if tokenizer.special_id(text) is None]
     if not missing:
         return tokenizer
     return tokenizer_from_dict({**tokenizer.to_dict(), "specials": [*tokenizer.specials, *missing]})
