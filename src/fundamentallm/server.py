@@ -279,8 +279,11 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
     defaults = SamplingOptions(max_tokens=min(SamplingOptions().max_tokens, max_tokens_limit))
     page = resources.files("fundamentallm").joinpath("web/index.html").read_text(encoding="utf-8")
     model, tokenizer = generator.model, generator.tokenizer
+    model_id = model_id or model_name(checkpoint)
     info = {
         "checkpoint": checkpoint,
+        "model_id": model_id,  # what /v1 requests name
+        "chat": generator.template is not None,  # fine-tuned on conversations: the page opens in chat mode
         "model": {"model_dim": model.cfg.model_dim, "num_layers": model.cfg.num_layers,
                   "num_heads": model.cfg.num_heads, "context_length": model.cfg.context_length,
                   "vocab_size": model.cfg.vocab_size, "parameters": model.num_parameters()},
@@ -370,7 +373,6 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
             generation.close()
 
     # ---- the OpenAI-compatible API ----
-    model_id = model_id or model_name(checkpoint)
     created = int(time.time())
 
     async def models(request: Request) -> Response:

@@ -138,3 +138,53 @@ def test_stop_field_and_errors_are_shown(browser, server):
     assert output == expected[:expected.find(stop)]
     state, status, output = run_page(browser, server, PROMPT, temperature="-1", max_tokens="5")
     assert state == "error" and "422" in status and "temperature" in status and output == ""
+
+
+# ---------------------------------------------------------------- chat mode
+@pytest.fixture(scope="module")
+def chat_server(tmp_path_factory, tiny_text):
+    """A model fine-tuned on conversations (briefly: its replies need only be deterministic)."""
+    import json
+
+    from integration_helpers import train
+
+    root = tmp_path_factory.mktemp("web-chat")
+    words = tiny_text.split()[:400]
+    (root / "chats.jsonl").write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": f"Say {word}"}, {"role": "assistant", "content": word}]}) + "\n" for word in words))
+    out = train(root / "chats.jsonl", root / "run", "--format", "chat", max_steps=30, context_length=32)
+    served = ServerProcess(out / "final.pt", log=root / "stderr.txt")
+    yield served
+    served.stop()
+
+
+def chat_reply(server: ServerProcess, messages: list[dict]) -> str:
+    model = httpx.get(f"{server.url}/info", timeout=10).json()["model_id"]
+    response = httpx.post(f"{server.url}/v1/chat/completions", timeout=60,
+                          json={"model": model, "messages": messages, "temperature": 0, "max_tokens": 12})
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["message"]["content"]
+
+
+def test_a_chat_model_opens_in_chat_mode_and_keeps_the_conversation(browser, chat_server):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(chat_server.url + "/")
+    WebDriverWait(browser, 30).until(lambda d: d.find_element("id", "mode-chat").is_selected())
+    assert not browser.find_element("id", "chat-part").get_attribute("hidden")
+    sent = []
+    for message in ("Say ROMEO", "Say again"):
+        fill(browser, "prompt", message)
+        fill(browser, "temperature", "0")
+        fill(browser, "max-tokens", "12")
+        browser.find_element("id", "generate").click()
+        status = browser.find_element("id", "status")
+        WebDriverWait(browser, 60).until(lambda d: status.get_attribute("data-state") not in ("idle", "running"))
+        assert status.get_attribute("data-state") == "done", status.text
+        expected = chat_reply(chat_server, [*sent, {"role": "user", "content": message}])
+        replies = browser.find_elements("css selector", ".turn.assistant .content")
+        assert replies[-1].get_property("textContent") == expected  # the earlier turns sent along
+        sent += [{"role": "user", "content": message}, {"role": "assistant", "content": expected}]
+    assert len(browser.find_elements("css selector", ".turn")) == 4
+    browser.find_element("id", "new-chat").click()
+    assert not browser.find_elements("css selector", ".turn")
