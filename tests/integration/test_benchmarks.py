@@ -129,3 +129,27 @@ def test_evaluate_compares_scoring_with_training():
     fp32, bf16 = report["runs"]
     assert fp32["tokens"] == bf16["tokens"] == 19_999 and fp32["tokens_per_s"] > 0
     assert bf16["loss"] == pytest.approx(fp32["loss"], abs=0.02)
+
+
+def test_documents_compares_boundaries_and_masking(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(sample_text(40_000), encoding="utf-8")
+    report = bench("documents.py", "--data", str(data), "--max-time", "3", "--",
+                   *TINY_FLAGS, "--batch-size=4", "--precision=fp32", "--eval-iters=2", "--no-compile")
+    assert set(report["runs"]) == {"none", "eos", "mask"} and report["records"]["train"] > 50
+    assert report["runs"]["none"]["stop_accuracy"] is not None  # the tokenizer has the token, untrained
+    assert all(r["steps"] >= 1 and r["tokens_per_s"] > 0 for r in report["runs"].values())
+    assert report["mask_throughput_vs_eos"] > 0
+
+
+def test_chat_scores_base_masked_and_unmasked(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(sample_text(40_000), encoding="utf-8")
+    report = bench("chat.py", "--data", str(data), "--base-seconds", "3", "--finetune-seconds", "3", "--questions",
+                   "100", "--test-questions", "10", "--max-tokens", "6", "--",
+                   *TINY_FLAGS, "--batch-size=4", "--precision=fp32", "--eval-iters=2", "--no-compile")
+    assert set(report["results"]) == {"base", "masked", "unmasked"}
+    for result in report["results"].values():
+        assert 0 <= result["accuracy"] <= 1 and set(result["by_task"]) <= {"first", "last", "count", "backwards",
+                                                                            "capitals"}
+    assert report["results"]["masked"]["steps"] >= 1

@@ -117,3 +117,36 @@ def test_compare_experiments_on_real_runs(tmp_path, tiny_text):
         assert (row["learning_rate"], row["model_dim"], row["tokenizer"]) == (lr, dim, "char")
     table = run_script("scripts/compare_experiments.py", tmp_path / "runs")
     assert table.returncode == 0 and "slow" in table.stdout and "fast" in table.stdout
+
+
+def test_make_chat_data_writes_questions_with_exact_answers(tmp_path):
+    from helpers import sample_text
+
+    (tmp_path / "text.txt").write_text(sample_text(30_000), encoding="utf-8")
+    result = run_script("scripts/make_chat_data.py", tmp_path / "text.txt", tmp_path / "chats", "--questions", "50",
+                        "--test-questions", "10", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    train = [json.loads(line) for line in (tmp_path / "chats/train.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (tmp_path / "chats/test.jsonl").read_text().splitlines()]
+    assert len(train) == 50 and len(test) == 10
+    for record in train + test:
+        roles = [m["role"] for m in record["messages"]]
+        assert roles[-1] == "assistant" and roles.count("user") == roles.count("assistant") in (1, 2)
+        question, answer = record["messages"][-2]["content"], record["messages"][-1]["content"]
+        subject = question.split(": ", 1)[1] if ": " in question else question.split("? ", 1)[1]
+        expected = {"backwards": subject[::-1], "capitals": subject.upper(), "first": subject.split()[0],
+                    "last": subject.split()[-1], "count": str(len(subject.split()))}[record["task"]]
+        assert answer == expected
+    held_out = sample_text(30_000)[27_000:]  # the test questions are about the last 10% of the text
+    assert all(r["messages"][-2]["content"].split(": ", 1)[-1].split("? ", 1)[-1] in held_out for r in test
+               if r["task"] in ("first", "last", "count"))
+    again = run_script("scripts/make_chat_data.py", tmp_path / "text.txt", tmp_path / "again", "--questions", "50",
+                       "--test-questions", "10", "--seed", "3")
+    assert again.returncode == 0 and (tmp_path / "again/train.jsonl").read_text() == (
+        tmp_path / "chats/train.jsonl").read_text()
+
+
+def test_make_chat_data_refuses_text_too_short(tmp_path):
+    (tmp_path / "short.txt").write_text("one two\n")
+    result = run_script("scripts/make_chat_data.py", tmp_path / "short.txt", tmp_path / "out")
+    assert "too short for a chat task" in assert_one_line_error(result)

@@ -220,6 +220,9 @@ def validate(cfg: Config) -> None:
     if d.doc_mask and d.doc_boundary == "none":
         raise UserError("--doc-mask keeps documents apart by their end-of-text tokens: it needs --doc-boundary eos "
                         "(or auto), not none")
+    if d.format == "chat" and (d.augment or d.augment_file):
+        raise UserError(f"--{'augment' if d.augment else 'augment-file'} works on running text, not on conversations "
+                        "(--format chat): leave one of them out")
     if d.format == "chat" and (d.doc_separator or d.doc_boundary == "none"):
         raise UserError("--format chat: each conversation is a document, ended by the end-of-text token "
                         "(--doc-separator and --doc-boundary none do not apply)")
@@ -275,4 +278,12 @@ def config_warnings(cfg: Config) -> list[str]:
             verb = "applies" if len(changed) == 1 else "apply"
             found.append(f"{' and '.join(changed)} {verb} only with --optimizer muon "
                          f"(this run: {o.optimizer}); ignored")
+    d = cfg.data
+    if d.format == "chat":
+        unused = [flag for flag, changed in (("--token-cache", d.token_cache != default.data.token_cache),
+                                             ("--text-field", d.text_field != default.data.text_field),
+                                             ("--separator", d.separator != default.data.separator)) if changed]
+        if unused:
+            found.append(f"{', '.join(unused)}: conversations are read from their 'messages' and held in memory "
+                         "(--format chat); ignored")
     return found
