@@ -30,9 +30,8 @@ from fundamentallm.checkpoint import load_model
 from fundamentallm.config import Config, ConfigSources
 from fundamentallm.config.loading import coerce, fields
 from fundamentallm.console import TrainingConsole
-from fundamentallm.data.text import read_text
 from fundamentallm.errors import UserError
-from fundamentallm.evaluation import Score, evaluate
+from fundamentallm.evaluation import Score, evaluate, evaluate_data
 from fundamentallm.generation import Completion, TextGenerator
 from fundamentallm.interop import ExportReport, export_checkpoint
 from fundamentallm.model import GPT
@@ -133,12 +132,13 @@ class Model:
             raise UserError("evaluate: give a file to score, or text=")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"evaluate: batch_size must be a positive whole number (got {batch_size!r})")
-        if data is not None:
-            d = self.config.data
-            text = read_text(str(data), d.separator, d.glob, d.text_field, validation=True)
         if precision not in ("auto", "fp32", "bf16"):
             raise UserError(f"evaluate: precision must be auto, fp32 or bf16 (got {precision!r})")
-        return evaluate(self.module, self.tokenizer, text, batch_size, precision=precision)
+        if data is not None:
+            return evaluate_data(self.module, self.tokenizer, self.config.data, str(data), batch_size,
+                                 precision=precision)
+        return evaluate(self.module, self.tokenizer, text, batch_size, precision=precision,
+                        doc_mask=self.config.data.doc_mask)
 
     def export(self, out_dir: str | Path, *, dtype: str = "fp32", overwrite: bool = False) -> ExportReport:
         """Write the model as a Hugging Face `transformers` directory, as `fundamentallm export`."""

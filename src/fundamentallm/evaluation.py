@@ -11,18 +11,24 @@ same total information (nats) divided by the characters (bytes) it predicted.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
+from fundamentallm.config.schema import DataConfig
+from fundamentallm.data.batching import encode
+from fundamentallm.data.chat import Conversations, conversation_tokens
+from fundamentallm.data.text import data_files
+from fundamentallm.data.tokens import scoring_text
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
-from fundamentallm.scoring import total_loss
-from fundamentallm.data.batching import encode
 from fundamentallm.model.documents import DocumentMasked
+from fundamentallm.scoring import total_loss
 from fundamentallm.tokenizers import Special, Tokenizer
 from fundamentallm.training.precision import resolve_precision
 
@@ -72,6 +78,18 @@ def evaluate(model: GPT, tokenizer: Tokenizer, text: str | list[str], batch_size
         raise UserError("text to evaluate must hold at least 2 tokens")
     chars, size = scored_text(tokenizer, text, token_list)
     return score_ids(model, tokenizer, ids, chars, size, batch_size, progress, precision, doc_mask)
+
+
+def evaluate_data(model: GPT, tokenizer: Tokenizer, cfg: DataConfig, data: str | list[str], batch_size: int,
+                  progress: Callable[[int, int], None] = lambda done, total: None, precision: str = "auto") -> Score:
+    """Score the files `data` as the model's training run read its own (`cfg`, the checkpoint's
+    data settings): a chat model on conversations, its replies; any other on documents, joined
+    or ended as they were in training."""
+    if cfg.format == "chat":
+        chats = conversation_tokens(dataclasses.replace(cfg, val_split=0), data_files(data, cfg.glob), [], tokenizer)
+        return evaluate_conversations(model, tokenizer, chats, batch_size, progress, precision, cfg.doc_mask)
+    return evaluate(model, tokenizer, scoring_text(cfg, data, tokenizer), batch_size, progress, precision,
+                    doc_mask=cfg.doc_mask)
 
 
 def evaluate_conversations(model: GPT, tokenizer: Tokenizer, conversations: Conversations, batch_size: int,

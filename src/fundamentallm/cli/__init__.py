@@ -162,10 +162,7 @@ def cmd_sweep(o: SweepOptions, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate
 def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
     from fundamentallm.checkpoint import load_model
-    from fundamentallm.data.chat import conversation_tokens
-    from fundamentallm.data.text import data_files
-    from fundamentallm.data.tokens import scoring_text
-    from fundamentallm.evaluation import evaluate, evaluate_conversations
+    from fundamentallm.evaluation import evaluate_data
     from fundamentallm.training.precision import resolve_device
 
     data = o.data or o.data_file
@@ -174,12 +171,7 @@ def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
     model, tokenizer, cfg = load_model(o.checkpoint, resolve_device(o.device))
     d = dataclasses.replace(cfg.data, text_field=o.text_field or cfg.data.text_field)
     with unit_progress("scoring", "windows", enabled=not o.json) as progress:  # on a terminal only
-        if d.format == "chat":  # a chat model on conversations: its replies, as its training validated
-            chats = conversation_tokens(dataclasses.replace(d, val_split=0), data_files(data, d.glob), [], tokenizer)
-            score = evaluate_conversations(model, tokenizer, chats, o.batch_size, progress, o.precision, d.doc_mask)
-        else:  # documents read and joined as the training run read them
-            score = evaluate(model, tokenizer, scoring_text(d, data, tokenizer), o.batch_size, progress,
-                             o.precision, doc_mask=d.doc_mask)
+        score = evaluate_data(model, tokenizer, d, data, o.batch_size, progress, o.precision)
     if o.json:
         print(json.dumps(score.to_dict()))
         return 0
