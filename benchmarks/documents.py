@@ -3,7 +3,9 @@
 
 The corpus: `--data` cut into records at its blank lines (a play's speeches: a few hundred
 characters each), as JSONL; the records of the first 90% train, those of the last 10% are
-`--validation-data`. Three runs of `--max-time` seconds each, the defaults otherwise:
+`--validation-data`. Three runs of `--max-time` seconds each, the defaults otherwise (the
+first run sizes the model to the budget; the others train that same shape, so that the
+comparison is of the data, not of two shapes):
 
     none   --doc-boundary none   records joined by a blank line, as before documents had ends
     eos    --doc-boundary eos    each record ended by <|endoftext|>
@@ -26,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import yaml
 
 from fundamentallm.checkpoint import load_model
 from fundamentallm.errors import ArgumentParser, UserError, run_reporting_errors
@@ -58,6 +61,15 @@ def stop_accuracy(checkpoint: Path, held_out: list[str], limit: int = 300) -> fl
     return round(right / max(1, asked), 3)
 
 
+def shape_flags(out: Path) -> list[str]:
+    """The flags that give another run the shape this one trained (sized to its budget)."""
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    model, training = config["model"], config["training"]
+    return ["--model-dim", str(model["model_dim"]), "--num-layers", str(model["num_layers"]),
+            "--num-heads", str(model["num_heads"]), "--context-length", str(model["context_length"]),
+            "--batch-size", str(training["batch_size"]), "--learning-rate", str(config["optim"]["learning_rate"])]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="data/shakespeare_sample.txt")
@@ -75,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, part in (("train", train), ("val", held_out)):
             (tmp / f"{name}.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in part),
                                                encoding="utf-8")
+        shape: list[str] = []
         for name in args.runs:
             out = tmp / name
             fundamentallm("train", str(tmp / "train.jsonl"), "--validation-data", str(tmp / "val.jsonl"), "-o",
-                          str(out), "--max-time", str(args.max_time), "--quiet", *RUNS[name], *args.extra)
+                          str(out), "--max-time", str(args.max_time), "--quiet", *RUNS[name], *shape, *args.extra)
+            shape = shape or shape_flags(out)
             summary = json.loads((out / "summary.json").read_text())
             results[name] = {"val_loss": round(summary["best_val_loss"], 4),
                              "val_bits_per_char": round(summary["best_val_bits_per_char"], 4),
@@ -86,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                              "parameters": summary["parameters"], "precision": summary["precision"],
                              "stop_accuracy": stop_accuracy(out / "final.pt", held_out)}
             print(name, results[name], file=sys.stderr)
-    report = {"data": args.data, "max_time_s": args.max_time, "records": {"train": len(train), "val": len(held_out)},
+    report = {"data": args.data, "max_time_s": args.max_time, "shape": " ".join(shape), "records": {"train": len(train), "val": len(held_out)},
               "mean_record_chars": round(sum(map(len, train)) / max(1, len(train)), 1), "runs": results}
     if "mask" in results and "eos" in results:
         report["mask_throughput_vs_eos"] = round(results["mask"]["tokens_per_s"] / results["eos"]["tokens_per_s"], 3)

@@ -106,7 +106,8 @@ def attention(model, tokenizer, out: Path) -> None:
         q, k, _ = attn.qkv(x).split([C, kv, kv], dim=2)
         q = q.view(B, T, attn.num_heads, attn.head_dim).transpose(1, 2)  # (1, H, T, D)
         k = k.view(B, T, attn.num_kv_heads, attn.head_dim).transpose(1, 2)  # (1, K, T, D)
-        q, k = model.positions.rotate(attn.q_norm(q), 0), model.positions.rotate(attn.k_norm(k), 0)
+        pos = torch.arange(T)  # (T,): the positions of the window
+        q, k = model.positions.rotate(attn.q_norm(q), pos), model.positions.rotate(attn.k_norm(k), pos)
         k = k.repeat_interleave(attn.num_heads // attn.num_kv_heads, dim=1)  # (1, H, T, D)
         scores = (q @ k.transpose(-2, -1)) * attn.head_dim ** -0.5  # (1, H, T, T)
         scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
@@ -164,8 +165,8 @@ def rope(model, out: Path) -> None:
     def scores(key_at: int) -> tuple[list[int], list[float]]:
         length = span - key_at
         # (1, 1, T, D): the same query at every position key_at..span-1, rotated there
-        queries = positions.rotate(q.expand(1, 1, length, head_dim).contiguous(), key_at)
-        key = positions.rotate(k.view(1, 1, 1, head_dim), key_at)  # the key, at key_at
+        queries = positions.rotate(q.expand(1, 1, length, head_dim).contiguous(), torch.arange(key_at, span))
+        key = positions.rotate(k.view(1, 1, 1, head_dim), torch.tensor([key_at]))  # the key, at key_at
         return list(range(length)), (queries[0, 0] @ key[0, 0, 0]).tolist()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))

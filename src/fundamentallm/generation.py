@@ -221,7 +221,8 @@ class TextGenerator:
         if self._token_texts is None and ban:
             self._token_texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
         banned = {self.tokenizer.unk_id} if self.tokenizer.unk_id is not None else set()
-        banned.update(i for text in RESERVED if (i := self.tokenizer.special_id(text)) is not None and i not in stops)
+        banned.update(i for text in RESERVED if (i := self.tokenizer.special_id(text)) is not None
+                      and i not in stops and i < self.model.cfg.vocab_size)
         # rows of a padded vocabulary (an imported model's) that no token of the tokenizer has
         banned.update(range(self.tokenizer.vocab_size, self.model.cfg.vocab_size))
         for text in ban:

@@ -19,7 +19,9 @@ from fundamentallm.sampling import SamplingOptions
 from fundamentallm.tokenizers import END_OF_TURN, EOS, ROLE_TOKENS
 from fundamentallm.tokenizers.chat import ChatTemplate
 from helpers import ROOT, process_env
-from integration_helpers import assert_one_line_error, losses, run_cli, run_process, sample_text, tiny_args, train
+from integration_helpers import (
+    TINY_SHAPE, assert_one_line_error, losses, run_cli, run_process, sample_text, tiny_args, train,
+)
 
 CHAT_SHAPE = {"context_length": 96}  # a question about a line and its answer fit in a window
 
@@ -109,6 +111,18 @@ def test_chat_fine_tuning_trains_on_the_assistants_turns(tmp_path, chats, base, 
     assert losses(every) != losses(out)
 
 
+def test_a_chat_fine_tune_resumes_exactly_across_epochs(tmp_path, chats, base):
+    exact = dict(lr_schedule="constant", warmup_steps=4, log_interval=1, grad_accum_steps=2, doc_mask=True,
+                 **CHAT_SHAPE)
+    few = tmp_path / "few.jsonl"  # 40 conversations: an epoch is a few steps, so the run crosses epochs
+    few.write_text("".join((chats / "train.jsonl").read_text().splitlines(keepends=True)[:40]))
+    straight = train(few, tmp_path / "straight", "--format", "chat", "--init-from", base, max_steps=8, **exact)
+    half = train(few, tmp_path / "half", "--format", "chat", "--init-from", base, max_steps=4, **exact)
+    assert run_cli("train", "-o", half, "--resume", "--max-steps", "8", "--quiet") == 0
+    assert losses(half) == pytest.approx(losses(straight), rel=0, abs=1e-6)
+    assert json.loads((straight / "summary.json").read_text())["epochs"] > 1
+
+
 @pytest.mark.parametrize("kind", ["char", "byte", "bpe"])
 def test_a_model_trained_from_scratch_on_conversations_with_every_tokenizer(tmp_path, chats, kind):
     out = train(chats / "train.jsonl", tmp_path / "run", "--format", "chat", "--tokenizer", kind, max_steps=3,
@@ -130,6 +144,20 @@ def test_a_bad_conversation_is_a_one_line_error_naming_its_line(tmp_path, record
                                              {"role": "assistant", "content": "b"}]}) + "\n" + record + "\n")
     result = run_process("train", path, "--format", "chat", "-o", tmp_path / "run", *tiny_args())
     assert message in assert_one_line_error(result)
+
+
+def test_a_model_imported_from_hugging_face_is_fine_tuned_on_conversations(tmp_path, chats):
+    from test_hf_interop import hub_like
+
+    directory, _ = hub_like(tmp_path, sample_text(20_000), "llama")
+    before = load_model(directory)[1]
+    out = train(chats / "train.jsonl", tmp_path / "run", "--format", "chat", "--init-from", str(directory),
+                max_steps=3, **{name: None for name in TINY_SHAPE})  # the shape is the imported model's
+    model, tokenizer, cfg = load_model(out / "final.pt")
+    assert tokenizer.eos_id == before.eos_id  # its own <|endoftext|> serves as ours
+    added = [tokenizer.special_id(text) for text in (*ROLE_TOKENS.values(), END_OF_TURN)]
+    assert None not in added and min(added) >= before.vocab_size  # the turn tokens appended
+    assert model.embed.weight.shape[0] >= tokenizer.vocab_size and cfg.data.format == "chat"
 
 
 def test_interactive_chat_keeps_the_conversation_and_ends_each_reply_at_its_turn(chat_model):

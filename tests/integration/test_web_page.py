@@ -57,18 +57,25 @@ def fill(driver, element_id: str, value: str) -> None:
     element.send_keys(value)
 
 
-def run_page(driver, server: ServerProcess, prompt: str, **fields: str) -> tuple[str, str, str]:
-    """Load the page, type the prompt and fields, click Generate, wait for the end;
-    (status state, status text, output text)."""
+def submit(driver, prompt: str, **fields: str):
+    """Type the prompt and fields, click Generate (Send, in chat mode), wait for the end; the
+    status element."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(server.url + "/")
     fill(driver, "prompt", prompt)
     for element_id, value in fields.items():
         fill(driver, element_id.replace("_", "-"), value)
     driver.find_element("id", "generate").click()
     status = driver.find_element("id", "status")
     WebDriverWait(driver, 60).until(lambda d: status.get_attribute("data-state") not in ("idle", "running"))
+    return status
+
+
+def run_page(driver, server: ServerProcess, prompt: str, **fields: str) -> tuple[str, str, str]:
+    """Load the page, type the prompt and fields, click Generate, wait for the end;
+    (status state, status text, output text)."""
+    driver.get(server.url + "/")
+    status = submit(driver, prompt, **fields)
     output = driver.find_element("id", "output").get_property("textContent")
     return status.get_attribute("data-state"), status.text, output
 
@@ -118,12 +125,7 @@ def test_with_an_api_key_the_page_asks_for_it_and_then_works(browser, keyed_serv
     WebDriverWait(browser, 30).until(lambda d: "parameters" in d.find_element("id", "model").text)
     expected = httpx.post(f"{keyed_server.url}/generate", timeout=60, headers={"Authorization": "Bearer s3cret"},
                           json={"prompt": PROMPT, "temperature": 0, "max_tokens": 20}).json()["samples"][0]["text"]
-    fill(browser, "prompt", PROMPT)
-    fill(browser, "temperature", "0")
-    fill(browser, "max-tokens", "20")
-    browser.find_element("id", "generate").click()
-    status = browser.find_element("id", "status")
-    WebDriverWait(browser, 60).until(lambda d: status.get_attribute("data-state") not in ("idle", "running"))
+    status = submit(browser, PROMPT, temperature="0", max_tokens="20")
     assert status.get_attribute("data-state") == "done", status.text
     assert browser.find_element("id", "output").get_property("textContent") == expected
 
@@ -174,12 +176,7 @@ def test_a_chat_model_opens_in_chat_mode_and_keeps_the_conversation(browser, cha
     assert not browser.find_element("id", "chat-part").get_attribute("hidden")
     sent = []
     for message in ("Say ROMEO", "Say again"):
-        fill(browser, "prompt", message)
-        fill(browser, "temperature", "0")
-        fill(browser, "max-tokens", "12")
-        browser.find_element("id", "generate").click()
-        status = browser.find_element("id", "status")
-        WebDriverWait(browser, 60).until(lambda d: status.get_attribute("data-state") not in ("idle", "running"))
+        status = submit(browser, message, temperature="0", max_tokens="12")
         assert status.get_attribute("data-state") == "done", status.text
         expected = chat_reply(chat_server, [*sent, {"role": "user", "content": message}])
         replies = browser.find_elements("css selector", ".turn.assistant .content")

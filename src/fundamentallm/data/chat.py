@@ -10,7 +10,6 @@ is for corpora of pretraining size).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,8 @@ import numpy as np
 import torch
 
 from fundamentallm.config.schema import DataConfig
-from fundamentallm.data.text import JSONL_SUFFIXES, stream_text_file
+from fundamentallm.data.text import JSONL_SUFFIXES, jsonl_records
 from fundamentallm.errors import UserError
-from fundamentallm.textstream import stream_lines
 from fundamentallm.tokenizers import Tokenizer, build_tokenizer
 from fundamentallm.tokenizers.chat import ChatTemplate, check_messages
 
@@ -30,13 +28,7 @@ def read_conversations(path: Path) -> list[list[dict[str, str]]]:
     if path.suffix not in JSONL_SUFFIXES:
         raise UserError(f"{path}: --format chat reads JSONL files (one {{\"messages\": [...]}} per line)")
     conversations = []
-    for number, line in enumerate(stream_lines(stream_text_file(path)), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    for number, record in jsonl_records(path):
         if not isinstance(record, dict) or "messages" not in record:
             raise UserError(f"{path}:{number}: a chat record needs a 'messages' list")
         try:

@@ -98,17 +98,23 @@ def stream_text_file(path: str | Path, chunk_bytes: int = STREAM_CHUNK_BYTES) ->
         raise UserError(f"{path}: file is empty")
 
 
-def read_jsonl(path: str | Path, text_field: str = "text") -> Iterator[str]:
-    """The `text_field` of every record of a JSONL file (blank lines are skipped), streamed."""
-    path = Path(path)
-    found = 0
+def jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each record of a JSONL file, streamed; blank lines are
+    skipped, and a line that is not JSON is a one-line error naming it."""
     for number, line in enumerate(stream_lines(stream_text_file(path)), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+
+
+def read_jsonl(path: str | Path, text_field: str = "text") -> Iterator[str]:
+    """The `text_field` of every record of a JSONL file (blank lines are skipped), streamed."""
+    path = Path(path)
+    found = 0
+    for number, record in jsonl_records(path):
         if not isinstance(record, dict) or text_field not in record:
             raise UserError(f"{path}:{number}: record has no {text_field!r} field (choose one with --text-field)")
         if not isinstance(record[text_field], str):
