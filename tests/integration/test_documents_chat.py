@@ -89,6 +89,19 @@ def test_doc_mask_trains_and_without_it_the_losses_are_unchanged(tmp_path):
     assert all(torch.isfinite(torch.tensor(list(masked.values()))))
 
 
+def test_special_tokens_of_your_own_stand_for_their_text_in_the_data(tmp_path, capsys):
+    text = tmp_path / "tool.txt"
+    text.write_text("".join(f"line {i}: call [TOOL] now\n" for i in range(60)))
+    out = train(text, tmp_path / "run", "--special-tokens", "[TOOL]", "--json", quiet=False, val_split=0)
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert start["train tokens"] == len(text.read_text()) - 60 * (len("[TOOL]") - 1)  # one token each
+    _, tokenizer, _ = load_model(out / "final.pt")
+    assert tokenizer.encode("[TOOL]") == [tokenizer.special_id("[TOOL]")]
+    # resumed, the tokenizer stays as it is: another list of special tokens is refused
+    result = run_process("train", text, "-o", out, "--resume", "--special-tokens", "[OTHER]", "--max-steps", "8")
+    assert "--special-tokens" in assert_one_line_error(result)
+
+
 def test_doc_mask_with_documents_joined_by_text_is_refused(tmp_path):
     (tmp_path / "t.txt").write_text(sample_text(3_000))
     result = run_process("train", tmp_path / "t.txt", "-o", tmp_path / "run", "--doc-mask", "--doc-boundary", "none",
