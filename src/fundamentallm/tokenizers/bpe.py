@@ -139,15 +139,19 @@ class BPETokenizer(Tokenizer):
 
     def byte_table(self) -> list[bytes] | None:
         """Each token's bytes (GPT-2's byte-level alphabet read back), or None for an imported
-        tokenizer whose tokens are not spelled in it."""
-        byte_of = {c: b for b, c in enumerate(byte_characters())}
-        table = [b""] * self.base_size
-        for token, i in self._tok.get_vocab(with_added_tokens=True).items():
-            if i < self.base_size:
-                if any(c not in byte_of for c in token):
-                    return None
-                table[i] = bytes(byte_of[c] for c in token)
-        return table
+        tokenizer whose tokens are not spelled in it; built once (a large vocabulary takes a
+        moment, and every generated sample decodes through it)."""
+        if not hasattr(self, "_byte_table"):
+            byte_of = {c: b for b, c in enumerate(byte_characters())}
+            table: list[bytes] | None = [b""] * self.base_size
+            for token, i in self._tok.get_vocab(with_added_tokens=True).items():
+                if i < self.base_size:
+                    if any(c not in byte_of for c in token):
+                        table = None
+                        break
+                    table[i] = bytes(byte_of[c] for c in token)
+            self._byte_table = table
+        return self._byte_table
 
     def decode_text(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids))

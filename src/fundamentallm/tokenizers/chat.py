@@ -15,7 +15,9 @@ closing `<|end|>`, so the model learns to stop): the system's and user's tokens 
 not targets (as in TRL's assistant-only loss and nanochat's SFT masking).
 
 `JINJA` is the same template in the form Hugging Face's `apply_chat_template` runs; the
-export writes it into tokenizer_config.json.
+export writes it into tokenizer_config.json. A checkpoint trained on conversations says so in
+its config (`data.format: chat`), and its tokenizer holds the turn tokens: together, the
+template that everything talking to the model uses.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from typing import Any
 
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers.base import END_OF_TURN, ROLE_TOKENS, Tokenizer
-
-NAME = "turns"  # the template's name, saved in checkpoints trained on conversations
 
 JINJA = (
     "{%- for message in messages -%}"
