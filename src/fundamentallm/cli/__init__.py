@@ -166,6 +166,12 @@ def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
     from fundamentallm.training.precision import resolve_device
 
     data = o.data or o.data_file
+    if o.tasks:
+        if data:
+            raise UserError("evaluate: score a text (--data) or run benchmark tasks (--tasks), one of them")
+        return evaluate_tasks(o)
+    if o.limit is not None:
+        raise UserError("--limit applies to --tasks (a text is scored whole)")
     if not data:
         raise UserError("evaluate: give the text to score with --data FILE")
     model, tokenizer, cfg = load_model(o.checkpoint, resolve_device(o.device))
@@ -180,6 +186,24 @@ def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
           f"tokens {score.tokens:,} ({tokenizer.kind}, {score.precision}, {score.seconds:.1f} s)")
     if score.unknown:
         print(f"note: {score.unknown:,} characters never seen in training were not scored")
+    return 0
+
+
+def evaluate_tasks(o: EvaluateOptions) -> int:
+    """`evaluate CKPT --tasks ...`: lm-evaluation-harness tasks on the model (harness.py)."""
+    from fundamentallm.checkpoint import load_model
+    from fundamentallm.harness import run_tasks
+    from fundamentallm.training.precision import resolve_device
+
+    model, tokenizer, _ = load_model(o.checkpoint, resolve_device(o.device))
+    figures = run_tasks(model, tokenizer, o.tasks, o.limit, o.precision)
+    if o.json:
+        print(json.dumps({"tasks": figures}))
+        return 0
+    for task, values in figures.items():
+        shown = [f"{name} {value:.4f}" + (f" ± {values[name + '_stderr']:.4f}" if name + "_stderr" in values else "")
+                 for name, value in values.items() if not name.endswith("_stderr")]
+        print(f"{task}: {'  '.join(shown)}")
     return 0
 
 

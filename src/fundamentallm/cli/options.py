@@ -60,6 +60,9 @@ class EvaluateOptions:
         "as training chooses; the fourth decimal may differ from fp32's), fp32 or bf16",
         choices=("auto", "fp32", "bf16"))
     json: bool = option(False, "print one JSON object")
+    tasks: list[str] = option([], "benchmark tasks through lm-evaluation-harness instead of a text: an lm-eval task "
+                              "name or a local task .yaml file (repeatable; the eval extra)", metavar="TASK")
+    limit: int | None = option(None, "--tasks: at most this many examples of each task", check="positive")
 
 
 @dataclass
