@@ -81,7 +81,7 @@ def runnable(code: str) -> tuple[str, list[str]]:
 def scratch(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "shakespeare_sample.txt").write_text(sample_text(20_000), encoding="utf-8")
-    for name in ("scripts", "configs", "benchmarks"):
+    for name in ("scripts", "configs", "benchmarks", "tasks"):
         (tmp_path / name).symlink_to(ROOT / name)
     bin_dir = tmp_path / ".bin"
     bin_dir.mkdir()

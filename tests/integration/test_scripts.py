@@ -150,3 +150,19 @@ def test_make_chat_data_refuses_text_too_short(tmp_path):
     (tmp_path / "short.txt").write_text("one two\n")
     result = run_script("scripts/make_chat_data.py", tmp_path / "short.txt", tmp_path / "out")
     assert "too short for a chat task" in assert_one_line_error(result)
+
+
+def test_make_choice_task_writes_a_task_lm_eval_reads(tmp_path):
+    from helpers import sample_text
+
+    (tmp_path / "text.txt").write_text(sample_text(30_000), encoding="utf-8")
+    result = run_script("scripts/make_choice_task.py", tmp_path / "text.txt", tmp_path / "task", "--questions", "20")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (tmp_path / "task/shakespeare_next_word.jsonl").read_text().splitlines()]
+    held_out = sample_text(30_000)[27_000:]
+    assert len(records) == 20
+    for record in records:
+        assert len(record["choices"]) == 4 and len(set(record["choices"])) == 4
+        right = record["choices"][record["answer"]]
+        assert (record["context"] + right) in " ".join(held_out.split())  # the true next word of a held-out line
+    assert "task: shakespeare_next_word" in (tmp_path / "task/shakespeare_next_word.yaml").read_text()
