@@ -32,8 +32,8 @@ from fundamentallm.training.precision import resolve_precision
 
 
 def harness() -> Any:
-    try:
-        import lm_eval  # the [eval] extra
+    try:  # the [eval] extra, loaded by --tasks only (heavy, and optional)
+        import lm_eval
         from lm_eval.api.model import TemplateLM
     except ImportError:
         raise UserError("evaluate --tasks needs lm-evaluation-harness: pip install 'fundamentallm[eval]'") from None
@@ -67,7 +67,7 @@ def harness_model(model: GPT, tokenizer: Tokenizer, precision: str = "auto"):
             return results
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-            from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+            from lm_eval.utils import get_rolling_token_windows, make_disjoint_window  # the [eval] extra (see harness)
 
             totals = []
             for (text,) in [request.args for request in requests]:
@@ -111,7 +111,7 @@ def continuation_logprob(model: GPT, context: list[int], continuation: list[int]
 def task_list(tasks: list[str]) -> list[str | dict[str, Any]]:
     """lm-eval task names as they are; a local task .yaml file as its config, with the data
     files it names found beside it (lm-eval would look for them in the current directory)."""
-    import yaml
+    import yaml  # a dependency, needed here only
 
     found: list[str | dict[str, Any]] = []
     for task in tasks:
@@ -140,7 +140,7 @@ def run_tasks(model: GPT, tokenizer: Tokenizer, tasks: list[str], limit: int | N
               precision: str = "auto") -> dict[str, dict[str, float]]:
     """Each task's figures: {task: {"acc": ..., "acc_stderr": ..., ...}} (lm-eval's metrics)."""
     lm_eval, _ = harness()
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager  # the [eval] extra, present: harness() checked
 
     chosen = task_list(tasks)
     manager = TaskManager()

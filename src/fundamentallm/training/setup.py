@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from fundamentallm.config import Config, ModelConfig, config_to_dict, config_warnings
 from fundamentallm.console import TrainingConsole
 from fundamentallm.data.batching import EpochSampler, PackedSampler
-from fundamentallm.data.text import skipped_files
+from fundamentallm.data.text import data_files, skipped_files
 from fundamentallm.data.tokens import TokenData, load_tokens
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
@@ -92,6 +92,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     cluster = join_cluster(device)
     if not cluster.main:
         console = TrainingConsole("silent")  # rank 0 speaks (and writes) for all
+    data_files(cfg.data.train, cfg.data.glob)  # a missing input is the one line a run that cannot start says
     for warning in config_warnings(cfg):
         console.message(f"warning: {warning}")
     for note in (start.note, regroup(start, cfg, cluster.world_size)):  # how it starts; where in the data
