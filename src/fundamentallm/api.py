@@ -97,7 +97,8 @@ class Model:
 
     def __init__(self, module: GPT, tokenizer: Tokenizer, config: Config, path: str | Path):
         self.module, self.tokenizer, self.config, self.path = module, tokenizer, config, Path(path)
-        self._generator = TextGenerator(module, tokenizer, chat=config.data.format == "chat")
+        self._generator = TextGenerator(module, tokenizer, chat=config.data.format == "chat",
+                                        ends=config.data.doc_boundary == "eos")
 
     def __repr__(self) -> str:
         m = self.config.model

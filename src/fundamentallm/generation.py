@@ -202,10 +202,14 @@ class StopScanner:
 class TextGenerator:
     """Text generation from a trained model: prompt text in, completions (or a stream) out."""
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer, chat: bool = False):
-        """`chat`: the model was fine-tuned on conversations; its chat template is `template`."""
+    def __init__(self, model: GPT, tokenizer: Tokenizer, chat: bool = False, ends: bool = False):
+        """`chat`: the model was fine-tuned on conversations; its chat template is `template`.
+        `ends`: its documents ended with the end-of-text token, so it knows where a text ends
+        and generation stops there; otherwise that token was never a target, and it is never
+        written (a model of one running text goes on until max_tokens, as it always did)."""
         self.model, self.tokenizer = model, tokenizer
         self.template = ChatTemplate(tokenizer) if chat else None
+        self.ends = ends or chat
         self._token_texts: list[str] | None = None
 
     def encode_prompt(self, prompt: str) -> tuple[list[int], int]:
@@ -235,8 +239,8 @@ class TextGenerator:
         return sorted(banned)
 
     def stop_ids(self) -> list[int]:
-        """The tokens that end a text: the end-of-text token, where the tokenizer has one."""
-        return [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []
+        """The tokens that end a text: the end-of-text token, for a model that learnt to write it."""
+        return [self.tokenizer.eos_id] if self.ends and self.tokenizer.eos_id is not None else []
 
     def stream(self, prompt: str | list[int], options: SamplingOptions, alternatives: int | None = None,
                stop_ids: list[int] | None = None) -> Iterator[tuple[int, str] | list[Completion]]:

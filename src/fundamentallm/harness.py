@@ -78,7 +78,7 @@ def harness_model(model: GPT, tokenizer: Tokenizer, precision: str = "auto"):
             return totals
 
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-            generator = TextGenerator(model, tokenizer)
+            generator = TextGenerator(model, tokenizer)  # until lm-eval's stop strings or its token budget
             replies = []
             for context, settings in [request.args for request in requests]:
                 until = settings.get("until") or []

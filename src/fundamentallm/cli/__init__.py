@@ -214,7 +214,7 @@ def load_generator(checkpoint: str, device: str):
     from fundamentallm.training.precision import resolve_device
 
     model, tokenizer, cfg = load_model(checkpoint, resolve_device(device))
-    return TextGenerator(model, tokenizer, chat=cfg.data.format == "chat")
+    return TextGenerator(model, tokenizer, chat=cfg.data.format == "chat", ends=cfg.data.doc_boundary == "eos")
 
 
 def cmd_generate(o: GenerateOptions, args: argparse.Namespace) -> int:

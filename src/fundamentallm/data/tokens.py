@@ -65,6 +65,7 @@ class TokenData:
     cache: str | None  # "built DIR" / "reused DIR", or None when held in memory
     paraphrases: str | None = None  # what --augment-file added, for the run summary
     documents: str | None = None  # how documents end, for the start summary
+    ends: bool = False  # documents end with the end-of-text token (the model learns to write it)
     # --format chat: which target tokens are trained (1-D bool, aligned with the ids); None: all
     train_mask: np.ndarray | None = None
     val_mask: np.ndarray | None = None
@@ -107,13 +108,13 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
         chats = conversation_tokens(cfg, files, val_files, tokenizer)
         return TokenData(chats.tokenizer, chats.train, chats.val, chats.chars_per_token,
                          validation_source(cfg).replace("training text", "conversations"), None,
-                         documents=chats.note, train_mask=chats.train_mask, val_mask=chats.val_mask)
+                         documents=chats.note, ends=True, train_mask=chats.train_mask, val_mask=chats.val_mask)
     eos, documents = document_boundary(cfg, files, tokenizer)
     root = cache_root(cfg.token_cache)
     size = sum(f.stat().st_size for f in files + val_files)
     if root is None or (cfg.token_cache == "auto" and size < AUTO_CACHE_BYTES):
         data = in_memory(cfg, tokenizer, eos)
-        data.documents = documents
+        data.documents, data.ends = documents, eos
         return data
     entry = root / cache_key(files, val_files, cfg, tokenizer, eos)
     remove_abandoned_builds(root)
@@ -126,7 +127,7 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
             raise UserError(f"--token-cache {root}: cannot write the token cache there "
                             f"({cause}); choose another directory or --token-cache off") from None
     data = open_entry(entry, tokenizer, cfg, f"{'reused' if reused else 'built'} {entry}")
-    data.documents = documents
+    data.documents, data.ends = documents, eos
     return data
 
 

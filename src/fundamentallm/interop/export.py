@@ -49,7 +49,7 @@ def safetensors_save():
     return save_file
 
 
-def generation_config(tokenizer: Tokenizer, chat: bool) -> dict:
+def generation_config(tokenizer: Tokenizer, chat: bool, ends: bool = True) -> dict:
     """Our `generate` defaults (temperature 0.8, no top-k), never <unk> or a turn token that
     does not end the text (as ours), and the end of a text (a chat model's reply: the end of
     its turn) ends generation, as ours."""
@@ -57,7 +57,7 @@ def generation_config(tokenizer: Tokenizer, chat: bool) -> dict:
     stops = ChatTemplate(tokenizer).stop_ids if chat else eos
     config = {"do_sample": True, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "max_new_tokens": 200,
               "bos_token_id": boundary_id(tokenizer, "bos_token"), "eos_token_id": stops, "pad_token_id": eos}
-    stop_list = stops if isinstance(stops, list) else [stops]
+    stop_list = (stops if isinstance(stops, list) else [stops]) if ends else []  # never learnt: never written
     suppressed = ([tokenizer.unk_id] if tokenizer.unk_id is not None else []) + [
         i for text in RESERVED if (i := tokenizer.special_id(text)) is not None and i not in stop_list]
     if suppressed:  # as our generate: never <unk>, nor a turn token in the middle of a text
@@ -89,6 +89,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
               "use_cache": True, "bos_token_id": boundary_id(tokenizer, "bos_token"),
               "eos_token_id": boundary_id(tokenizer, "eos_token")}
     chat = cfg.data.format == "chat"
+    ends = chat or cfg.data.doc_boundary == "eos"
     # Written in a fresh directory beside the destination, then moved into place: a failed
     # export leaves no half-written model.
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +99,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
         safetensors_save()(tensors, str(work / "model.safetensors"), metadata={"format": "pt"})
         (work / "model.safetensors").chmod(public_mode())  # safetensors writes its files private (0600)
         (work / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (work / "generation_config.json").write_text(json.dumps(generation_config(tokenizer, chat), indent=2) + "\n",
+        (work / "generation_config.json").write_text(json.dumps(generation_config(tokenizer, chat, ends), indent=2) + "\n",
                                                      encoding="utf-8")
         for name, text in tokenizer_files(tokenizer, cfg.model.context_length, chat).items():
             (work / name).write_text(text, encoding="utf-8")

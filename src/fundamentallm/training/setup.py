@@ -107,6 +107,8 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     with cluster.main_first():  # one process builds a token cache, the others read it
         data = load_tokens(cfg.data, saved_tokenizer, console.stage)
     loaded_at = time.perf_counter()  # where --max-time starts counting
+    # auto resolved, as the checkpoints keep it: generation stops at the end of text where it was trained on
+    cfg.data.doc_boundary = "eos" if data.ends else "none"
     # A new model has one row per token; a saved one keeps its rows (an imported model's
     # vocabulary may be padded beyond its tokenizer's, e.g. to a multiple of 64).
     cfg.model.vocab_size = max(cfg.model.vocab_size, data.tokenizer.vocab_size) if saved else data.tokenizer.vocab_size
