@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                              "parameters": summary["parameters"], "precision": summary["precision"],
                              "stop_accuracy": stop_accuracy(out / "final.pt", held_out)}
             print(name, results[name], file=sys.stderr)
-    report = {"data": args.data, "max_time_s": args.max_time, "shape": " ".join(shape), "records": {"train": len(train), "val": len(held_out)},
+    report = {"data": args.data, "max_time_s": args.max_time, "shape": " ".join(shape),
+              "records": {"train": len(train), "val": len(held_out)},
               "mean_record_chars": round(sum(map(len, train)) / max(1, len(train)), 1), "runs": results}
     if "mask" in results and "eos" in results:
         report["mask_throughput_vs_eos"] = round(results["mask"]["tokens_per_s"] / results["eos"]["tokens_per_s"], 3)

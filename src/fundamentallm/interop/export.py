@@ -99,8 +99,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
         safetensors_save()(tensors, str(work / "model.safetensors"), metadata={"format": "pt"})
         (work / "model.safetensors").chmod(public_mode())  # safetensors writes its files private (0600)
         (work / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (work / "generation_config.json").write_text(json.dumps(generation_config(tokenizer, chat, ends), indent=2) + "\n",
-                                                     encoding="utf-8")
+        generation = generation_config(tokenizer, chat, ends)
+        (work / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
         for name, text in tokenizer_files(tokenizer, cfg.model.context_length, chat).items():
             (work / name).write_text(text, encoding="utf-8")
         if remote:
