@@ -277,3 +277,25 @@ def test_lm_evaluation_harness_runs_on_an_export_with_no_extra_arguments(tmp_pat
                                       tasks=["local_choice"], task_manager=TaskManager(include_path=str(tmp_path)),
                                       device="cpu", batch_size=2)
     assert 0 <= results["results"]["local_choice"]["acc,none"] <= 1
+
+
+def test_system_without_chat_is_a_one_line_error(base):
+    result = run_process("interactive", base, "--system", "Be brief.")
+    assert "--system opens a conversation: it needs --chat" in assert_one_line_error(result)
+
+
+def test_new_starts_a_fresh_conversation_keeping_the_system_message(chat_model):
+    from fundamentallm.cli import load_generator
+    from fundamentallm.interactive import Repl
+
+    lines = iter(["In capitals: king", "/new"])
+
+    def read(_prompt):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+    repl = Repl(load_generator(str(chat_model), "cpu"), SamplingOptions(max_tokens=4, temperature=0), read=read,
+                out=io.StringIO(), chat=True, system="Be brief.")
+    assert repl.run() == 0
+    assert repl.messages == [{"role": "system", "content": "Be brief."}]
