@@ -141,9 +141,12 @@ class Model:
         return evaluate(self.module, self.tokenizer, text, batch_size, precision=precision,
                         doc_mask=self.config.data.doc_mask)
 
-    def export(self, out_dir: str | Path, *, dtype: str = "fp32", overwrite: bool = False) -> ExportReport:
-        """Write the model as a Hugging Face `transformers` directory, as `fundamentallm export`."""
-        return export_checkpoint(self.path, out_dir, dtype, overwrite)
+    def export(self, out: str | Path, *, dtype: str | None = None, outtype: str | None = None,
+               overwrite: bool = False) -> ExportReport:
+        """Write the model as a Hugging Face `transformers` directory (`dtype` fp32 or bf16),
+        or as a GGUF file when `out` ends in .gguf (`outtype` f16, f32 or q8_0), with its
+        model card, as `fundamentallm export`."""
+        return export_checkpoint(self.path, out, dtype, overwrite, outtype)
 
 
 def load(path: str | Path, device: str = "auto") -> Model:

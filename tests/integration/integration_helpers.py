@@ -13,10 +13,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from fundamentallm.checkpoint import save_checkpoint
 from fundamentallm.cli import main
+from fundamentallm.config import Config, ModelConfig
+from fundamentallm.model import GPT
+from fundamentallm.tokenizers import build_tokenizer
 from helpers import (  # noqa: F401  (re-exported for the test modules)
     ROOT, SAMPLE, TINY_SHAPE, assert_one_line_error, assert_same_weights, fundamentallm_command, load_pt,
-    process_env, same_weights, sample_text,
+    process_env, same_weights, sample_text, sharpen,
 )
 
 # The tiny model and run every test starts from; override with tiny_args(name=value),
@@ -88,3 +94,21 @@ def run_process(*argv: str | Path, timeout: float = 120, cwd: Path | None = None
     """`python -m fundamentallm ARGV` in a real process."""
     return subprocess.run(fundamentallm_command(*argv), capture_output=True, text=True, timeout=timeout,
                           cwd=cwd, env=process_env())
+
+
+def exportable_checkpoint(directory: Path, text: str, kind: str, **model: Any) -> Path:
+    """directory/model.pt: a tiny model of `kind`'s tokenizer (BPE: 300 tokens) on `text`,
+    TINY_SHAPE updated by `model`, with sharpened matrices and norm gains away from one, so
+    that an export which lost or misplaced any tensor would compute something else."""
+    tokenizer = build_tokenizer(kind, text, 300 if kind == "bpe" else None)
+    cfg = Config()
+    cfg.model = ModelConfig(vocab_size=tokenizer.vocab_size, **{**TINY_SHAPE, **model})
+    cfg.data.tokenizer = kind
+    torch.manual_seed(0)
+    network = sharpen(GPT(cfg.model), 0.3)
+    with torch.no_grad():
+        for p in network.parameters():
+            if p.dim() == 1:
+                p.uniform_(0.5, 1.5)
+    save_checkpoint(directory / "model.pt", cfg, tokenizer, network)
+    return directory / "model.pt"

@@ -4,11 +4,13 @@ that hold on any machine are checked here, on tiny settings.)"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
-from helpers import TINY_SHAPE, run_script, sample_text
+from helpers import ROOT, TINY_SHAPE, run_script, sample_text
 
 # Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
 # it runs the benchmarks' bounded forms.
@@ -155,3 +157,21 @@ def test_chat_scores_base_masked_and_unmasked(tmp_path):
         assert 0 <= result["accuracy"] <= 1 and set(result["by_task"]) <= {"first", "last", "count", "backwards",
                                                                             "capitals"}
     assert report["results"]["masked"]["steps"] >= 1
+
+
+def test_gguf_runs_each_export_in_llama_cpp(tmp_path):
+    """Only where llama-cpp-python is already built (benchmarks/gguf.py builds it in ~15
+    minutes, too long for the suite; CI has no prebuilt llama.cpp to install)."""
+    spec = importlib.util.spec_from_file_location("gguf_benchmark", ROOT / "benchmarks" / "gguf.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    built = Path.home() / ".cache" / "fundamentallm" / f"llama-cpp-python-{script.LLAMA_CPP_VERSION}-{script.cpu_key()}"
+    if not (built / "llama_cpp").is_dir():
+        pytest.skip(f"llama-cpp-python is not built in {built}")
+    data = tmp_path / "text.txt"
+    data.write_text(sample_text(40_000), encoding="utf-8")
+    report = bench("gguf.py", "--data", str(data), "--train-seconds", "3", "--tokenizers", "char",
+                   "--outtypes", "f32", "--tokens", "8", "--windows", "2")
+    (checked,) = report["models"][0]["files"]
+    assert checked["greedy_equal"] and checked["tokenizer_equal"]
+    assert checked["perplexity"]["relative_difference"] < 1e-3 and checked["bytes"] > 0

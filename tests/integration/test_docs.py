@@ -40,6 +40,8 @@ SKIPPED = {
     r"^\s*hf download|huggingface-cli": "needs the network",
     r"^\s*mkdocs serve|^\s*tensorboard --logdir": "a server for a person to look at",
     r"^\s*python benchmarks/|^\s*benchmarks/\S+\.sh": "a benchmark (their bounded forms run in test_benchmarks.py)",
+    r"^\s*(cd \S+ && )?(llama-cli|ollama) ": "llama.cpp and Ollama are not installed here "
+                                            "(benchmarks/gguf.py runs the file in llama.cpp)",
     r"^\s*torchrun": "starts python -m fundamentallm itself, past the tiny-run wrapper (--nproc, the same launch, runs)",
 }
 SERVER = re.compile(r"^.*fundamentallm serve [^&\n]*&.*$", re.M)  # a server a block leaves running

@@ -13,12 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fundamentallm.checkpoint import load_model, save_checkpoint
-from fundamentallm.config import Config, ModelConfig
-from fundamentallm.model import GPT
-from fundamentallm.tokenizers import build_tokenizer
-from integration_helpers import TINY_SHAPE, assert_one_line_error, run_cli, run_process, sample_text, train
-from helpers import sharpen
+from fundamentallm.checkpoint import load_model
+from integration_helpers import (
+    TINY_SHAPE, assert_one_line_error, exportable_checkpoint, run_cli, run_process, sample_text, train,
+)
 
 transformers = pytest.importorskip("transformers")
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
@@ -38,18 +36,7 @@ def text() -> str:
 
 
 def build(tmp_path: Path, text: str, name: str, kind: str) -> Path:
-    tokenizer = build_tokenizer(kind, text, 300 if kind == "bpe" else None)
-    cfg = Config()
-    cfg.model = ModelConfig(vocab_size=tokenizer.vocab_size, **TINY_SHAPE, **MAPPINGS[name])
-    cfg.data.tokenizer = kind
-    torch.manual_seed(0)
-    model = sharpen(GPT(cfg.model), 0.3)
-    with torch.no_grad():  # norm gains away from one, so a lost gain would show
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.uniform_(0.5, 1.5)
-    save_checkpoint(tmp_path / "model.pt", cfg, tokenizer, model)
-    return tmp_path / "model.pt"
+    return exportable_checkpoint(tmp_path, text, kind, **MAPPINGS[name])
 
 
 def load_hf(directory: Path, remote: bool):

@@ -278,9 +278,9 @@ def cmd_serve(o: ServeOptions, args: argparse.Namespace) -> int:
 def cmd_export(o: ExportOptions, args: argparse.Namespace) -> int:
     from fundamentallm.interop import export_checkpoint
 
-    report = export_checkpoint(o.checkpoint, o.output, o.dtype, o.overwrite)
+    report = export_checkpoint(o.checkpoint, o.output, o.dtype, o.overwrite, o.outtype)
     print(report.describe())
-    print(f"wrote {o.output} ({report.bytes / 1e6:,.1f} MB of {o.dtype} weights, {report.seconds:.1f} s)")
+    print(f"wrote {o.output} ({report.bytes / 1e6:,.1f} MB of {report.weights} weights, {report.seconds:.1f} s)")
     return 0
 
 

@@ -16,6 +16,9 @@ from fundamentallm.corpus.split import UNITS
 from fundamentallm.data.paraphrases import MIXES
 from fundamentallm.data.paraphrases import UNITS as BACK_TRANSLATION_UNITS
 
+# interop/gguf_export.py's OUTTYPES, written out: importing it would load torch for every command
+GGUF_OUTTYPES = ("f32", "f16", "q8_0")
+
 
 def checkpoint_argument() -> Any:
     return option("", "a .pt file written by train (e.g. OUTPUT_DIR/final.pt), or a Hugging Face "
@@ -109,9 +112,13 @@ class ServeOptions:
 @dataclass
 class ExportOptions:
     checkpoint: str = checkpoint_argument()
-    output: str = option("", "the model directory to write", positional=True, metavar="OUT_DIR")
-    dtype: str = option("fp32", "weights in float32, or bfloat16 (half the size)", choices=("fp32", "bf16"))
-    overwrite: bool = option(False, "replace OUT_DIR if it exists and is not empty")
+    output: str = option("", "the model directory to write, or a .gguf file (llama.cpp, Ollama)", positional=True,
+                         metavar="OUT_DIR|OUT.gguf")
+    dtype: str | None = option(None, "a model directory's weights: float32 (default), or bfloat16 (half the size)",
+                               choices=("fp32", "bf16"))
+    outtype: str | None = option(None, "a GGUF file's weights: f16 (default), f32, or q8_0 (8-bit, about half "
+                                 "of f16)", choices=GGUF_OUTTYPES)
+    overwrite: bool = option(False, "replace OUT_DIR (OUT.gguf and the files beside it) if it exists")
 
 
 @dataclass

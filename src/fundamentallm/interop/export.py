@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import tempfile
 import time
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import torch
 
-from fundamentallm.atomic import public_mode
+from fundamentallm.atomic import public_mode, write_text
 from fundamentallm.checkpoint import load_checkpoint, model_from_checkpoint
 from fundamentallm.errors import UserError
 from fundamentallm.hf.architectures import Architecture, architecture_for, nearest_mismatch
 from fundamentallm.hf.tokenizer_files import tokenizer_files
-from fundamentallm.tokenizers import EOS, RESERVED, BPETokenizer, Tokenizer
-from fundamentallm.tokenizers.chat import ChatTemplate
+from fundamentallm.interop.generation_defaults import boundary_id, generation_config
+from fundamentallm.interop.gguf_export import OUTTYPES, modelfile_path, write_gguf
+from fundamentallm.interop.model_card import model_card
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Our modelling code, written beside the weights of a model no standard architecture computes.
@@ -28,13 +30,18 @@ REMOTE_FILES = {"configuration_fundamentallm.py": "interop/remote", "modeling_fu
 
 @dataclass
 class ExportReport:
-    architecture: str  # the transformers class
+    architecture: str  # the transformers class (llama.cpp's architecture for a GGUF file)
     remote_code: bool  # needs trust_remote_code=True
     reason: str | None  # why no standard architecture fits (remote code only)
-    bytes: int  # model.safetensors
+    bytes: int  # model.safetensors (the GGUF file)
     seconds: float
+    weights: str = "fp32"  # the weights' type
+    gguf: bool = False
 
     def describe(self) -> str:
+        if self.gguf:
+            return (f"exported as GGUF ({self.architecture}, {self.weights}) for llama.cpp, Ollama and LM Studio; "
+                    "beside it: Modelfile (ollama create NAME -f Modelfile) and README.md (the model card)")
         if self.remote_code:
             return (f"no standard transformers architecture computes this model ({self.reason}): exported with "
                     f"FundamentaLLM's modelling code; load it with trust_remote_code=True")
@@ -49,32 +56,18 @@ def safetensors_save():
     return save_file
 
 
-def generation_config(tokenizer: Tokenizer, chat: bool, ends: bool = True) -> dict:
-    """Our `generate` defaults (temperature 0.8, no top-k), never <unk> or a turn token that
-    does not end the text (as ours), and the end of a text (a chat model's reply: the end of
-    its turn) ends generation, as ours."""
-    eos = tokenizer.eos_id
-    stops = ChatTemplate(tokenizer).stop_ids if chat else eos
-    config = {"do_sample": True, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "max_new_tokens": 200,
-              "bos_token_id": boundary_id(tokenizer, "bos_token"), "eos_token_id": stops, "pad_token_id": eos}
-    stop_list = (stops if isinstance(stops, list) else [stops]) if ends else []  # never learnt: never written
-    suppressed = ([tokenizer.unk_id] if tokenizer.unk_id is not None else []) + [
-        i for text in RESERVED if (i := tokenizer.special_id(text)) is not None and i not in stop_list]
-    if suppressed:  # as our generate: never <unk>, nor a turn token in the middle of a text
-        config["suppress_tokens"] = suppressed
-    return config
-
-
-def boundary_id(tokenizer: Tokenizer, role: str) -> int | None:
-    """The id of the bos or eos token: ours is the end-of-text token (both, as GPT-2's), an
-    imported tokenizer's its own."""
-    own = tokenizer.role_id(role) if isinstance(tokenizer, BPETokenizer) else None
-    return own if own is not None else tokenizer.special_id(EOS)
-
-
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "fp32",
-                      overwrite: bool = False) -> ExportReport:
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str | None = None,
+                      overwrite: bool = False, outtype: str | None = None) -> ExportReport:
+    """Write the checkpoint as a model directory, or as a GGUF file when `out_dir` ends in
+    .gguf (`outtype`: its weights' type, default f16), each with its model card."""
     started = time.perf_counter()
+    if Path(out_dir).suffix == ".gguf":
+        if dtype is not None:
+            raise UserError("--dtype is for a model directory; a GGUF export takes --outtype f32, f16 or q8_0")
+        return export_gguf(Path(checkpoint), Path(out_dir), outtype or "f16", overwrite, started)
+    if outtype is not None:
+        raise UserError("--outtype is for a GGUF export (OUT.gguf); a model directory takes --dtype fp32 or bf16")
+    dtype = dtype or "fp32"
     if dtype not in DTYPES:  # the CLI's choices say so; a library call is checked here
         raise UserError(f"export: dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     out = Path(out_dir)
@@ -103,6 +96,10 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
         (work / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
         for name, text in tokenizer_files(tokenizer, cfg.model.context_length, chat).items():
             (work / name).write_text(text, encoding="utf-8")
+        usage = DIRECTORY_USAGE.format(out=out, remote=", trust_remote_code=True" if remote else "")
+        card = model_card(cfg, tokenizer, model.num_parameters(), Path(checkpoint),
+                          f"exported as a `transformers` {arch.hf_class}", usage)
+        (work / "README.md").write_text(card, encoding="utf-8")
         if remote:
             package = resources.files("fundamentallm")
             for name, folder in REMOTE_FILES.items():
@@ -114,4 +111,39 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportReport(arch.hf_class, remote, nearest_mismatch(cfg.model) if remote else None,
-                        (out / "model.safetensors").stat().st_size, time.perf_counter() - started)
+                        (out / "model.safetensors").stat().st_size, time.perf_counter() - started, dtype)
+
+
+DIRECTORY_USAGE = """
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("{out}"{remote})
+tokenizer = AutoTokenizer.from_pretrained("{out}")
+```
+
+or with FundamentaLLM: `fundamentallm generate {out} --prompt "..."`.
+"""
+
+GGUF_USAGE = """
+```bash
+llama-cli -m {out} -p "..."                      # llama.cpp
+ollama create {name} -f Modelfile && ollama run {name}   # Ollama (the Modelfile is beside the file)
+```
+"""
+
+
+def export_gguf(checkpoint: Path, out: Path, outtype: str, overwrite: bool, started: float) -> ExportReport:
+    """OUT.gguf with a Modelfile and a README.md beside it (interop/gguf_export.py)."""
+    beside = [out, modelfile_path(out), out.parent / "README.md"]
+    if not overwrite and (taken := next((p for p in beside if p.exists()), None)) is not None:
+        raise UserError(f"{taken} exists (--overwrite replaces it, with the GGUF file, Modelfile and README.md)")
+    if outtype not in OUTTYPES:
+        raise UserError(f"--outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
+    model, tokenizer, cfg = model_from_checkpoint(load_checkpoint(checkpoint), str(checkpoint))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arch = write_gguf(model, tokenizer, cfg, out, outtype, out.stem)
+    usage = GGUF_USAGE.format(out=shlex.quote(str(out)), name=shlex.quote(out.stem.lower()))
+    write_text(out.parent / "README.md", model_card(cfg, tokenizer, model.num_parameters(), checkpoint,
+                                                    f"exported as GGUF ({arch}, {outtype}) for llama.cpp and Ollama",
+                                                    usage))
+    return ExportReport(arch, False, None, out.stat().st_size, time.perf_counter() - started, outtype, gguf=True)
