@@ -39,6 +39,7 @@ import torch
 
 from fundamentallm.checkpoint import load_model
 from fundamentallm.errors import ArgumentParser, UserError, run_reporting_errors
+from fundamentallm.interop.generation_defaults import generation_config
 
 LLAMA_CPP_VERSION = "0.3.36"
 PROMPTS = ["ROMEO:\n", "First Citizen:\nWe are", "KING HENRY V:\nOnce more unto the breach, dear friends, "]
@@ -137,21 +138,34 @@ def check_file(lib, path: Path, checkpoint: Path, held_out: str, args) -> dict:
     llm = lib.Llama(model_path=str(path), n_ctx=context, logits_all=True, verbose=False,
                     n_threads=os.cpu_count() or 2, seed=0)
     load_s = time.perf_counter() - started
+    # As llama-cli samples (llama-cpp-python's own loop leaves this to its caller): the
+    # GGUF's suppressed tokens (<unk>, turn tokens, an end of text never learnt) never chosen.
+    suppressed = generation_config(tokenizer, cfg.data.format == "chat", cfg.data.doc_boundary == "eos").get(
+        "suppress_tokens", [])
+
+    def suppress(_ids, scores):
+        scores[suppressed] = -float("inf")
+        return scores
+
     greedy = []
     for prompt in PROMPTS:
         prompt_ids = llm.tokenize(prompt.encode(), add_bos=False, special=False)
-        llm.reset()
         theirs: list[int] = []
-        for token in llm.generate(prompt_ids, temp=0.0, top_k=1, reset=True):
+        for token in llm.generate(prompt_ids, temp=0.0, top_k=1, reset=True,
+                                  logits_processor=lib.LogitsProcessorList([suppress])):
             theirs.append(token)
             if len(theirs) == args.tokens:
                 break
         their_text = tokenizer.decode(theirs)
         ours = our_greedy(checkpoint, prompt, args.tokens)
-        differs = next((i for i, (a, b) in enumerate(zip(their_text, ours)) if a != b),
-                       None if their_text == ours else min(len(their_text), len(ours)))
-        greedy.append({"prompt": prompt, "llama_cpp": their_text, "fundamentallm": ours,
-                       "equal": their_text == ours, "first_difference_at_char": differs})
+        entry = {"prompt": prompt, "llama_cpp": their_text, "fundamentallm": ours, "equal": their_text == ours}
+        if their_text != ours:  # how close was the call where they parted? (our fp32 logits there)
+            k = next(i for i in range(len(theirs)) if not ours.startswith(tokenizer.decode(theirs[:i + 1])))
+            with torch.no_grad():
+                logits = model(torch.tensor([prompt_ids + theirs[:k]]))[0, -1].float()  # (V,)
+            logits[suppressed] = -float("inf")
+            entry.update(parted_at_token=k, our_margin_nats=round(float(logits.max() - logits[theirs[k]]), 5))
+        greedy.append(entry)
     sample = held_out[:2000]
     ids = tokenizer.encode(held_out)
     batches = windows(ids, context, args.windows)
