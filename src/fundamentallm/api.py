@@ -142,11 +142,11 @@ class Model:
                         doc_mask=self.config.data.doc_mask)
 
     def export(self, out: str | Path, *, dtype: str | None = None, outtype: str | None = None,
-               overwrite: bool = False) -> ExportReport:
+               overwrite: bool = False, merge_lora: bool = False) -> ExportReport:
         """Write the model as a Hugging Face `transformers` directory (`dtype` fp32 or bf16),
         or as a GGUF file when `out` ends in .gguf (`outtype` f16, f32 or q8_0), with its
-        model card, as `fundamentallm export`."""
-        return export_checkpoint(self.path, out, dtype, overwrite, outtype)
+        model card, as `fundamentallm export` (`merge_lora`: --merge-lora)."""
+        return export_checkpoint(self.path, out, dtype, overwrite, outtype, merge_lora)
 
 
 def load(path: str | Path, device: str = "auto") -> Model:

@@ -6,7 +6,9 @@ reads it and a checkpoint from a stranger cannot run code on your machine:
     format, version       identify the file as ours
     config                the resolved config tree (nested dicts)
     tokenizer             tokenizer.to_dict()
-    model                 model.state_dict()
+    model                 model.state_dict(); a LoRA fine-tune's: its adapters only
+    lora_base             (LoRA fine-tunes only) the base the adapters belong to: its path
+                          and the checksum of its contents, checked on loading
     train_state           (resume checkpoints only) TrainState.state_dict()
     checksum              a digest of everything above (version 5 on), checked on loading
 
@@ -30,9 +32,11 @@ import torch
 
 from fundamentallm.atomic import atomic_write
 from fundamentallm.config import Config, config_from_dict, config_to_dict
+from fundamentallm.config.schema import LoraConfig
 from fundamentallm.errors import UserError
 from fundamentallm.hf import is_model_directory, read_model_directory
 from fundamentallm.model import GPT
+from fundamentallm.model.lora import add_adapters, is_adapter, merge_lora
 from fundamentallm.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "fundamentallm"
@@ -54,15 +58,19 @@ RENAMED = (("data", "vocab_size", "bpe_vocab_size"),)
 
 
 def save_checkpoint(path: str | Path, cfg: Config, tokenizer: Tokenizer, model: torch.nn.Module | dict[str, Any],
-                    train_state: dict[str, Any] | None = None) -> None:
-    """`model`: the model, or its state dict (a sharded run's, gathered)."""
+                    train_state: dict[str, Any] | None = None, lora_base: dict[str, str] | None = None) -> None:
+    """`model`: the model, or its state dict (a sharded run's, gathered). `lora_base`: a LoRA
+    fine-tune's base (`base_reference`); only the adapters of `model` are stored."""
+    weights = model if isinstance(model, dict) else model.state_dict()
     ckpt = {
         "format": FORMAT,
         "version": VERSION,
         "config": config_to_dict(cfg),
         "tokenizer": tokenizer.to_dict(),
-        "model": model if isinstance(model, dict) else model.state_dict(),
+        "model": {k: v for k, v in weights.items() if is_adapter(k)} if lora_base else weights,
     }
+    if lora_base:
+        ckpt["lora_base"] = lora_base
     if train_state is not None:
         ckpt["train_state"] = train_state
     seal(ckpt)
@@ -196,12 +204,73 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint"
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
     model = GPT(cfg.model)
+    weights = ckpt["model"]
+    if "lora_base" in ckpt:  # the base's weights, then the adapters on them
+        base = read_base(ckpt["lora_base"], source)
+        weights = special_rows(base_weights(base, ckpt["lora_base"]["path"]), tokenizer_from_dict(base["tokenizer"]),
+                               tokenizer, cfg.model.vocab_size)
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(weights)
+        if "lora_base" in ckpt:
+            add_adapters(model, cfg.lora.rank, lora_alpha(cfg.lora), tuple(cfg.lora.targets))
+            missing = set(k for k in model.state_dict() if is_adapter(k)) ^ set(ckpt["model"])
+            if missing:
+                raise RuntimeError(f"the adapters differ from the LoRA settings at {sorted(missing)[0]}")
+            model.load_state_dict({**model.state_dict(), **ckpt["model"]})
     except RuntimeError as exc:
         raise UserError(f"{source}: weights do not match the stored model config "
                         f"({str(exc).splitlines()[0]})") from None
     return model, tokenizer, cfg
+
+
+def lora_alpha(lora: LoraConfig) -> float:
+    """--lora-alpha, by default twice the rank (as litgpt's defaults, rank 8 and alpha 16)."""
+    return lora.alpha if lora.alpha is not None else 2.0 * lora.rank
+
+
+def base_reference(path: str | Path, base: dict[str, Any]) -> dict[str, str]:
+    """What a LoRA checkpoint keeps of its base: where it is and a digest of its contents."""
+    return {"path": str(Path(path).resolve()), "checksum": base.get("checksum") or content_digest(base)}
+
+
+def read_base(reference: dict[str, str], source: str) -> dict[str, Any]:
+    """The base checkpoint a LoRA checkpoint names, checked to be the one it was trained on."""
+    try:
+        base = load_checkpoint(reference["path"])
+    except UserError as exc:
+        raise UserError(f"{source}: holds LoRA adapters for the base {reference['path']}, which cannot be read "
+                        f"({exc})") from None
+    if base_reference(reference["path"], base)["checksum"] != reference["checksum"]:
+        raise UserError(f"{source}: holds LoRA adapters for the base {reference['path']}, which has changed since "
+                        "they were trained (its contents differ)")
+    return base
+
+
+def base_weights(ckpt: dict[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """A checkpoint's model weights as plain tensors: a LoRA checkpoint's with its adapters
+    merged into its base's (what --init-from starts from)."""
+    if "lora_base" not in ckpt:
+        return ckpt["model"]
+    return merge_lora(model_from_checkpoint(ckpt, source)[0]).state_dict()
+
+
+def special_rows(weights: dict[str, torch.Tensor], saved: Tokenizer, tokenizer: Tokenizer,
+                 vocab_size: int) -> dict[str, torch.Tensor]:
+    """The saved weights with a row for each special token the tokenizer gained (with_specials):
+    the embedding and output matrices grown to `vocab_size` rows, and the new tokens' rows
+    set to the mean of the trained ones (so a new token starts as an average token, as
+    transformers' resize_token_embeddings does, not as noise that dominates the logits)."""
+    if tokenizer.vocab_size == saved.vocab_size:
+        return weights
+    grown = dict(weights)
+    for name in ("embed.weight", "head.weight"):
+        if name not in weights:
+            continue
+        old = weights[name]
+        rows = torch.cat([old, old.new_zeros(max(0, vocab_size - old.shape[0]), old.shape[1])])
+        rows[saved.vocab_size:tokenizer.vocab_size] = old[:saved.vocab_size].float().mean(0).to(old.dtype)
+        grown[name] = rows
+    return grown
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"

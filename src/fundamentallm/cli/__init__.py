@@ -278,7 +278,7 @@ def cmd_serve(o: ServeOptions, args: argparse.Namespace) -> int:
 def cmd_export(o: ExportOptions, args: argparse.Namespace) -> int:
     from fundamentallm.interop import export_checkpoint
 
-    report = export_checkpoint(o.checkpoint, o.output, o.dtype, o.overwrite, o.outtype)
+    report = export_checkpoint(o.checkpoint, o.output, o.dtype, o.overwrite, o.outtype, o.merge_lora)
     print(report.describe())
     print(f"wrote {o.output} ({report.bytes / 1e6:,.1f} MB of {report.weights} weights, {report.seconds:.1f} s)")
     return 0

@@ -119,6 +119,7 @@ class ExportOptions:
     outtype: str | None = option(None, "a GGUF file's weights: f16 (default), f32, or q8_0 (8-bit, about half "
                                  "of f16)", choices=GGUF_OUTTYPES)
     overwrite: bool = option(False, "replace OUT_DIR (OUT.gguf and the files beside it) if it exists")
+    merge_lora: bool = option(False, "a LoRA fine-tune (--lora-rank): write its base with the adapters merged in")
 
 
 @dataclass

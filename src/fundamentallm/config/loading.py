@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from fundamentallm.config.schema import CHECKS, Config
+from fundamentallm.config.schema import CHECKS, LORA_TARGETS, Config
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers.base import RESERVED
 
@@ -258,6 +258,21 @@ def validate(cfg: Config) -> None:
         raise UserError("--lookahead-alpha applies only with --lookahead-steps N")
     if o.min_lr is not None and o.min_lr > o.learning_rate:
         raise UserError(f"--min-lr {o.min_lr} is above --learning-rate {o.learning_rate}")
+    lora = cfg.lora
+    if lora.rank:
+        if not tr.init_from:
+            raise UserError("--lora-rank adapts a trained model: name it with --init-from CHECKPOINT")
+        if tr.fsdp:
+            raise UserError("--lora-rank does not work with --fsdp yet (the adapters are not sharded); leave one "
+                            "of them out")
+        if m.dropconnect:
+            raise UserError("--lora-rank freezes the weights --dropconnect would drop: leave one of them out")
+    elif lora.alpha is not None or lora.targets != list(LORA_TARGETS):
+        raise UserError(f"--{'lora-alpha' if lora.alpha is not None else 'lora-targets'} applies only with "
+                        "--lora-rank R")
+    unknown = [t for t in lora.targets if t not in LORA_TARGETS]
+    if unknown or not lora.targets:
+        raise UserError(f"--lora-targets {unknown[0] if unknown else '(none)'}: choose from {', '.join(LORA_TARGETS)}")
     if cfg.checkpoint.sharded_resume and o.lookahead_steps:
         raise UserError("--sharded-resume does not work with --lookahead-steps yet (its slow weights are not "
                         "sharded); leave one of them out")

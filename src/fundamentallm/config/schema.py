@@ -13,6 +13,9 @@ from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TOKENIZER_TYPES = ("char", "byte", "bpe")
+# The block matrices LoRA adapts (model/lora.py), by layer: attention's fused query/key/value
+# and output projections, the MLP's input (`up`, or SwiGLU's fused `gate_up`) and output.
+LORA_TARGETS = ("qkv", "proj", "up", "down")
 
 # Value checks, by name: (predicate, phrase used in the error message).
 CHECKS = {
@@ -266,6 +269,21 @@ class OptimConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (model/lora.py): fine-tune a trained model through them, its weights frozen."""
+
+    rank: int = option(0, "LoRA: train only low-rank adapters of this rank on the --init-from model, its own "
+                       "weights frozen (0: off; 8 is usual)", flag="--lora-rank", check="non_negative",
+                       start=StartPolicy("keep", "fresh", "LoRA adapters"))
+    alpha: float | None = option(None, "LoRA: the adapters' update is scaled by alpha / rank (default: 2 x rank)",
+                                 flag="--lora-alpha", check="positive",
+                                 start=StartPolicy("keep", "fresh", "LoRA adapters"))
+    targets: list[str] = option(list(LORA_TARGETS), "LoRA: the block matrices that get adapters (repeatable; "
+                                "default all: qkv, proj, up, down)", flag="--lora-targets",
+                                start=StartPolicy("keep", "fresh", "LoRA adapters"))
+
+
+@dataclass
 class TrainingConfig:
     """How long and how the loop runs."""
 
@@ -409,6 +427,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

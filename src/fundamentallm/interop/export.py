@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,6 +22,7 @@ from fundamentallm.hf.tokenizer_files import tokenizer_files
 from fundamentallm.interop.generation_defaults import boundary_id, generation_config
 from fundamentallm.interop.gguf_export import OUTTYPES, modelfile_path, write_gguf
 from fundamentallm.interop.model_card import model_card
+from fundamentallm.model.lora import merge_lora
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Our modelling code, written beside the weights of a model no standard architecture computes.
@@ -57,14 +59,15 @@ def safetensors_save():
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str | None = None,
-                      overwrite: bool = False, outtype: str | None = None) -> ExportReport:
+                      overwrite: bool = False, outtype: str | None = None, merge_lora: bool = False) -> ExportReport:
     """Write the checkpoint as a model directory, or as a GGUF file when `out_dir` ends in
-    .gguf (`outtype`: its weights' type, default f16), each with its model card."""
+    .gguf (`outtype`: its weights' type, default f16), each with its model card. A LoRA
+    fine-tune leaves only with `merge_lora`: its base with the adapters folded in."""
     started = time.perf_counter()
     if Path(out_dir).suffix == ".gguf":
         if dtype is not None:
             raise UserError("--dtype is for a model directory; a GGUF export takes --outtype f32, f16 or q8_0")
-        return export_gguf(Path(checkpoint), Path(out_dir), outtype or "f16", overwrite, started)
+        return export_gguf(Path(checkpoint), Path(out_dir), outtype or "f16", overwrite, started, merge_lora)
     if outtype is not None:
         raise UserError("--outtype is for a GGUF export (OUT.gguf); a model directory takes --dtype fp32 or bf16")
     dtype = dtype or "fp32"
@@ -73,7 +76,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str | 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out} exists and is not empty (--overwrite replaces it)")
-    model, tokenizer, cfg = model_from_checkpoint(load_checkpoint(checkpoint), str(checkpoint))
+    model, tokenizer, cfg = exported_model(Path(checkpoint), merge_lora)
     arch: Architecture = architecture_for(cfg.model)
     remote = arch.model_type == "fundamentallm"
     tensors = {name: t.to(DTYPES[dtype]) if t.is_floating_point() else t
@@ -132,14 +135,28 @@ ollama create {name} -f Modelfile && ollama run {name}   # Ollama (the Modelfile
 """
 
 
-def export_gguf(checkpoint: Path, out: Path, outtype: str, overwrite: bool, started: float) -> ExportReport:
+def exported_model(checkpoint: Path, merge: bool) -> tuple[torch.nn.Module, Any, Any]:
+    """The checkpoint's model, tokenizer and config; a LoRA fine-tune's with its adapters merged
+    into the base's weights (model/lora.py), which only `merge` (--merge-lora) asks for."""
+    ckpt = load_checkpoint(checkpoint)
+    adapted = "lora_base" in ckpt
+    if adapted and not merge:
+        raise UserError(f"{checkpoint} holds LoRA adapters: export --merge-lora writes its base with them merged in")
+    if merge and not adapted:
+        raise UserError(f"--merge-lora: {checkpoint} holds no LoRA adapters (it exports as it is)")
+    model, tokenizer, cfg = model_from_checkpoint(ckpt, str(checkpoint))
+    return (merge_lora(model) if merge else model), tokenizer, cfg
+
+
+def export_gguf(checkpoint: Path, out: Path, outtype: str, overwrite: bool, started: float,
+                merge: bool = False) -> ExportReport:
     """OUT.gguf with a Modelfile and a README.md beside it (interop/gguf_export.py)."""
     beside = [out, modelfile_path(out), out.parent / "README.md"]
     if not overwrite and (taken := next((p for p in beside if p.exists()), None)) is not None:
         raise UserError(f"{taken} exists (--overwrite replaces it, with the GGUF file, Modelfile and README.md)")
     if outtype not in OUTTYPES:
         raise UserError(f"--outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
-    model, tokenizer, cfg = model_from_checkpoint(load_checkpoint(checkpoint), str(checkpoint))
+    model, tokenizer, cfg = exported_model(checkpoint, merge)
     out.parent.mkdir(parents=True, exist_ok=True)
     arch = write_gguf(model, tokenizer, cfg, out, outtype, out.stem)
     usage = GGUF_USAGE.format(out=shlex.quote(str(out)), name=shlex.quote(out.stem.lower()))

@@ -17,6 +17,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from fundamentallm.checkpoint import lora_alpha
 from fundamentallm.config import Config
 from fundamentallm.config.loading import fields
 from fundamentallm.config.sources import get_value
@@ -47,6 +48,15 @@ def train_command(cfg: Config) -> str:
         else:
             words += [info.flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return " ".join(shlex.quote(word) for word in words)
+
+
+def lora_row(cfg: Config) -> list[str]:
+    """A LoRA fine-tune's adapters (exported merged into its base's weights)."""
+    lora = cfg.lora
+    if not lora.rank:
+        return []
+    return [f"| fine-tuning | LoRA rank {lora.rank} (alpha {lora_alpha(lora):g}) on {', '.join(lora.targets)}, from "
+            f"`{cfg.training.init_from}`; the adapters are merged into these weights |"]
 
 
 def run_summary(checkpoint: Path) -> dict[str, Any] | None:
@@ -88,6 +98,7 @@ def model_card(cfg: Config, tokenizer: Tokenizer, parameters: int, checkpoint: P
              f"{f' ({m.num_kv_heads} key-value)' if m.num_kv_heads else ''} |",
              f"| context | {m.context_length} tokens |",
              f"| tokenizer | {tokenizer.describe()} |",
+             *lora_row(cfg),
              f"| data format | {cfg.data.format}"
              f"{' (conversations: the chat template is included)' if cfg.data.format == 'chat' else ''} |",
              "", "## Training data", "", *data_lines(cfg), ""]

@@ -67,8 +67,10 @@ def write_run_config(out: Path, cfg: Config) -> None:
 
 class Checkpointer:
     def __init__(self, saving: CheckpointConfig, cfg: Config, tokenizer: Tokenizer, cluster: Cluster,
-                 tracker: Tracker):
-        self.saving, self.cfg, self.tokenizer = saving, cfg, tokenizer
+                 tracker: Tracker, lora_base: dict[str, str] | None = None):
+        """`lora_base`: a LoRA fine-tune's base (checkpoint.base_reference): its files then hold
+        the adapters alone, and name the base."""
+        self.saving, self.cfg, self.tokenizer, self.lora_base = saving, cfg, tokenizer, lora_base
         self.cluster, self.tracker = cluster, tracker
         self.out = Path(saving.output_dir)
 
@@ -87,7 +89,7 @@ class Checkpointer:
         if name == RESUME_NAME:
             self.keep_previous()
         save_checkpoint(self.out / name, self.cfg, self.tokenizer, model_state,
-                        state.state_dict(rank_rngs, optimizer_state) if resumable else None)
+                        state.state_dict(rank_rngs, optimizer_state) if resumable else None, self.lora_base)
 
     def save_sharded(self, state: TrainState) -> None:
         """--sharded-resume: every process writes its shards into a work directory, which rank 0

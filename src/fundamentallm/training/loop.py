@@ -170,6 +170,7 @@ def finish(run: Run, stop_reason: str) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - run.clock_zero, 2),  # the final validation and save included
         "tokens_per_s": round(run.metrics.throughput(state), 1),
         "parameters": run.model.num_parameters(),
+        "trained_parameters": sum(p.numel() for p in run.trainable),  # fewer when frozen or LoRA
         "device": str(run.device),
         "precision": run.precision.name,
         "peak_memory_mb": peaks if cluster.distributed else peaks[0],  # per process, rank order

@@ -16,13 +16,16 @@ from typing import Callable
 import torch
 
 from fundamentallm.config.schema import OptimConfig
+from fundamentallm.model.lora import is_adapter
 from fundamentallm.training.lookahead import Lookahead
 from fundamentallm.training.muon import Muon
 
 
 def is_hidden_matrix(name: str, p: torch.nn.Parameter) -> bool:
-    """A weight matrix inside a block (not the embedding/head, not a norm gain)."""
-    return p.dim() == 2 and not name.startswith(("embed.", "positions."))
+    """A weight matrix inside a block (not the embedding/head, not a norm gain). LoRA's
+    adapter factors are not: they train with AdamW and no decay, as in Hu et al. and peft
+    (an orthogonalised Muon step on an r-row factor has no such track record)."""
+    return p.dim() == 2 and not name.startswith(("embed.", "positions.")) and not is_adapter(name)
 
 
 def depth(name: str, num_layers: int) -> int:

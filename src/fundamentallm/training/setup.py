@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from fundamentallm.checkpoint import base_reference, base_weights, lora_alpha, read_base, special_rows
 from fundamentallm.config import Config, ModelConfig, config_to_dict, config_warnings
 from fundamentallm.console import TrainingConsole
 from fundamentallm.data.batching import EpochSampler, PackedSampler
@@ -26,6 +27,7 @@ from fundamentallm.data.tokens import TokenData, load_tokens
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
 from fundamentallm.model.documents import DocumentMasked
+from fundamentallm.model.lora import add_adapters
 from fundamentallm.tokenizers import RESERVED, Tokenizer, tokenizer_from_dict
 from fundamentallm.tracking import Tracker, build_tracker
 from fundamentallm.training.activation_checkpointing import checkpoint_blocks
@@ -128,9 +130,24 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     model = GPT(cfg.model).to(device)
     if cluster.distributed:
         seed_everything(training.seed + cluster.rank)  # but each its own dropout masks
+    lora_base = None  # a LoRA fine-tune's base: where its weights come from, checked when read back
     if start.from_weights:  # taken out of the checkpoint: no second copy of the weights stays
-        model.load_state_dict(special_rows(saved.pop("model"), tokenizer_from_dict(saved["tokenizer"]),
-                                           data.tokenizer, cfg.model.vocab_size))
+        lora_base = base_reference(start.path, saved) if cfg.lora.rank else None
+        weights = base_weights(saved, str(start.path))  # (a LoRA checkpoint's: its adapters merged in)
+        saved.pop("model")
+        model.load_state_dict(special_rows(weights, tokenizer_from_dict(saved["tokenizer"]), data.tokenizer,
+                                           cfg.model.vocab_size))
+    elif start.resumed and cfg.lora.rank:  # the saved adapters sit on their base's weights
+        lora_base = saved["lora_base"]
+        base = read_base(lora_base, str(start.path))
+        model.load_state_dict(special_rows(base_weights(base, lora_base["path"]),
+                                           tokenizer_from_dict(base["tokenizer"]), data.tokenizer, cfg.model.vocab_size))
+    if cfg.lora.rank:  # every weight frozen; only the adapters train (model/lora.py)
+        count = add_adapters(model, cfg.lora.rank, lora_alpha(cfg.lora), tuple(cfg.lora.targets))
+        if start.resumed:  # the frozen weights as read above, and the saved adapters
+            saved["model"] = {**model.state_dict(), **saved["model"]}
+        console.message(f"note: LoRA: rank {cfg.lora.rank} adapters on {count} matrices "
+                        f"({', '.join(cfg.lora.targets)}); the model's own weights are frozen")
     if training.activation_checkpointing:  # recompute each block in the backward: memory for compute
         checkpoint_blocks(model)
     freeze(model, cfg.optim.freeze_embeddings, cfg.optim.freeze_layers)
@@ -191,7 +208,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         dropout=dropout_schedule(training, cfg.model), total_steps=total_steps, tokens_per_step=tokens_per_step,
         console=console, tracker=tracker,
         validator=validator,
-        checkpointer=Checkpointer(cfg.checkpoint, cfg, data.tokenizer, cluster, tracker),
+        checkpointer=Checkpointer(cfg.checkpoint, cfg, data.tokenizer, cluster, tracker, lora_base),
         metrics=MetricsLog(training, sampler.micro_per_epoch, Throughput(state, tokens_per_step), tracker, console),
         gradients=GradientMonitor(cfg.tracking, model, out, cluster.main, tracker, console.message),
         loss_watch=LossWatch(training, out, cluster, tracker, console.message),
@@ -213,25 +230,6 @@ def with_specials(tokenizer: Tokenizer, added: list[str]) -> Tokenizer:
     if not missing:
         return tokenizer
     return tokenizer_from_dict({**tokenizer.to_dict(), "specials": [*tokenizer.specials, *missing]})
-
-
-def special_rows(weights: dict[str, torch.Tensor], saved: Tokenizer, tokenizer: Tokenizer,
-                 vocab_size: int) -> dict[str, torch.Tensor]:
-    """The saved weights with a row for each special token the tokenizer gained (with_specials):
-    the embedding and output matrices grown to `vocab_size` rows, and the new tokens' rows
-    set to the mean of the trained ones (so a new token starts as an average token, as
-    transformers' resize_token_embeddings does, not as noise that dominates the logits)."""
-    if tokenizer.vocab_size == saved.vocab_size:
-        return weights
-    grown = dict(weights)
-    for name in ("embed.weight", "head.weight"):
-        if name not in weights:
-            continue
-        old = weights[name]
-        rows = torch.cat([old, old.new_zeros(max(0, vocab_size - old.shape[0]), old.shape[1])])
-        rows[saved.vocab_size:tokenizer.vocab_size] = old[:saved.vocab_size].float().mean(0).to(old.dtype)
-        grown[name] = rows
-    return grown
 
 
 def build_sampler(cfg: Config, data: TokenData, cluster: Cluster) -> EpochSampler | PackedSampler:
@@ -283,7 +281,8 @@ def decide_compile(cfg: Config, start: Start, device: torch.device, precision: P
     training, model = cfg.training, cfg.model
     graph = {"model": config_to_dict(cfg)["model"], "batch_size": training.batch_size,
              "precision": precision.name, "activation_checkpointing": training.activation_checkpointing,
-             "frozen": [cfg.optim.freeze_embeddings, cfg.optim.freeze_layers]}  # what the compiled graph depends on
+             "frozen": [cfg.optim.freeze_embeddings, cfg.optim.freeze_layers],  # what the compiled graph depends on
+             "lora": config_to_dict(cfg)["lora"]}
     return resolve_compile(training.compile, device, unsuitable=(
         "--dropout-schedule changes the dropout rate every step, and each rate would recompile"
         if training.dropout_schedule != "constant" else
