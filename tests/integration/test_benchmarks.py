@@ -175,3 +175,14 @@ def test_gguf_runs_each_export_in_llama_cpp(tmp_path):
     (checked,) = report["models"][0]["files"]
     assert checked["greedy_equal"] and checked["tokenizer_equal"]
     assert checked["perplexity"]["relative_difference"] < 1e-3 and checked["bytes"] > 0
+
+
+def test_lora_compares_adapters_with_a_full_fine_tune(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(sample_text(40_000), encoding="utf-8")
+    report = bench("lora.py", "--data", str(data), "--base-seconds", "2", "--steps", "3", "--ranks", "2", "--",
+                   *TINY_FLAGS, "--batch-size=4", "--precision=fp32", "--eval-iters=2", "--no-compile")
+    full, lora = report["runs"]["full"], report["runs"]["lora-2"]
+    assert full["trained_share"] == 1.0 and 0 < lora["trained_share"] < 0.5
+    assert lora["checkpoint_mb"] < full["checkpoint_mb"] and lora["training_state_mb"] <= full["training_state_mb"]
+    assert all(r["val_loss"] > 0 for r in report["runs"].values())

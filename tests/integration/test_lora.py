@@ -108,3 +108,14 @@ def test_settings_that_cannot_act_are_one_line(texts, base, tmp_path):
     ):
         assert_one_line_error(run_process("train", texts[1], "--output-dir", tmp_path / "x", "--max-steps", "1",
                                           *extra), fragment)
+
+
+def test_an_imported_model_directory_is_a_base_too(texts, base, tmp_path):
+    pytest.importorskip("safetensors")
+    assert run_cli("export", base, tmp_path / "hf") == 0  # a Qwen3 directory, as a downloaded model is
+    run = train(texts[1], tmp_path / "lora", "--init-from", str(tmp_path / "hf"), *LORA, "--lora-targets", "qkv",
+                max_steps=2)
+    saved = torch.load(run / "final.pt", weights_only=True)
+    assert saved["lora_base"]["path"] == str((tmp_path / "hf").resolve())
+    assert {k.split(".")[-2] for k in saved["model"]} == {"qkv"}
+    assert run_cli("generate", run / "final.pt", "--max-tokens", "5") == 0
