@@ -194,7 +194,7 @@ FOREIGN_FLAGS = {
     "tensorboard": {"--logdir"},
     "pip": {"--index-url"},
     "mkdocs build": {"--strict"},
-    "llama.cpp's convert_hf_to_gguf.py": {"--outfile", "--vocab-only"},
+    "llama.cpp's llama-cli": {"--no-repack"},
     "sbatch": {"--signal"},
     "the troubleshooting page's misspelt flag": {"--lerning-rate"},
 }
