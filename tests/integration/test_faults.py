@@ -16,6 +16,7 @@ import torch
 
 from fundamentallm.checkpoint import load_checkpoint
 from fundamentallm.model import GPT
+from fundamentallm.training.runlock import LOCK_NAME
 from integration_helpers import (
     ROOT, assert_same_weights, fundamentallm_command, load_pt, metrics, process_env, run_cli, summary,
     tiny_args, train,
@@ -145,7 +146,7 @@ def test_half_written_files_of_a_killed_run_are_removed_when_it_resumes(run_dir)
     leftover.write_bytes(b"half a checkpoint")
     assert run_cli("train", "-o", run_dir, "--resume", "--max-steps", "9", "--quiet") == 0
     assert not leftover.exists()
-    assert not list(run_dir.glob(".*"))
+    assert [p.name for p in run_dir.glob(".*")] == [LOCK_NAME]  # only the run's lock (training/runlock.py)
 
 
 # ---------------------------------------------------------------- disk faults, injected

@@ -23,6 +23,7 @@ from fundamentallm.interop.generation_defaults import boundary_id, generation_co
 from fundamentallm.interop.gguf_export import OUTTYPES, modelfile_path, write_gguf
 from fundamentallm.interop.model_card import model_card
 from fundamentallm.model.lora import merge_lora
+from fundamentallm.training.runlock import exclusive
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Our modelling code, written beside the weights of a model no standard architecture computes.
@@ -64,19 +65,27 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str | 
     .gguf (`outtype`: its weights' type, default f16), each with its model card. A LoRA
     fine-tune leaves only with `merge_lora`: its base with the adapters folded in."""
     started = time.perf_counter()
-    if Path(out_dir).suffix == ".gguf":
-        if dtype is not None:
-            raise UserError("--dtype is for a model directory; a GGUF export takes --outtype f32, f16 or q8_0")
-        return export_gguf(Path(checkpoint), Path(out_dir), outtype or "f16", overwrite, started, merge_lora)
-    if outtype is not None:
-        raise UserError("--outtype is for a GGUF export (OUT.gguf); a model directory takes --dtype fp32 or bf16")
-    dtype = dtype or "fp32"
+    out = Path(out_dir)
+    # One export at a time into one place (training/runlock.py): the lock file sits beside
+    # the target, which is replaced whole.
+    with exclusive(out.parent, out.parent / f".{out.name}.lock", "export"):
+        if out.suffix == ".gguf":
+            if dtype is not None:
+                raise UserError("--dtype is for a model directory; a GGUF export takes --outtype f32, f16 or q8_0")
+            return export_gguf(Path(checkpoint), out, outtype or "f16", overwrite, started, merge_lora)
+        if outtype is not None:
+            raise UserError("--outtype is for a GGUF export (OUT.gguf); a model directory takes --dtype fp32 or bf16")
+        return export_directory(Path(checkpoint), out, dtype or "fp32", overwrite, started, merge_lora)
+
+
+def export_directory(checkpoint: Path, out: Path, dtype: str, overwrite: bool, started: float,
+                     merge_lora: bool) -> ExportReport:
+    """OUT_DIR: a `transformers` model directory with its model card."""
     if dtype not in DTYPES:  # the CLI's choices say so; a library call is checked here
         raise UserError(f"export: dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out} exists and is not empty (--overwrite replaces it)")
-    model, tokenizer, cfg = exported_model(Path(checkpoint), merge_lora)
+    model, tokenizer, cfg = exported_model(checkpoint, merge_lora)
     arch: Architecture = architecture_for(cfg.model)
     remote = arch.model_type == "fundamentallm"
     tensors = {name: t.to(DTYPES[dtype]) if t.is_floating_point() else t

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +33,7 @@ from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import Tokenizer
 from fundamentallm.tracking import Tracker
 from fundamentallm.training.distributed import Cluster
+from fundamentallm.training.runlock import exclusive
 from fundamentallm.training.start import PREVIOUS_NAME, RESUME_NAME, SHARDED_DIR
 from fundamentallm.training.state import TrainState, rng_state
 
@@ -42,13 +43,16 @@ RUN_FILES = ("final.pt", "best_model.pt", RESUME_NAME, PREVIOUS_NAME, SHARDED_DI
              "events.out.tfevents.*")
 
 
-def claim_output_dir(out: Path, resuming: bool, overwrite: bool) -> None:
-    """Make `out` this run's directory: a fresh run refuses one that holds a resumable run
-    unless `overwrite`, and then removes that run's files."""
+def claim_output_dir(out: Path, resuming: bool, overwrite: bool, held: ExitStack) -> None:
+    """Make `out` this run's directory: take its lock (runlock.py; held until `held` closes,
+    so that no other command writes or removes files there meanwhile), then a fresh run
+    refuses one that holds a resumable run unless `overwrite`, and then removes that run's
+    files."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--output-dir {out}: cannot create the directory ({exc.strerror})") from None
+    held.enter_context(exclusive(out))
     for unfinished in [*out.glob(".*.tmp"), *out.glob(f"{SHARDED_DIR}/.*.tmp")]:  # writes a killed run left half done
         shutil.rmtree(unfinished, ignore_errors=True) if unfinished.is_dir() else unfinished.unlink(missing_ok=True)
     if resuming or not (out / RESUME_NAME).exists():

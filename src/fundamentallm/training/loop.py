@@ -16,7 +16,7 @@ import gc
 import os
 import shlex
 import time
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,8 +51,8 @@ def train(config: Config | ConfigSources, console: TrainingConsole | None = None
     cfg, start = plan_start(sources, resume)
     console = console or TrainingConsole("quiet")
     interrupt = Interrupt()
-    with cluster_left_on_failure(), stop_signals(interrupt, say_stop(console)):
-        run = setup(cfg, start, console, interrupt, overwrite, tracker, judge)
+    with ExitStack() as held, cluster_left_on_failure(), stop_signals(interrupt, say_stop(console)):
+        run = setup(cfg, start, console, interrupt, held, overwrite, tracker, judge)
         run.console.start(describe(run))
         with run.checkpointer.write_failures_reported(run.state):  # a full disk, a read-only directory
             with interrupt.deferred(), deterministic_kernels(run.device), \

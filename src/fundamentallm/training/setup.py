@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -87,8 +88,9 @@ class Run:
     clock_zero: float
 
 
-def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interrupt,
+def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interrupt, held: ExitStack,
           overwrite: bool = False, tracker: Tracker | None = None, judge: Judge | None = None) -> Run:
+    """The run, ready to train. `held`: what the run holds until it ends (its directory's lock)."""
     training = cfg.training
     device = resolve_device(training.device)
     cluster = join_cluster(device)
@@ -192,7 +194,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     out = Path(cfg.checkpoint.output_dir)
 
     def open_run_dir() -> Tracker:
-        claim_output_dir(out, resuming=start.resumed, overwrite=overwrite)
+        claim_output_dir(out, resuming=start.resumed, overwrite=overwrite, held=held)
         write_run_config(out, cfg)
         return tracker or build_tracker(cfg.tracking, out, config_to_dict(cfg),
                                         resume_step=state.step if start.resumed else None)
