@@ -80,6 +80,7 @@ def test_an_export_target_has_one_writer_and_a_failed_run_leaves_no_directory(da
         assert_one_line_error(run_process("export", checkpoint / "final.pt", target),
                               f"{tmp_path} is in use by another export (process {os.getpid()}")
     assert run_process("export", checkpoint / "final.pt", target).returncode == 0
+    assert not (tmp_path / f".{target.name}.lock").exists()  # an export leaves only what it exported
     missing = run_process("train", tmp_path / "absent.txt", "--output-dir", tmp_path / "never", *tiny_args())
     assert_one_line_error(missing, "no such file")
     assert not (tmp_path / "never").exists()

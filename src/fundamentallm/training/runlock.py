@@ -11,8 +11,9 @@ through `filelock`): a second writer is refused in one line naming the holder, a
 The operating system releases the lock when its process ends, however it ends (kill -9
 included): a lock left by a dead run is taken over without a word. The lock file stays (with
 the last holder's process id and host, for the message); removing it while another process
-may open it is the classic race of lock files, so it is removed only with a directory this
-command created and left otherwise empty. On a system without
+may open it is the classic race of lock files, so a run's lock is removed only with a
+directory this command created and left otherwise empty. An export's lock, beside its
+target, is removed when the export is done (still held then: the target is complete). On a system without
 `fcntl` (Windows) no lock is taken.
 """
 
@@ -37,7 +38,8 @@ LOCK_NAME = ".fundamentallm.lock"
 @contextmanager
 def exclusive(directory: Path, lock_file: Path | None = None, what: str = "run") -> Iterator[None]:
     """Hold the lock of `directory` (created if missing) for the block: `lock_file`, by
-    default LOCK_NAME inside it. Another holder: a UserError naming it."""
+    default LOCK_NAME inside it. Another holder: a UserError naming it. A `lock_file` of its
+    own (an export's, beside its target) is removed when the block ends, its work done."""
     path = lock_file or directory / LOCK_NAME
     created = not path.parent.exists()
     try:
@@ -47,6 +49,7 @@ def exclusive(directory: Path, lock_file: Path | None = None, what: str = "run")
         fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     except OSError as exc:
         raise UserError(f"{directory}: cannot create the directory or its lock ({exc.strerror})") from None
+    acquired = False
     try:
         if fcntl is not None:
             try:
@@ -56,11 +59,14 @@ def exclusive(directory: Path, lock_file: Path | None = None, what: str = "run")
                 who = f"process {holder[0]} on {holder[1]}" if len(holder) >= 2 else "another process"
                 raise UserError(f"{directory} is in use by another {what} ({who}); wait for it to finish, "
                                 "or choose another directory") from None
+        acquired = True
         with suppress(OSError):  # who holds it, for the message another writer gets (a courtesy)
             path.write_text(f"{os.getpid()} {socket.gethostname()}\n", encoding="utf-8")
         yield
     finally:
-        if created and {p.name for p in path.parent.iterdir()} == {path.name}:
+        if acquired and lock_file is not None:  # removed while still held: the next opener makes a new one
+            path.unlink(missing_ok=True)
+        if acquired and created and {p.name for p in path.parent.iterdir()} <= {path.name}:
             # A command that stopped before writing anything (a one-line error about its input)
             # leaves no directory behind, as it did before it took a lock.
             path.unlink(missing_ok=True)
