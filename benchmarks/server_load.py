@@ -9,7 +9,13 @@ Dozens of concurrent clients send hundreds of requests, a mix of:
 - malformed: bad JSON, a body that is not UTF-8, wrong types, a huge max_tokens, deeply
   nested JSON, a body over the size limit;
 
-while a watcher asks /health every 50 ms and samples the server's memory (RSS). Each reply
+while a watcher asks /health every 50 ms and samples the server's memory (RSS). Then clients
+that vanish, each kind in turn: they close or reset the connection before the body, halfway
+through it, after sending a request while it waits or runs (half-closing their side), or in
+the middle of a stream. The report gives the log lines and tracebacks per vanished client
+(goal: one line, the request's own, and no traceback), whether /health counted each
+(`clients_left`), and whether a normal request is served at once after clients that vanish
+have filled every admission slot. Each reply
 is checked against what it must be: every well-formed request answered correctly (a 503
 with Retry-After, when --max-concurrent requests are already in, is retried after it, as a
 polite client does), every malformed one with its 4xx. Then the same load runs a second time: memory after the second round must not be
@@ -31,6 +37,7 @@ import queue
 import random
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -245,6 +252,112 @@ def malformed(server: Server, rng: random.Random) -> tuple[str, str]:
     return f"rejected: {case}", "ok" if status == expected and one_line else f"status {status}, expected {expected}"
 
 
+# ---------------------------------------------------------------- clients that vanish
+# Each sends part or all of a request, then leaves without reading the reply.
+
+def reset(sock: socket.socket) -> None:
+    """Close with a TCP reset (RST) instead of an orderly close (FIN)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def plain_request(max_tokens: int) -> bytes:
+    body = json.dumps({"prompt": "ROMEO:", "max_tokens": max_tokens}).encode()
+    return (b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+PARTIAL_HEAD = b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+
+
+def gone_before_body(server: Server) -> None:
+    sock = raw(server, PARTIAL_HEAD)
+    time.sleep(0.05)  # the server has read the head and waits for the body
+    sock.close()
+
+
+def gone_during_body(server: Server) -> None:
+    sock = raw(server, PARTIAL_HEAD + b'{"prompt": "ROM')
+    time.sleep(0.05)
+    sock.close()
+
+
+def reset_during_body(server: Server) -> None:
+    sock = raw(server, PARTIAL_HEAD + b'{"prompt": "ROM')
+    time.sleep(0.05)
+    reset(sock)
+
+
+def half_closed(server: Server) -> None:
+    sock = raw(server, plain_request(256))
+    sock.shutdown(socket.SHUT_WR)  # nothing more to send; the reply is never read
+    time.sleep(0.05)
+    sock.close()
+
+
+def gone_while_generating(server: Server) -> None:
+    sock = raw(server, plain_request(256))
+    time.sleep(0.05)
+    sock.close()
+
+
+def gone_mid_stream(server: Server) -> None:
+    sock = raw(server, streaming_request(256))
+    sock.recv(64)  # the stream has begun
+    reset(sock)
+
+
+VANISHING: list[Callable[[Server], None]] = [gone_before_body, gone_during_body, reset_during_body, half_closed,
+                                              gone_while_generating, gone_mid_stream]
+
+
+def health(server: Server) -> dict[str, Any]:
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+def wait_for_departures(server: Server, count: int, timeout: float = 30) -> int:
+    """/health's clients_left once it reaches `count` (or the last seen, after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    seen = health(server)["clients_left"]
+    while seen < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = health(server)["clients_left"]
+    return seen
+
+
+def vanishing_round(server: Server, log: Path, each: int, max_concurrent: int) -> dict[str, Any]:
+    """`each` clients of every vanishing kind, then `max_concurrent` that fill every admission
+    slot and leave, then one normal request: what the log and /health show."""
+    start_lines, start_count = len(log.read_text().splitlines()), health(server)["clients_left"]
+    kinds = {}
+    for client in VANISHING:
+        before = health(server)["clients_left"]
+        for _ in range(each):
+            client(server)
+        kinds[client.__name__] = wait_for_departures(server, before + each) - before
+    before = health(server)["clients_left"]
+    with ThreadPoolExecutor(max_concurrent) as pool:  # every slot taken by a client that then leaves
+        list(pool.map(lambda _: gone_while_generating(server), range(max_concurrent)))
+    kinds["filling every slot"] = wait_for_departures(server, before + max_concurrent) - before
+    busy = server.busy
+    status, _, _ = post(server, "/generate", json.dumps({"prompt": "ROMEO:", "max_tokens": 4}).encode())
+    status = 503 if server.busy > busy else status  # served at once: not after a retry
+    vanished = each * len(VANISHING) + max_concurrent
+    time.sleep(0.2)  # the normal request's own log line
+    lines = log.read_text().splitlines()[start_lines:]
+    lines = [line for line in lines if not line.startswith("GET /health ")]
+    return {"clients": vanished, "counted_by_health": health(server)["clients_left"] - start_count,
+            "counted_by_kind": kinds,
+            "log_lines_per_client": round((len(lines) - 1) / vanished, 2),  # less the normal request's
+            "tracebacks": sum("Traceback" in line for line in lines),
+            "normal_request_after_every_slot_left": status}
+
+
 CLIENTS: list[tuple[Callable[[Server, random.Random], tuple[str, str]], int]] = [
     (generate_plain, 6), (generate_stream, 5), (openai_plain, 4), (openai_stream, 3),
     (disconnect_mid_stream, 2), (slow_reader, 1), (body_never_finishes, 1), (malformed, 6),
@@ -298,13 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=24, help="concurrent clients")
     p.add_argument("--max-concurrent", type=int, default=8, help="the server's --max-concurrent")
     p.add_argument("--checkpoint", type=Path, help="the model to serve (default: train a tiny one)")
+    p.add_argument("--vanishing", type=int, default=5, help="clients of each vanishing kind")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     def work() -> int:
-        if args.requests < 1 or args.clients < 1:
-            raise UserError("--requests and --clients must be at least 1")
+        if args.requests < 1 or args.clients < 1 or args.vanishing < 1:
+            raise UserError("--requests, --clients and --vanishing must be at least 1")
         root = Path(tempfile.mkdtemp(prefix="server-load-"))
         try:
             checkpoint = args.checkpoint or tiny_model(root)
@@ -318,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                 after_first = server.rss_mb()
                 second = one_round(server, args.requests, args.clients, args.seed + 1)
                 after_second = server.rss_mb()
+                vanished = vanishing_round(server, root / "server.log", args.vanishing, args.max_concurrent)
             finally:
                 watcher.stop_event.set()
                 watcher.join()
@@ -340,10 +455,14 @@ def main(argv: list[str] | None = None) -> int:
                 "rss_mb": {"peak": round(watcher.peak_rss_mb, 1), "after_round_1": round(after_first, 1),
                            "after_round_2": round(after_second, 1)},
                 "tracebacks": log.count("Traceback"),
+                "vanished": vanished,
                 "server_exit_status": status,
             }
             result["passed"] = (not wrong and watcher.health_failures == 0 and watcher.slowest_health_s < 1.0
                                 and after_second <= after_first + MEMORY_MARGIN_MB and result["tracebacks"] == 0
+                                and vanished["counted_by_health"] == vanished["clients"]
+                                and vanished["log_lines_per_client"] <= 1 and vanished["tracebacks"] == 0
+                                and vanished["normal_request_after_every_slot_left"] == 200
                                 and status == 0)
             if not result["passed"] and log.strip():
                 result["server_log_tail"] = log[-1500:]

@@ -16,6 +16,12 @@ nested too deeply), 408 a body not sent within `--body-timeout`, 413 a body over
 when `--max-concurrent` generation requests are already admitted; under /v1 it is OpenAI's
 error object instead.
 
+A client that leaves before its reply is complete (it closes or resets the connection while
+sending its body, while waiting for its turn, or in the middle of a stream) is no error of
+the server's: its generation stops, its place in the queue is freed, the access log marks
+its one line `(client left)` (status 499, nginx's "client closed request", where no reply
+was begun) and `/health` counts it in `clients_left`. Never a traceback.
+
 With an API key (`--api-key`, or FUNDAMENTALLM_API_KEY) every path but /health and the page
 needs the header `Authorization: Bearer KEY` (401 otherwise; the page asks for the key and
 sends it); the server refuses to listen beyond loopback without one.
@@ -48,7 +54,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -78,6 +84,7 @@ class Limits:
 
 
 RETRY_AFTER_S = 1  # what a 503 tells a client to wait: a tiny model's generation takes about that
+CLIENT_LEFT = 499  # nginx's "client closed request": the status logged for a reply nobody was there to read
 
 
 class RequestError(Exception):
@@ -108,6 +115,8 @@ async def read_body(request: Request, timeout: float) -> bytes:
                     raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
     except TimeoutError:
         raise RequestError(408, f"the request body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:  # closed or reset before the whole body came
+        raise RequestError(CLIENT_LEFT, "the client left before sending its whole body") from None
     return bytes(body)
 
 
@@ -181,18 +190,28 @@ class Generation:
 
 class EventStream(StreamingResponse):
     """A streaming response that ends its generation however the response ends, even if
-    the client left before the first byte was sent (then the body is never iterated)."""
+    the client left before the first byte was sent (then the body is never iterated), and
+    calls `left(scope)` when the client left before the stream's end."""
 
-    def __init__(self, content: AsyncIterator[str], generation: Generation):
-        super().__init__(content, media_type="text/event-stream",
+    def __init__(self, content: AsyncIterator[str], generation: Generation, left: Callable[[Any], None]):
+        super().__init__(self.to_the_end(content), media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self.generation = generation
+        self.generation, self.left, self.finished = generation, left, False
+
+    async def to_the_end(self, content: AsyncIterator[str]) -> AsyncIterator[str]:
+        async for piece in content:  # cancelled here when the client disconnects
+            yield piece
+        self.finished = True  # every piece was sent (or the server ended it: shutting down, an error event)
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except ClientDisconnect:  # a server on ASGI 2.4 reports a send to a closed connection so
+            pass
         finally:
             self.generation.close()
+            if not self.finished:
+                self.left(scope)
 
 
 class AccessLog:
@@ -216,10 +235,11 @@ class AccessLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            generation = scope.get("state", {}).get("generation")
+            state = scope.get("state", {})
+            generation = state.get("generation")
             tokens = f" {generation.tokens} tokens" if generation is not None and generation.tokens is not None else ""
             self.write(f"{scope['method']} {scope['path']} {status['code']}{tokens} "
-                       f"{time.perf_counter() - began:.2f} s")
+                       f"{time.perf_counter() - began:.2f} s" + (" (client left)" if state.get("client_left") else ""))
 
 
 class BearerAuth:
@@ -276,6 +296,7 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
     max_tokens_limit = limits.max_tokens
     lock = anyio.Semaphore(1)  # a semaphore, not a Lock: a stream releases it from another task
     admitted = {"count": 0}  # generation requests running or waiting for the lock
+    departures = {"count": 0}  # clients that left before their reply was complete (/health)
     defaults = SamplingOptions(max_tokens=min(SamplingOptions().max_tokens, max_tokens_limit))
     page = resources.files("fundamentallm").joinpath("web/index.html").read_text(encoding="utf-8")
     model, tokenizer = generator.model, generator.tokenizer
@@ -322,11 +343,20 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
     busy_message = (f"the server is busy: {limits.max_concurrent} requests are already running or queued "
                     f"(--max-concurrent); retry after {RETRY_AFTER_S} s")
 
+    def left(scope) -> None:
+        """A client left before its reply was complete: counted, and marked for the access log."""
+        departures["count"] += 1
+        scope.setdefault("state", {})["client_left"] = True
+
+    def client_left(request: Request) -> Response:
+        left(request.scope)
+        return error_response(CLIENT_LEFT, "the client left")  # sent to nobody; the status is for the log
+
     async def index(request: Request) -> Response:
         return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", "clients_left": departures["count"]})
 
     async def get_info(request: Request) -> Response:
         return JSONResponse(info)
@@ -340,18 +370,19 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
         except Busy:
             return JSONResponse({"error": busy_message}, status_code=503, headers=busy_headers())
         except RequestError as exc:
-            return error_response(exc.status, str(exc))
+            return client_left(request) if exc.status == CLIENT_LEFT else error_response(exc.status, str(exc))
         except UserError as exc:
             return error_response(422, f"request: {exc}")
         if stream:
-            return EventStream(stream_events(generation, first, prompt), generation)
+            return EventStream(stream_events(generation, first, prompt), generation, left)
         try:
             event = first
             while not isinstance(event, list):
                 # Nobody to answer, or shutting down: stop rather than keep others waiting.
-                if should_stop() or await request.is_disconnected():
-                    return error_response(503, "generation stopped: the server is shutting down "
-                                               "or the client left")
+                if await request.is_disconnected():
+                    return client_left(request)
+                if should_stop():
+                    return error_response(503, "generation stopped: the server is shutting down")
                 event = await generation.next()
         finally:
             generation.close()
@@ -383,6 +414,8 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
             try:
                 values = json_object(await read_body(request, limits.body_timeout))
             except RequestError as exc:  # OpenAI answers 400 for any unreadable body
+                if exc.status == CLIENT_LEFT:
+                    return client_left(request)
                 raise openai_api.APIError(400 if exc.status == 422 else exc.status, str(exc)) from None
             parsed = openai_api.Request(values, model_id, max_tokens_limit, chat, generator.template)
             prompt_tokens = len(parsed.prompt if isinstance(parsed.prompt, list)
@@ -401,13 +434,15 @@ def create_app(generator: TextGenerator, checkpoint: str, limits: Limits = Limit
             return JSONResponse(exc.body(), status_code=exc.status)
         if parsed.stream:
             chunks = openai_api.stream_chunks(parsed, generation.next, first, prompt_tokens, should_stop)
-            return EventStream(chunks, generation)  # which ends the generation however it ends
+            return EventStream(chunks, generation, left)  # which ends the generation however it ends
         try:
             event = first
             while not isinstance(event, list):
-                if should_stop() or await request.is_disconnected():
-                    error = openai_api.APIError(503, "generation stopped: the server is shutting down or the "
-                                                "client left", kind="server_error")
+                if await request.is_disconnected():
+                    return client_left(request)
+                if should_stop():
+                    error = openai_api.APIError(503, "generation stopped: the server is shutting down",
+                                                kind="server_error")
                     return JSONResponse(error.body(), status_code=503)
                 event = await generation.next()
         finally:

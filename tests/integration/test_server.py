@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -73,7 +74,8 @@ def stream(client: httpx.Client, **body) -> list[tuple[str, dict]]:
 # ---------------------------------------------------------------- health, info
 def test_health(client):
     response = client.get("/health")
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+    assert isinstance(response.json()["clients_left"], int)
 
 
 def test_info_matches_the_checkpoint(client, checkpoint):
@@ -261,7 +263,7 @@ def test_health_answers_during_a_long_generation_and_leaving_stops_it(client, se
             lines = response.iter_lines()
             assert next(lines).startswith("data: ")  # generating now
             began = time.perf_counter()
-            assert client.get("/health", timeout=5).json() == {"status": "ok"}
+            assert client.get("/health", timeout=5).json()["status"] == "ok"
             assert time.perf_counter() - began < 2
             # a second generation waits for the model...
             waiting = pool.submit(generate, client, temperature=0, max_tokens=5)
@@ -297,3 +299,38 @@ def test_interrupt_stops_the_server_cleanly_mid_stream(checkpoint, tmp_path):
     finally:
         served.stop()
     assert "Traceback" not in served.stderr() and "interrupted" not in served.stderr(), served.stderr()
+
+
+# ---------------------------------------------------------------- clients that vanish
+def test_clients_that_vanish_free_their_slots_count_in_health_and_log_one_line(checkpoint, tmp_path):
+    served = ServerProcess(checkpoint, "--max-concurrent", "2", "--max-tokens-limit", str(LIMIT),
+                           log=tmp_path / "stderr.txt")
+    try:
+        def left() -> int:
+            return httpx.get(f"{served.url}/health", timeout=10).json()["clients_left"]
+
+        def counted(n: int) -> bool:
+            deadline = time.monotonic() + 20
+            while left() < n and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return left() == n
+
+        host, port = served.url.split("//")[1].split(":")
+        sock = socket.create_connection((host, int(port)), timeout=10)  # half a body, then gone
+        sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"prompt\": ")
+        time.sleep(0.2)
+        sock.close()
+        assert counted(1)
+        # every admission slot taken by a generation of minutes whose client then leaves
+        body = {"prompt": PROMPT, "max_tokens": LIMIT}
+        with ThreadPoolExecutor(2) as pool:
+            gone = [pool.submit(httpx.post, f"{served.url}/generate", json=body, timeout=1.0) for _ in range(2)]
+            assert all(isinstance(f.exception(), httpx.ReadTimeout) for f in gone)
+        assert counted(3)
+        response = httpx.post(f"{served.url}/generate", json={"prompt": PROMPT, "max_tokens": 5}, timeout=30)
+        assert response.status_code == 200  # at once: no 503, the slots are free again
+    finally:
+        assert served.stop() == 0
+    log = served.stderr()
+    assert "Traceback" not in log and "ERROR" not in log, log
+    assert len(re.findall(r"^POST /generate 499 \d+\.\d\d s \(client left\)$", log, re.M)) == 3, log

@@ -1,7 +1,8 @@
 """The server under load and abuse in CI: the bounded form of benchmarks/server_load.py on
 the session's tiny model. Hundreds of requests from two dozen concurrent clients, well
 formed, rude (disconnecting, reading a byte at a time, never finishing a body) and
-malformed; every reply checked, /health timed throughout, memory measured over two rounds.
+malformed; every reply checked, /health timed throughout, memory measured over two rounds;
+then clients that vanish, of every kind, each logged in one line and counted by /health.
 The long form: `python benchmarks/server_load.py --requests 5000 --clients 64`."""
 
 from __future__ import annotations
@@ -31,3 +32,8 @@ def test_the_server_answers_every_request_rightly_under_load(tmp_path_factory):
             "body never finishes", "rejected"} <= kinds
     assert report["slowest_health_s"] < 1.0 and report["health_failures"] == 0
     assert report["tracebacks"] == 0
+    vanished = report["vanished"]  # clients that leave before the body, during it, while generating, mid-stream
+    assert vanished["counted_by_health"] == vanished["clients"] == 5 * 6 + 6
+    assert all(count == 5 for kind, count in vanished["counted_by_kind"].items() if kind != "filling every slot")
+    assert vanished["log_lines_per_client"] == 1.0 and vanished["tracebacks"] == 0
+    assert vanished["normal_request_after_every_slot_left"] == 200
