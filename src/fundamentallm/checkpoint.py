@@ -114,15 +114,6 @@ def seal(ckpt: dict[str, Any]) -> None:
     ckpt["checksum"] = content_digest(ckpt)
 
 
-def file_digest(path: Path) -> str:
-    """A digest of a file's bytes (the shards of a sharded resume state are checked by it)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return "blake2b-128:" + digest.hexdigest()
-
-
 def tensor_bytes(value: Any) -> int:
     """Bytes of tensor data in `value`: about the size of its file."""
     if isinstance(value, torch.Tensor):

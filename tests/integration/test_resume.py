@@ -319,3 +319,57 @@ def test_a_stop_signal_while_the_data_loads_stops_at_once(tmp_path):
     assert proc.returncode == 130, stderr
     assert "SIGINT: stopping now (nothing trained yet: no state to save)" in stderr
     assert "Traceback" not in stderr and not (tmp_path / "run" / "resume_checkpoint.pt").exists()
+
+
+# ---------------------------------------------------------------- the data a run trained on
+def test_resume_on_changed_data_is_refused_unless_new_data_and_then_names_what_changed(tmp_path, tiny_text, capsys):
+    text = tmp_path / "train.txt"
+    text.write_text(tiny_text, encoding="utf-8")
+    out = train(text, tmp_path / "run", max_steps=4, checkpoint_interval=2)
+    capsys.readouterr()
+    with text.open("a", encoding="utf-8") as f:
+        f.write("Ça été ☃ naïve ☃\n")  # characters the run's character tokenizer never saw
+    before = (out / "resume_checkpoint.pt").read_bytes()
+    assert run_cli("train", "-o", out, "--resume", "--max-steps", "6", "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "was trained on other data" in err and "--new-data" in err, err
+    size = len(tiny_text.encode())
+    assert f"{text} {size:,} → {text.stat().st_size:,} bytes" in err, err
+    assert (out / "resume_checkpoint.pt").read_bytes() == before  # nothing trained, nothing written
+
+    assert run_cli("train", "-o", out, "--resume", "--max-steps", "6", "--new-data", "--json") == 0
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    change = start["data changed"]
+    assert "training data changed" in change and "6 characters it has no token for" in change, change
+    assert "'☃' ×2" in change and "'Ç' ×1" in change, change
+    assert summary(out)["steps"] == 6
+    # the run now holds the new data's fingerprint: resuming on it needs no flag
+    assert run_cli("train", "-o", out, "--resume", "--max-steps", "7", "--quiet") == 0
+
+
+def test_resume_on_the_same_data_moved_elsewhere_goes_on(tmp_path, tiny_text, capsys):
+    first = tmp_path / "a" / "train.txt"
+    first.parent.mkdir()
+    first.write_text(tiny_text, encoding="utf-8")
+    out = train(first, tmp_path / "run", max_steps=3, checkpoint_interval=3)
+    moved = tmp_path / "b" / "corpus.txt"
+    moved.parent.mkdir()
+    first.rename(moved)
+    assert run_cli("train", moved, "-o", out, "--resume", "--max-steps", "5", "--quiet") == 0
+    assert summary(out)["steps"] == 5
+
+
+def test_resume_with_another_split_is_other_data(tmp_path, tiny_text, capsys):
+    text = tmp_path / "train.txt"
+    text.write_text(tiny_text, encoding="utf-8")
+    out = train(text, tmp_path / "run", max_steps=3, checkpoint_interval=3)
+    capsys.readouterr()
+    assert run_cli("train", "-o", out, "--resume", "--max-steps", "5", "--val-split", "0.2", "--quiet") == 2
+    assert "the validation split changed (--val-split 0.1 → --val-split 0.2)" in capsys.readouterr().err
+
+
+def test_new_data_without_resume_says_it_cannot_act(tmp_path, tiny_text, capsys):
+    text = tmp_path / "train.txt"
+    text.write_text(tiny_text, encoding="utf-8")
+    train(text, tmp_path / "run", "--new-data", expect=2)
+    assert "applies only with --resume" in capsys.readouterr().err

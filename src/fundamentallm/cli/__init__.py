@@ -129,7 +129,7 @@ def cmd_train(o: TrainOptions, args: argparse.Namespace) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     console = TrainingConsole("json" if o.json else "quiet" if o.quiet else "rich")
-    summary = train(sources, console, resume=o.resume, overwrite=o.overwrite)
+    summary = train(sources, console, resume=o.resume, overwrite=o.overwrite, new_data=o.new_data)
     if summary["stop_reason"] == "interrupted":  # train() has said how to continue
         return 128 + signal.Signals[summary.get("signal", "SIGINT")]  # the shell's convention: 130, 143
     return 0

@@ -45,6 +45,8 @@ class TrainOptions:
                         "`torchrun --standalone --nproc-per-node N` without typing it)", check="positive",
                         metavar="N")
     overwrite: bool = option(False, "start afresh in an output directory that holds an earlier run")
+    new_data: bool = option(False, "--resume: continue on training data that changed since the checkpoint (a "
+                            "resume on other data is refused without it; the start summary says what changed)")
     quiet: bool = option(False, "print only warnings and errors", aliases=("-q",), exclusive="output")
     json: bool = option(False, "print JSON lines (start, metrics, end)", exclusive="output")
 

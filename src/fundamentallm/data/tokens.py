@@ -43,6 +43,7 @@ from fundamentallm.config.schema import DataConfig
 from fundamentallm.data.paraphrases import Paraphrases, pairs_file, training_paraphrases
 from fundamentallm.data.batching import encode
 from fundamentallm.data.chat import conversation_tokens
+from fundamentallm.data.fingerprint import fingerprint, with_tokens
 from fundamentallm.data.tables import TABLE_SUFFIXES
 from fundamentallm.data.text import JSONL_SUFFIXES, data_files, read_text, stream_text
 from fundamentallm.errors import UserError
@@ -69,6 +70,7 @@ class TokenData:
     # --format chat: which target tokens are trained (1-D bool, aligned with the ids); None: all
     train_mask: np.ndarray | None = None
     val_mask: np.ndarray | None = None
+    fingerprint: dict | None = None  # what the tokens were made from (data/fingerprint.py), for --resume to check
 
 
 def validation_cut(characters: int, cfg: DataConfig) -> int:
@@ -104,6 +106,16 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
         raise UserError("no training data given")
     files = data_files(cfg.train, cfg.glob)
     val_files = data_files(cfg.validation_data, cfg.glob, validation=True) if cfg.validation_data else []
+    inputs = fingerprint(files, val_files, [pairs_file(cfg.augment_file)] if cfg.augment_file else [],
+                         None if val_files else cfg.val_split)
+    data = tokens_of(cfg, tokenizer, stage, files, val_files, inputs)
+    data.fingerprint = with_tokens(inputs, len(data.train), None if data.val is None else len(data.val))
+    return data
+
+
+def tokens_of(cfg: DataConfig, tokenizer: Tokenizer | None, stage: Stage | None, files: list[Path],
+              val_files: list[Path], inputs: dict) -> TokenData:
+    """load_tokens' work: conversations, or text in memory or through the token cache."""
     if cfg.format == "chat":
         chats = conversation_tokens(cfg, files, val_files, tokenizer)
         return TokenData(chats.tokenizer, chats.train, chats.val, chats.chars_per_token,
@@ -111,12 +123,12 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
                          documents=chats.note, ends=True, train_mask=chats.train_mask, val_mask=chats.val_mask)
     eos, documents = document_boundary(cfg, files, tokenizer)
     root = cache_root(cfg.token_cache)
-    size = sum(f.stat().st_size for f in files + val_files)
-    if root is None or (cfg.token_cache == "auto" and size < AUTO_CACHE_BYTES):
+    if root is None or (cfg.token_cache == "auto" and inputs["train"]["bytes"] + inputs["validation"]["bytes"]
+                        < AUTO_CACHE_BYTES):
         data = in_memory(cfg, tokenizer, eos)
         data.documents, data.ends = documents, eos
         return data
-    entry = root / cache_key(files, val_files, cfg, tokenizer, eos)
+    entry = root / cache_key(inputs, cfg, tokenizer, eos)
     remove_abandoned_builds(root)
     reused = (entry / "meta.json").exists()
     if not reused:
@@ -214,24 +226,17 @@ def paraphrase_note(added: Paraphrases | None, cfg: DataConfig) -> str | None:
             + (f" ({added.left_out:,} of validation units left out)" if added.left_out else ""))
 
 
-def cache_key(files: list[Path], val_files: list[Path], cfg: DataConfig, tokenizer: Tokenizer | None,
-              eos: bool = False) -> str:
-    """Content and settings, hashed: the same bytes read the same way give the same key."""
+def cache_key(inputs: dict, cfg: DataConfig, tokenizer: Tokenizer | None, eos: bool = False) -> str:
+    """Content and settings, hashed: the same bytes read the same way give the same key.
+    `inputs`: the files' fingerprint (data/fingerprint.py), which digests their contents."""
     h = hashlib.blake2b(digest_size=12)
     settings = {"format": CACHE_FORMAT, "separator": cfg.separator, "text_field": cfg.text_field,
-                "val_split": None if val_files else cfg.val_split, "tokenizer": cfg.tokenizer,
+                "val_split": inputs["val_split"], "tokenizer": cfg.tokenizer,
                 "vocab_size": cfg.bpe_vocab_size,
                 "trained": tokenizer.to_dict() if tokenizer is not None else None,
-                "documents": [eos, cfg.doc_separator], "specials": cfg.special_tokens}
+                "documents": [eos, cfg.doc_separator], "specials": cfg.special_tokens,
+                "contents": [inputs[group]["digest"] for group in ("train", "validation", "augment")]}
     h.update(json.dumps(settings, sort_keys=True).encode())
-    extra = [pairs_file(cfg.augment_file)] if cfg.augment_file else []
-    for group in (files, val_files, extra):
-        h.update(b"\x00group")
-        for file in group:
-            h.update(b"\x00file")
-            with file.open("rb") as source:
-                while block := source.read(1 << 22):
-                    h.update(block)
     return h.hexdigest()
 
 

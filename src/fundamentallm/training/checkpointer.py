@@ -27,7 +27,8 @@ from typing import Iterator
 import torch
 
 from fundamentallm.atomic import WriteFailed, write_text
-from fundamentallm.checkpoint import file_digest, save_checkpoint
+from fundamentallm.checkpoint import save_checkpoint
+from fundamentallm.data.fingerprint import file_digest
 from fundamentallm.config import CheckpointConfig, Config, dump_yaml
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import Tokenizer

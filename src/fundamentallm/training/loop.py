@@ -40,15 +40,16 @@ from fundamentallm.training.validator import Judge
 
 
 def train(config: Config | ConfigSources, console: TrainingConsole | None = None, *,
-          resume: str | bool | None = None, overwrite: bool = False,
+          resume: str | bool | None = None, overwrite: bool = False, new_data: bool = False,
           tracker: Tracker | None = None, judge: Judge | None = None) -> dict[str, Any]:
     """Train as `config` says; return the run summary (also written to summary.json).
 
     `resume`: the --resume flag (None, True, "auto" or a checkpoint path); `overwrite` lets a
-    fresh run replace an earlier run's files in the output directory; `judge` sees every
+    fresh run replace an earlier run's files in the output directory; `new_data` lets a resumed
+    run continue on other data than it trained on (data/fingerprint.py); `judge` sees every
     validation record and may stop the run there (a sweep's pruner: stop_reason "pruned")."""
     sources = config if isinstance(config, ConfigSources) else ConfigSources.of(config)
-    cfg, start = plan_start(sources, resume)
+    cfg, start = plan_start(sources, resume, new_data)
     console = console or TrainingConsole("quiet")
     interrupt = Interrupt()
     with ExitStack() as held, cluster_left_on_failure(), stop_signals(interrupt, say_stop(console)):

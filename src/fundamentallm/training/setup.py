@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -23,7 +24,8 @@ from fundamentallm.checkpoint import base_reference, base_weights, lora_alpha, r
 from fundamentallm.config import Config, ModelConfig, config_to_dict, config_warnings
 from fundamentallm.console import TrainingConsole
 from fundamentallm.data.batching import EpochSampler, PackedSampler
-from fundamentallm.data.text import data_files, skipped_files
+from fundamentallm.data.fingerprint import changes, named, unrepresentable
+from fundamentallm.data.text import data_files, skipped_files, stream_text
 from fundamentallm.data.tokens import TokenData, load_tokens
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
@@ -74,6 +76,7 @@ class Run:
     tokens_per_step: int
     console: TrainingConsole
     tracker: Tracker
+    data_change: str | None  # a resumed run continued on other data (--new-data): what changed
     # the components; each decides for itself which steps are its own
     validator: Validator
     checkpointer: Checkpointer
@@ -110,6 +113,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         saved_tokenizer = with_specials(saved_tokenizer, cfg.data.special_tokens)
     with cluster.main_first():  # one process builds a token cache, the others read it
         data = load_tokens(cfg.data, saved_tokenizer, console.stage)
+    data_change = same_data(start, cfg, data) if start.resumed else None  # before any work on it
     loaded_at = time.perf_counter()  # where --max-time starts counting
     # auto resolved, as the checkpoints keep it: generation stops at the end of text where it was trained on
     cfg.data.doc_boundary = "eos" if data.ends else "none"
@@ -174,7 +178,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         sync_gradients = lambda on: setattr(ddp, "require_backward_grad_sync", on)  # noqa: E731
     optimizer = build_optimizer(model, cfg.optim, device, precision.dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
-    state = TrainState(model, optimizer, scaler, layout)
+    state = TrainState(model, optimizer, scaler, layout, data=data.fingerprint)
     if start.resumed:
         state.load_state_dict(saved["train_state"], saved["model"], cluster.rank, start.path.parent)
     total_steps, time_fraction = schedule_position(sampler.steps_per_epoch, training.epochs, training.max_steps,
@@ -208,7 +212,7 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
         step_module=step_module, ddp=ddp, sync_gradients=sync_gradients, trainable=trainable, precision=precision,
         compilation=compilation, state=state, lr_schedule=lr_schedule,
         dropout=dropout_schedule(training, cfg.model), total_steps=total_steps, tokens_per_step=tokens_per_step,
-        console=console, tracker=tracker,
+        console=console, tracker=tracker, data_change=data_change,
         validator=validator,
         checkpointer=Checkpointer(cfg.checkpoint, cfg, data.tokenizer, cluster, tracker, lora_base),
         metrics=MetricsLog(training, sampler.micro_per_epoch, Throughput(state, tokens_per_step), tracker, console),
@@ -223,6 +227,28 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
                           report=console.message, enabled=cluster.main),
         clock_zero=loaded_at - state.elapsed,
     )
+
+
+def same_data(start: Start, cfg: Config, data: TokenData) -> str | None:
+    """A resumed run on the data it trained on: None. On other data: refused in one line
+    saying what changed, unless --new-data, and then what changed and the characters its
+    tokenizer has no token for (a character tokenizer's <unk>), for the start summary."""
+    saved = start.checkpoint["train_state"].get("data")
+    found = changes(saved, data.fingerprint) if saved else []  # (a state from before fingerprints: unchecked)
+    if not found:
+        return None
+    if not start.new_data:
+        raise UserError(f"{start.path} was trained on other data: {'; '.join(found)}. Resume with the data it "
+                        "trained on, or pass --new-data to continue on this data")
+    if cfg.data.format == "chat":  # (conversations are read from their messages: counted by their tokens)
+        unknown = sum(int((np.asarray(ids) == data.tokenizer.unk_id).sum()) for ids in (data.train, data.val)
+                      if ids is not None) if data.tokenizer.unk_id is not None else 0
+        unknowns = f"{unknown:,} tokens are <unk>" if unknown else ""
+    else:
+        paths = [*cfg.data.train, *([cfg.data.validation_data] if cfg.data.validation_data else [])]
+        unknowns = named(unrepresentable(data.tokenizer, stream_text(
+            paths, cfg.data.separator, cfg.data.glob, cfg.data.text_field, doc_separator=cfg.data.doc_separator)))
+    return "; ".join([*found, unknowns or "every character has a token"]) + " (--new-data)"
 
 
 def with_specials(tokenizer: Tokenizer, added: list[str]) -> Tokenizer:
@@ -342,6 +368,7 @@ def describe(run: Run) -> dict[str, Any]:
                  + (f"; the same {training.overfit_batches} micro-batch(es) every epoch (--overfit-batches)"
                     if training.overfit_batches else ""),
         "resumed": resume_summary(run),
+        "data changed": run.data_change,
         "output": run.cfg.checkpoint.output_dir,
         "tracking": run.tracker.describe(),
     }

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fundamentallm.checkpoint import DamagedCheckpoint, file_digest, load_checkpoint
+from fundamentallm.checkpoint import DamagedCheckpoint, load_checkpoint
+from fundamentallm.data.fingerprint import file_digest
 from fundamentallm.config import AddedSeconds, Config, ConfigSources, validate
 from fundamentallm.errors import UserError
 from fundamentallm.training.sizing import LEARNING_RATE_KEY, SHAPE_KEYS
@@ -40,6 +41,7 @@ class Start:
     # (training/sizing.py); empty when the shape is given, saved or fixed (--no-auto-size).
     sizable: tuple[str, ...] = ()
     compile_given: bool = False  # --compile (or --no-compile) chosen: not weighed against --max-time
+    new_data: bool = False  # --new-data: a resumed run may continue on data other than it trained on
 
     @property
     def resumed(self) -> bool:
@@ -51,13 +53,17 @@ class Start:
         return self.kind in ("init", "continue")
 
 
-def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tuple[Config, Start]:
+def plan_start(sources: ConfigSources, resume: str | bool | None = None, new_data: bool = False
+               ) -> tuple[Config, Start]:
     """The run's config and where it starts. `resume`: None (no --resume), True (the output
-    directory's resume checkpoint), "auto" (that file if it exists) or a checkpoint path."""
+    directory's resume checkpoint), "auto" (that file if it exists) or a checkpoint path;
+    `new_data`: a resumed run may continue on other data than it trained on."""
     cfg = sources.resolve()
     out = Path(cfg.checkpoint.output_dir)
     if resume == "auto" and not resumable_files(out):
         resume = None  # nothing to continue: a fresh run
+    if new_data and not resume:
+        raise UserError("--new-data lets a resumed run continue on changed data: it applies only with --resume")
     if resume and "training.init_from" in sources.flags:
         raise UserError("--init-from starts a new run from a checkpoint's weights; it does not apply "
                         "with --resume, which continues one")
@@ -86,6 +92,7 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None) -> tupl
     if not cfg.data.train:
         raise UserError("train: give a training text file (fundamentallm train FILE)")
     start.compile_given = "training.compile" in sources.given()
+    start.new_data = new_data
     validate(cfg)  # flag errors before minutes of reading and tokenizing
     return cfg, start
 

@@ -105,6 +105,8 @@ class TrainState:
     # The --max-time the run stopped for (0: none). It stops a little early, to fit its closing
     # validation, so its clock alone would leave a few seconds "left" to resume into.
     spent_budget: float = 0.0
+    # What the run trains on (data/fingerprint.py): a resume on other data is refused unless asked for.
+    data: dict[str, Any] | None = None
     counters: tuple[str, ...] = field(default=(
         "step", "epoch", "micro_batch", "tokens", "elapsed", "last_train_loss", "last_val_loss",
         "best_val_loss", "stopping_reference", "evals_without_improvement", "skipped_steps", "rollbacks",
@@ -139,6 +141,8 @@ class TrainState:
         }
         if rank_rngs is not None and len(rank_rngs) > 1:
             state["rank_rngs"] = rank_rngs
+        if self.data is not None:
+            state["data"] = self.data
         return state
 
     def load_state_dict(self, state: dict[str, Any], model_state: dict[str, Any], rank: int = 0,
