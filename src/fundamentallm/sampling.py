@@ -26,9 +26,10 @@ from fundamentallm.errors import UserError
 
 @dataclass
 class SamplingOptions:
-    max_tokens: int = option(200, "tokens to generate", aliases=("--max-length",), check="non_negative")
+    max_tokens: int = option(200, "tokens to generate", aliases=("--max-length",), check="non_negative",
+                             at_most=1_000_000)
     temperature: float = option(0.8, "below 1 sharpens the distribution, above 1 flattens it; 0 is greedy",
-                                check="non_negative")
+                                check="temperature")
     top_k: int | None = option(None, "sample from the k most likely tokens", check="positive")
     top_p: float | None = option(None, "sample from the smallest set of tokens whose probability reaches p",
                                  check="probability")
@@ -36,16 +37,19 @@ class SamplingOptions:
                                  check="probability")
     repetition_penalty: float = option(
         1.0, "divide the logit of every token already in the text by this (above 1 repeats less)",
-        check="positive")
-    frequency_penalty: float = option(0.0, "subtract this x the times a token already occurs")
-    presence_penalty: float = option(0.0, "subtract this once from every token that already occurs")
+        check="divisor")
+    frequency_penalty: float = option(0.0, "subtract this x the times a token already occurs", check="penalty")
+    presence_penalty: float = option(0.0, "subtract this once from every token that already occurs",
+                                     check="penalty")
     stop: list[str] = option([], "stop a sample where this text appears (repeatable); it is not output")
     ban: list[str] = option([], "never produce this text: a character, or a whole token (repeatable)")
     greedy: bool = option(False, "always take the most likely token (same as --temperature 0)")
-    beam_width: int = option(1, "beam search with this many beams (1: sampling)", check="positive")
+    beam_width: int = option(1, "beam search with this many beams (1: sampling)", check="positive", at_most=1024)
     length_penalty: float = option(
-        1.0, "beam search: rank finished beams by log-probability / length^this", check="non_negative")
-    num_samples: int = option(1, "independent samples, generated together in one batch", check="positive")
+        1.0, "beam search: rank finished beams by log-probability / length^this", check="non_negative",
+        at_most=1e4)
+    num_samples: int = option(1, "independent samples, generated together in one batch", check="positive",
+                              at_most=4096)
     seed: int | None = option(None, "same seed, same text", check="seed")
     use_cache: bool = option(True, "reuse past keys and values (off: recompute the context per token)",
                              flag=None)
@@ -147,7 +151,9 @@ class TopP:
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)  # (B, V) each
         probs = sorted_logits.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
-        sorted_logits[before >= self.p] = float("-inf")  # the top token always stays
+        dropped = before >= self.p  # (B, V)
+        dropped[..., 0] = False  # the top token always stays (rounding may put `before` above a tiny p)
+        sorted_logits[dropped] = float("-inf")
         return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 

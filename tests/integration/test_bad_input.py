@@ -18,7 +18,7 @@ import torch
 from fundamentallm.checkpoint import seal
 
 from integration_helpers import (
-    assert_one_line_error, load_pt, run_cli, run_process, summary, tiny_args, train,
+    assert_one_line_error, load_pt, run_cli, run_process, sample_text, summary, tiny_args, train,
 )
 
 TRAIN = ["train", "{good}", "-o", "{tmp}/out", *tiny_args(max_steps=1)]
@@ -209,3 +209,34 @@ def test_generate_seed_out_of_range_is_refused(inputs, capsys):
                  "--seed", str(2**64))
     err = assert_clean_exit(rc, capsys)
     assert "--seed" in err
+
+
+# ---------------------------------------------------------------- absurd values
+def test_a_shape_that_cannot_fit_is_refused_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+    text = tmp_path / "train.txt"
+    text.write_text(sample_text(2_000), encoding="utf-8")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr("fundamentallm.training.setup.load_tokens", never)
+    argv = ["train", text, "-o", tmp_path / "run", "--model-dim", "65536", "--num-layers", "1024",
+            "--num-heads", "1024"]
+    assert run_cli(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: this run needs at least") and "\n" not in err, err
+    assert "TB" in err and "parameters" in err and "cpu has" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_yaml_value_beyond_its_range_names_the_key(tmp_path, capsys):
+    text = tmp_path / "train.txt"
+    text.write_text(sample_text(2_000), encoding="utf-8")
+    config = tmp_path / "run.yaml"
+    config.write_text("model:\n  num_layers: 99999999999999999999\n", encoding="utf-8")
+    assert run_cli("train", text, "--config", config, "-o", tmp_path / "run") == 2
+    assert capsys.readouterr().err.strip() == (f"error: {config}: model.num_layers must be at most 1,024 "
+                                               "(got 99,999,999,999,999,999,999)")
+    config.write_text("optim:\n  learning_rate: .nan\n", encoding="utf-8")
+    assert run_cli("train", text, "--config", config, "-o", tmp_path / "run") == 2
+    assert "optim.learning_rate must be a finite number (got nan)" in capsys.readouterr().err

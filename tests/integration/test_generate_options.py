@@ -107,7 +107,7 @@ def test_prompt_file_and_output_file(ckpt, capsys, tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--min-p", "0"], "--min-p must be above 0"),
-    (["--repetition-penalty", "0"], "--repetition-penalty must be greater than 0"),
+    (["--repetition-penalty", "0"], "--repetition-penalty must be between 0.0001 and 10,000"),
     (["--ban", "nope"], "neither one character nor one token"),
     (["--prompt", "x", "--prompt-file", "y"], "not allowed with argument"),
 ])
@@ -171,7 +171,7 @@ def test_interactive_keeps_settings_streams_and_survives_ctrl_c(ckpt, tmp_path):
         echo, output = first.split("\r\n")[:2]  # the terminal echoes the typed line
         assert echo == "To be" and output.startswith("To be") and len(output) > len("To be")
         term.send("/set temperature=-1\n")
-        assert "error: /set: temperature must be 0 or more" in term.read_until("> ")
+        assert "error: /set: temperature must be 0 (greedy) or between 0.0001 and 10,000" in term.read_until("> ")
         # a long generation, stopped with Ctrl-C: back at the prompt, settings kept
         term.send("/set max_tokens=1000000 greedy=false temperature=1.0\n")
         term.read_until("> ")

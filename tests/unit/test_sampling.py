@@ -173,7 +173,7 @@ def test_completion_figures(model, tokenizer):
 
 # ------------------------------------------------------------------ options
 @pytest.mark.parametrize("values, message", [
-    ({"temperature": -1}, "--temperature must be 0 or more"),
+    ({"temperature": -1}, "--temperature must be 0 \\(greedy\\) or between 0.0001 and 10,000"),
     ({"min_p": 0}, "--min-p must be above 0"),
     ({"beam_width": 0}, "--beam-width must be greater than 0"),
     ({"colour": 1}, "unknown option 'colour'"),
@@ -185,7 +185,7 @@ def test_updated_names_the_option_in_errors(values, message):
 
 
 def test_updated_from_a_request_names_the_source_and_rejects_beams_with_samples():
-    with pytest.raises(UserError, match="request: temperature must be 0 or more"):
+    with pytest.raises(UserError, match=r"request: temperature must be 0 \(greedy\) or between"):
         SamplingOptions().updated({"temperature": -1}, source="request")
     with pytest.raises(UserError, match="cannot be combined"):
         SamplingOptions().updated({"beam_width": 3, "num_samples": 2})

@@ -43,7 +43,7 @@ class TrainOptions:
     dry_run: bool = option(False, "print the resolved config and exit")
     nproc: int = option(1, "train in N processes on this machine (DDP; torchrun's agent, started for you: "
                         "`torchrun --standalone --nproc-per-node N` without typing it)", check="positive",
-                        metavar="N")
+                        metavar="N", at_most=1024)
     overwrite: bool = option(False, "start afresh in an output directory that holds an earlier run")
     new_data: bool = option(False, "--resume: continue on training data that changed since the checkpoint (a "
                             "resume on other data is refused without it; the start summary says what changed)")
@@ -58,7 +58,7 @@ class EvaluateOptions:
                                    positional=True, metavar="DATA")
     data: str | None = option(None, "text to score; every token is scored once")
     text_field: str | None = text_field_option(None)
-    batch_size: int = option(32, "windows per forward pass", check="positive")
+    batch_size: int = option(32, "windows per forward pass", check="positive", at_most=1 << 20)
     device: str = device_option()
     precision: str = option(
         "auto", "arithmetic of the forward passes: auto (bf16 autocast where this device computes it faster, "
@@ -98,11 +98,12 @@ class ServeOptions:
     host: str = option("127.0.0.1", "address to listen on (default: this machine only)")
     port: int = option(8000, "port (0: any free port, printed at start)", check="port")
     device: str = device_option()
-    max_tokens_limit: int = option(1000, "the largest max_tokens a request may ask for", check="positive")
+    max_tokens_limit: int = option(1000, "the largest max_tokens a request may ask for", check="positive",
+                                   at_most=1_000_000)
     max_concurrent: int = option(16, "generation requests admitted at once: one runs, the others queue for "
-                                 "the model; beyond this many, 503 with Retry-After", check="positive")
+                                 "the model; beyond this many, 503 with Retry-After", check="positive", at_most=100_000)
     body_timeout: float = option(30.0, "seconds a client may take to send its request body (408 after)",
-                                 check="positive")
+                                 check="positive", at_most=1e6)
     api_key: str | None = option(None, "require 'Authorization: Bearer KEY' on every request (default: "
                                  "$FUNDAMENTALLM_API_KEY; needed to listen beyond loopback)", check="non_empty")
     model_name: str | None = option(None, "the model id OpenAI clients ask for (default: RUN/final for "
@@ -135,7 +136,7 @@ class ImportOptions:
 class TokenizerTrainOptions:
     data: list[str] = option([], "text files, directories or JSONL files", positional=True, required=True)
     type: str = option("bpe", "tokenizer type", choices=TOKENIZER_TYPES)
-    vocab_size: int | None = option(None, "BPE vocabulary size (default 2048)", check="positive")
+    vocab_size: int | None = option(None, "BPE vocabulary size (default 2048)", check="positive", at_most=1 << 20)
     text_field: str = text_field_option()
     output: str = option("", "where to write the tokenizer (.json)", aliases=("-o",), required=True)
 
@@ -229,11 +230,12 @@ class SweepOptions:
                             "character (compares across tokenizers)", choices=("val_loss", "val_bits_per_char"))
     trials: int | None = option(None, "trials to finish in all (default: the grid's size, or 20)",
                                 check="positive")
-    timeout: float | None = option(None, "start no new trial after this many seconds", check="positive")
+    timeout: float | None = option(None, "start no new trial after this many seconds", check="positive", at_most=1e9)
     storage: str | None = option(None, "an Optuna storage URL shared by several processes or machines "
                                  "(default: sqlite:///OUTPUT_DIR/study.db)")
     study_name: str = option("sweep", "the study's name in its storage", check="non_empty")
-    workers: int = option(1, "trials run at once on this machine, each in its own process", check="positive")
+    workers: int = option(1, "trials run at once on this machine, each in its own process", check="positive",
+                          at_most=1024)
     sampler_seed: int = option(0, "seed of the sampler (trials keep their own --seed)", check="seed")
     report: str | None = option(None, "only report on the sweep in DIR (finished or not)", metavar="DIR")
     json: bool = option(False, "with --report: print JSON")

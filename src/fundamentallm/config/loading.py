@@ -7,6 +7,7 @@ came from the command line, `file.yaml: model.model_dim` when it came from a fil
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -15,7 +16,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from fundamentallm.config.schema import CHECKS, LORA_TARGETS, Config
+from fundamentallm.config.schema import CHECKS, INT_LIMIT, LORA_TARGETS, Config
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers.base import RESERVED
 
@@ -80,12 +81,27 @@ def coerce(info: FieldInfo, value: Any, where: str) -> Any:
     choices = info.meta["choices"]
     if choices and value not in choices:
         raise UserError(f"{where}: unknown value {value!r} (choose from {', '.join(choices)})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{where} must be a finite number (got {value})")
     check = info.meta["check"]
     if check:
         ok, phrase = CHECKS[check]
         if not ok(value):
             raise UserError(f"{where} {phrase} (got {value})")
+    within(info, value, where)
     return value
+
+
+def within(info: FieldInfo, value: Any, where: str) -> None:
+    """A number above the field's sane range (`at_most`; for whole numbers INT_LIMIT) is refused."""
+    limit = info.meta.get("at_most")
+    whole = info.kind is int or (info.kind is list and info.item is int)
+    if limit is None and whole and info.meta["check"] not in ("seed", "port"):
+        limit = INT_LIMIT
+    for number in value if isinstance(value, list) else [value]:
+        if limit is not None and isinstance(number, (int, float)) and number > limit:
+            shown = f"{number:,}" if isinstance(number, int) else f"{number:g}"
+            raise UserError(f"{where} must be at most {limit:,} (got {shown})")
 
 
 def options_from(cls: type, values: dict[str, Any]) -> Any:

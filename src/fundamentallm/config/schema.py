@@ -27,7 +27,16 @@ CHECKS = {
     "share": (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
     "non_empty": (lambda v: bool(v.strip()), "must not be empty"),
     "port": (lambda v: 0 <= v < 65536, "must be between 0 and 65535"),
+    # a logit offset: beyond this, every logit it touches is gone already (and fp32 overflows sooner)
+    "penalty": (lambda v: -1e4 <= v <= 1e4, "must be between -10,000 and 10,000"),
+    # a divisor of the logits: beyond these, fp32 logits overflow to infinity or flatten to nothing
+    "divisor": (lambda v: 1e-4 <= v <= 1e4, "must be between 0.0001 and 10,000"),
+    "temperature": (lambda v: v == 0 or 1e-4 <= v <= 1e4, "must be 0 (greedy) or between 0.0001 and 10,000"),
 }
+# The largest whole number any setting takes unless its own `at_most` says otherwise: two
+# billion steps, tokens or seconds is beyond any run, and stays clear of int32 and int64 overflow
+# in what is computed from it. (Seeds and ports have ranges of their own.)
+INT_LIMIT = 2**31 - 1
 
 
 class AddedSeconds(float):
@@ -81,6 +90,7 @@ def option(
     const: Any = None,
     fixed_flags: dict[str, tuple[Any, str]] | None = None,
     parse: Any = None,
+    at_most: float | None = None,
 ) -> Any:
     """A config or command field, and how the command line sets it.
 
@@ -91,11 +101,13 @@ def option(
     `fixed_flags`: more flags, each setting one value, {flag: (value, help)} (a former
     spelling, such as `--mixed-precision` for `--precision auto`). `parse`: how the command
     line reads the value, where that is more than the field's type (`--max-time +60`).
+    `at_most`: the largest sane value (a whole number's default: INT_LIMIT; any number must
+    be finite); the memory a shape needs is checked as a whole (training/memory.py).
     """
     meta = {"help": help, "flag": flag, "aliases": aliases, "choices": choices, "check": check,
             "start": start, "positional": positional, "required": required, "metavar": metavar,
             "exclusive": exclusive, "const": const, "fixed_flags": fixed_flags or {},
-            "parse": parse}
+            "parse": parse, "at_most": at_most}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -111,17 +123,16 @@ class ModelConfig:
     """Shape of the decoder-only transformer (see model/transformer.py)."""
 
     vocab_size: int = option(0, "set from the tokenizer", flag=None, start=SHAPE)
-    model_dim: int = option(128, "width of the residual stream", check="positive", start=SHAPE)
-    num_layers: int = option(4, "number of transformer blocks", check="positive", start=SHAPE)
-    num_heads: int = option(4, "attention heads per block (must divide --model-dim)", check="positive", start=SHAPE)
+    model_dim: int = option(128, "width of the residual stream", check="positive", start=SHAPE, at_most=65_536)
+    num_layers: int = option(4, "number of transformer blocks", check="positive", start=SHAPE, at_most=1024)
+    num_heads: int = option(4, "attention heads per block (must divide --model-dim)", check="positive", start=SHAPE,
+                            at_most=1024)
     num_kv_heads: int | None = option(
         None, "key/value heads, shared by groups of query heads (grouped-query attention, Ainslie "
-        "et al. 2023; must divide --num-heads; default: one per head)", check="positive", start=SHAPE
-    )
+        "et al. 2023; must divide --num-heads; default: one per head)", check="positive", start=SHAPE, at_most=1024)
     context_length: int = option(
         128, "tokens the model sees at once", aliases=("--max-seq-len",), check="positive",
-        start=SHAPE
-    )
+        start=SHAPE, at_most=1 << 20)
     dropout: float = option(0.0, "dropout probability", check="fraction", start=RATE)
     dropconnect: float = option(
         0.0, "DropConnect: probability of dropping each weight of the blocks' matrices during "
@@ -147,15 +158,13 @@ class ModelConfig:
         start=SHAPE
     )
     rope_theta: float = option(10000.0, "RoPE base: the longest rotation period, in positions",
-                               check="positive", start=SHAPE)
+                               check="positive", start=SHAPE, at_most=1e12)
     mlp_hidden: int | None = option(
         None, "MLP hidden width (default 4 x --model-dim; SwiGLU 8/3 x, the same parameter count)",
-        check="positive", start=SHAPE
-    )
+        check="positive", start=SHAPE, at_most=1 << 20)
     norm_eps: float | None = option(
         None, "epsilon added inside every norm (default: RMSNorm the dtype's eps, LayerNorm 1e-5)",
-        check="positive", start=SHAPE
-    )
+        check="positive", start=SHAPE, at_most=1.0)
 
 
 @dataclass
@@ -174,7 +183,7 @@ class DataConfig:
     )
     # Not `vocab_size`: that is the model's (ModelConfig.vocab_size, whatever the tokenizer).
     bpe_vocab_size: int | None = option(None, "BPE vocabulary size (default 2048)", flag="--vocab-size",
-                                        check="positive", start=TOKENIZER)
+                                        check="positive", start=TOKENIZER, at_most=1 << 20)
     glob: str | None = option(
         None, "files to read from a data directory, e.g. '*.txt' (default: .txt and .md files)"
     )
@@ -226,10 +235,10 @@ class OptimConfig:
     learning_rate: float = option(
         6e-3, "peak learning rate of the whole run (with muon, the hidden matrices train at "
         "MUON_LR_RATIO = 4.17 times it: see training/optim.py)", aliases=("--lr",), check="positive",
-    )
+        at_most=1e4)
     muon_lr: float | None = option(
         None, "expert override: Muon's own peak rate for the hidden matrices, instead of "
-        "--learning-rate x MUON_LR_RATIO", check="positive")
+        "--learning-rate x MUON_LR_RATIO", check="positive", at_most=1e4)
     muon_momentum: float = option(0.95, "Muon momentum", check="fraction")
     min_lr: float | None = option(
         None, "learning rate at the end of the decay (default: learning rate / 10; Muon's rate "
@@ -274,7 +283,7 @@ class LoraConfig:
 
     rank: int = option(0, "LoRA: train only low-rank adapters of this rank on the --init-from model, its own "
                        "weights frozen (0: off; 8 is usual)", flag="--lora-rank", check="non_negative",
-                       start=StartPolicy("keep", "fresh", "LoRA adapters"))
+                       start=StartPolicy("keep", "fresh", "LoRA adapters"), at_most=65_536)
     alpha: float | None = option(None, "LoRA: the adapters' update is scaled by alpha / rank (default: 2 x rank)",
                                  flag="--lora-alpha", check="positive",
                                  start=StartPolicy("keep", "fresh", "LoRA adapters"))
@@ -304,15 +313,14 @@ class TrainingConfig:
         None, "stop after this many seconds, counted from the data loaded (compile and validation "
         "included; saved for --resume); with no shape set, the model is sized to it (--auto-size). "
         "+SECONDS with --resume: that much more time for a stopped or finished run",
-        check="positive", parse=seconds, metavar="SECONDS",
-    )
+        check="positive", parse=seconds, metavar="SECONDS", at_most=1e9)
     auto_size: bool = option(
         True, "with --max-time and no shape setting (width, depth, heads, context, batch), size the "
         "model and learning rate to the budget, this machine's measured speed and the data "
         "(training/sizing.py); --no-auto-size keeps the default shape. --max-steps alone does "
         "not size a model: it fixes the tokens, not the compute", start=StartPolicy("take", "fresh"),
     )
-    batch_size: int = option(16, "sequences per micro-batch", check="positive")
+    batch_size: int = option(16, "sequences per micro-batch", check="positive", at_most=1 << 20)
     grad_accum_steps: int = option(
         1, "micro-batches per optimizer step (effective batch = batch x this)", check="positive"
     )

@@ -16,6 +16,7 @@ file holding a training state is a candidate: the latest, the one before it (kep
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from fundamentallm.checkpoint import DamagedCheckpoint, load_checkpoint
 from fundamentallm.data.fingerprint import file_digest
 from fundamentallm.config import AddedSeconds, Config, ConfigSources, validate
 from fundamentallm.errors import UserError
+from fundamentallm.training.memory import check_fits
+from fundamentallm.training.precision import resolve_device
 from fundamentallm.training.sizing import LEARNING_RATE_KEY, SHAPE_KEYS
 
 RESUME_NAME = "resume_checkpoint.pt"
@@ -94,6 +97,8 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None, new_dat
     start.compile_given = "training.compile" in sources.given()
     start.new_data = new_data
     validate(cfg)  # flag errors before minutes of reading and tokenizing
+    # and a shape or batch that cannot fit, before anything is read or allocated (torchrun's processes: each)
+    check_fits(cfg, resolve_device(cfg.training.device), int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return cfg, start
 
 
