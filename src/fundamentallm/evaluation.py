@@ -24,7 +24,7 @@ from fundamentallm.config.schema import DataConfig
 from fundamentallm.data.batching import encode
 from fundamentallm.data.chat import Conversations, conversation_tokens
 from fundamentallm.data.text import data_files
-from fundamentallm.data.tokens import scoring_text
+from fundamentallm.data.tokens import load_tokens, scoring_text
 from fundamentallm.errors import UserError
 from fundamentallm.model import GPT
 from fundamentallm.model.documents import DocumentMasked
@@ -90,6 +90,25 @@ def evaluate_data(model: GPT, tokenizer: Tokenizer, cfg: DataConfig, data: str |
         return evaluate_conversations(model, tokenizer, chats, batch_size, progress, precision, cfg.doc_mask)
     return evaluate(model, tokenizer, scoring_text(cfg, data, tokenizer), batch_size, progress, precision,
                     doc_mask=cfg.doc_mask)
+
+
+def evaluate_split(model: GPT, tokenizer: Tokenizer, cfg: DataConfig, batch_size: int,
+                   progress: Callable[[int, int], None] = lambda done, total: None, precision: str = "auto"
+                   ) -> Score:
+    """Score the whole validation split of the model's training run (`cfg`, the checkpoint's
+    data settings), every token once: the figure the run's validation estimates from a sample.
+    The tokens come as training made them (from the token cache, for a large corpus);
+    characters and bytes per token are the split's own, as the run's bits/char were."""
+    if cfg.format == "chat":
+        raise UserError("--split validation scores a run on text; for a chat model give its conversations with --data")
+    data = load_tokens(cfg, tokenizer)
+    if data.val is None or len(data.val) < 2:
+        raise UserError("--split validation: the run had no validation text (--val-split 0 and no --validation-data)")
+    ids = data.val
+    scored = len(ids) - 1  # every token but the first is predicted
+    chars = round(data.val_chars_per_token * scored)
+    size = round((data.val_bytes or 0) / len(ids) * scored)
+    return score_ids(model, tokenizer, ids, chars, max(1, size), batch_size, progress, precision, cfg.doc_mask)
 
 
 def evaluate_conversations(model: GPT, tokenizer: Tokenizer, conversations: Conversations, batch_size: int,

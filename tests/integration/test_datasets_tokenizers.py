@@ -228,9 +228,16 @@ def test_token_cache_trains_like_memory_and_is_reused(tmp_path, capsys):
     assert losses(first) == memory  # same tokens, same batches, same losses
     train(data, tmp_path / "again", "--json", "--token-cache", cache, quiet=False, max_steps=2)
     assert start_record(capsys)["token cache"].startswith(f"reused {cache}")
-    # a resumed run reads the cache too
-    train(data, tmp_path / "cached", "--resume", "--token-cache", cache, max_steps=8, log_interval=1)
+    # a resumed run reads the cache too: the entry the first run built (its tokenizer trained there), not a new one
+    train(data, tmp_path / "cached", "--resume", "--json", "--token-cache", cache, quiet=False, max_steps=8,
+          log_interval=1)
+    assert start_record(capsys)["token cache"].startswith(f"reused {cache}")
     assert sorted(losses(tmp_path / "cached"))[-1] == 8
+    # and so does scoring the run's whole validation split
+    assert run_cli("evaluate", tmp_path / "cached" / "final.pt", "--split", "validation", "--json",
+                   "--precision", "fp32") == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] > 0
+    assert len([entry for entry in cache.iterdir() if not entry.name.startswith(".")]) == 1
 
 
 def test_evaluate_text_field_overrides_the_runs(tmp_path, jsonl, capsys):

@@ -189,3 +189,32 @@ def test_greedy_generation_matches_recomputing_without_cache(trained, capsys):
             text.append(token)
             window = text[-(context // 2):] if len(window) == context else window + [token]
     assert out == prompt + tokenizer.decode(text[len(prompt):]) + "\n"
+
+
+# ---------------------------------------------------------------- the run's validation split
+def test_split_validation_scores_the_runs_own_validation_text_whole(tmp_path, tiny_text, capsys):
+    train_file, val_file = tmp_path / "train.txt", tmp_path / "val.txt"
+    train_file.write_text(tiny_text[:-3000], encoding="utf-8")
+    val_file.write_text(tiny_text[-3000:], encoding="utf-8")
+    out = train(train_file, tmp_path / "run", "--validation-data", val_file, "--json", quiet=False, max_steps=3,
+                eval_iters=1, batch_size=2)
+    start = json.loads(capsys.readouterr().out.splitlines()[0])
+    # each evaluation scores a sample, and the summary says how much and how to score the whole
+    assert "each evaluation scores a sample of 32 (1.1%: --eval-iters 1)" in start["validation"], start
+    assert f"evaluate {out / 'final.pt'} --split validation" in start["validation"]
+    whole = evaluate_json(capsys, out / "final.pt", val_file, "--precision", "fp32")
+    assert run_cli("evaluate", out / "final.pt", "--split", "validation", "--json", "--precision", "fp32") == 0
+    split = json.loads(capsys.readouterr().out)
+    assert split["tokens"] == whole["tokens"] and split["loss"] == pytest.approx(whole["loss"], abs=1e-6)
+    assert split["bits_per_char"] == pytest.approx(whole["bits_per_char"], rel=1e-3)
+
+
+def test_split_validation_needs_a_split_and_no_other_text(tmp_path, tiny_text, capsys):
+    text = tmp_path / "train.txt"
+    text.write_text(tiny_text, encoding="utf-8")
+    out = train(text, tmp_path / "run", max_steps=1, val_split=0)
+    capsys.readouterr()
+    assert run_cli("evaluate", out / "final.pt", "--split", "validation") == 2
+    assert "the run had no validation text" in capsys.readouterr().err
+    assert run_cli("evaluate", out / "final.pt", "--split", "validation", "--data", text) == 2
+    assert "one of them" in capsys.readouterr().err

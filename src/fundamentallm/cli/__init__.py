@@ -162,7 +162,7 @@ def cmd_sweep(o: SweepOptions, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate
 def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
     from fundamentallm.checkpoint import load_model
-    from fundamentallm.evaluation import evaluate_data
+    from fundamentallm.evaluation import evaluate_data, evaluate_split
     from fundamentallm.training.precision import resolve_device
 
     data = o.data or o.data_file
@@ -172,12 +172,16 @@ def cmd_evaluate(o: EvaluateOptions, args: argparse.Namespace) -> int:
         return evaluate_tasks(o)
     if o.limit is not None:
         raise UserError("--limit applies to --tasks (a text is scored whole)")
-    if not data:
-        raise UserError("evaluate: give the text to score with --data FILE")
+    if data and o.split:
+        raise UserError("evaluate: score a text (--data) or the run's validation split (--split validation), "
+                        "one of them")
+    if not data and not o.split:
+        raise UserError("evaluate: give the text to score with --data FILE (or --split validation)")
     model, tokenizer, cfg = load_model(o.checkpoint, resolve_device(o.device))
     d = dataclasses.replace(cfg.data, text_field=o.text_field or cfg.data.text_field)
     with unit_progress("scoring", "windows", enabled=not o.json) as progress:  # on a terminal only
-        score = evaluate_data(model, tokenizer, d, data, o.batch_size, progress, o.precision)
+        score = (evaluate_split(model, tokenizer, d, o.batch_size, progress, o.precision) if o.split else
+                 evaluate_data(model, tokenizer, d, data, o.batch_size, progress, o.precision))
     if o.json:
         print(json.dumps(score.to_dict()))
         return 0

@@ -57,6 +57,9 @@ class EvaluateOptions:
     data_file: str | None = option(None, "text to score: a file, a directory or a JSONL file (or --data)",
                                    positional=True, metavar="DATA")
     data: str | None = option(None, "text to score; every token is scored once")
+    split: str | None = option(None, "score the run's own validation text whole, read as its training read it (its "
+                               "--validation-data, or the last --val-split of its training text; training scores a "
+                               "sample of it, --eval-iters batches)", choices=("validation",))
     text_field: str | None = text_field_option(None)
     batch_size: int = option(32, "windows per forward pass", check="positive", at_most=1 << 20)
     device: str = device_option()

@@ -50,7 +50,7 @@ from fundamentallm.errors import UserError
 from fundamentallm.tokenizers import EOS, Special, Tokenizer, build_tokenizer, tokenizer_from_dict
 
 AUTO_CACHE_BYTES = 32 << 20  # with --token-cache auto, corpora from this size are cached
-CACHE_FORMAT = 1  # part of the key: a new layout never reads an old entry
+CACHE_FORMAT = 2  # part of the key: a new layout never reads an old entry (2: meta.json counts bytes too)
 
 # A stage is a context manager factory: stage(description, total) -> advance(n) callable.
 Stage = Callable[[str, int | None], object]
@@ -71,6 +71,7 @@ class TokenData:
     train_mask: np.ndarray | None = None
     val_mask: np.ndarray | None = None
     fingerprint: dict | None = None  # what the tokens were made from (data/fingerprint.py), for --resume to check
+    val_bytes: int | None = None  # UTF-8 bytes of the validation text (None: not counted, an older cache entry)
 
 
 def validation_cut(characters: int, cfg: DataConfig) -> int:
@@ -129,6 +130,9 @@ def tokens_of(cfg: DataConfig, tokenizer: Tokenizer | None, stage: Stage | None,
         data.documents, data.ends = documents, eos
         return data
     entry = root / cache_key(inputs, cfg, tokenizer, eos)
+    trained_here = root / cache_key(inputs, cfg, None, eos)  # the entry whose build trained this tokenizer
+    if tokenizer is not None and built_with(trained_here, tokenizer):
+        entry = trained_here  # a resumed run, an evaluation: the first run's tokens, not a second tokenisation
     remove_abandoned_builds(root)
     reused = (entry / "meta.json").exists()
     if not reused:
@@ -141,6 +145,15 @@ def tokens_of(cfg: DataConfig, tokenizer: Tokenizer | None, stage: Stage | None,
     data = open_entry(entry, tokenizer, cfg, f"{'reused' if reused else 'built'} {entry}")
     data.documents, data.ends = documents, eos
     return data
+
+
+def built_with(entry: Path, tokenizer: Tokenizer) -> bool:
+    """Whether a complete cache entry holds tokens made by exactly this tokenizer."""
+    try:
+        return (entry / "meta.json").exists() and json.loads((entry / "tokenizer.json").read_text()) == \
+            json.loads(json.dumps(tokenizer.to_dict()))
+    except (OSError, ValueError):
+        return False
 
 
 def document_boundary(cfg: DataConfig, files: list[Path], tokenizer: Tokenizer | None) -> tuple[bool, str]:
@@ -207,7 +220,10 @@ def in_memory(cfg: DataConfig, tokenizer: Tokenizer | None, eos: bool = False) -
     train = encode(tokenizer, parts)
     val = encode(tokenizer, val_parts) if val_parts is not None else None
     chars_per_token = sum(map(text_length, val_parts)) / max(1, len(val)) if val is not None else 1.0
-    return TokenData(tokenizer, train, val, chars_per_token, validation_source(cfg), None, paraphrase_note(added, cfg))
+    val_bytes = (sum(len(p.encode("utf-8")) for p in val_parts if not isinstance(p, Special))
+                 if val is not None else None)
+    return TokenData(tokenizer, train, val, chars_per_token, validation_source(cfg), None, paraphrase_note(added, cfg),
+                     val_bytes=val_bytes)
 
 
 def joined_runs(pieces: Iterable[str]) -> list[str]:
@@ -316,11 +332,11 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
         meta = {"dtype": np.dtype(dtype).name, "key_settings": cfg_summary(cfg),
                 "paraphrases": paraphrase_note(added, cfg)}
         with stage("tokenizing", total) as advance:
-            meta["train_tokens"], meta["train_chars"] = write_tokens(tokenizer, train_part, work / "train.bin",
-                                                                     dtype, advance)
+            meta["train_tokens"], meta["train_chars"], meta["train_bytes"] = write_tokens(
+                tokenizer, train_part, work / "train.bin", dtype, advance)
             if val_part is not None:
-                meta["val_tokens"], meta["val_chars"] = write_tokens(tokenizer, val_part, work / "val.bin",
-                                                                     dtype, advance)
+                meta["val_tokens"], meta["val_chars"], meta["val_bytes"] = write_tokens(
+                    tokenizer, val_part, work / "val.bin", dtype, advance)
         write_text(work / "tokenizer.json", json.dumps(tokenizer.to_dict()))
         write_text(work / "meta.json", json.dumps(meta))  # last: its presence marks a complete entry
         publish_entry(work, entry)
@@ -365,14 +381,15 @@ def publish_entry(work: Path, entry: Path) -> None:
         raise
 
 
-def write_tokens(tokenizer: Tokenizer, pieces: Iterable[str], path: Path, dtype, advance) -> tuple[int, int]:
-    """Tokenise `pieces` into a flat binary file; return (tokens, characters)."""
-    tokens = chars = 0
+def write_tokens(tokenizer: Tokenizer, pieces: Iterable[str], path: Path, dtype, advance) -> tuple[int, int, int]:
+    """Tokenise `pieces` into a flat binary file; return (tokens, characters, UTF-8 bytes)."""
+    tokens = chars = size = 0
 
     def counted() -> Iterator[str]:
-        nonlocal chars
+        nonlocal chars, size
         for piece in pieces:
             chars += text_length(piece)
+            size += 0 if isinstance(piece, Special) else len(piece.encode("utf-8"))
             advance(text_length(piece))
             yield piece
 
@@ -382,7 +399,7 @@ def write_tokens(tokenizer: Tokenizer, pieces: Iterable[str], path: Path, dtype,
             tokens += len(ids)
         out.flush()
         os.fsync(out.fileno())  # on disk before meta.json says the entry is complete
-    return tokens, chars
+    return tokens, chars, size
 
 
 def open_entry(entry: Path, tokenizer: Tokenizer | None, cfg: DataConfig, note: str) -> TokenData:
@@ -395,7 +412,7 @@ def open_entry(entry: Path, tokenizer: Tokenizer | None, cfg: DataConfig, note: 
         raise UserError(f"{entry}: damaged token cache entry ({exc}); delete it to rebuild") from None
     chars_per_token = meta["val_chars"] / max(1, meta["val_tokens"]) if val is not None else 1.0
     return TokenData(tokenizer or cached, train, val, chars_per_token, validation_source(cfg), note,
-                     meta.get("paraphrases"))
+                     meta.get("paraphrases"), val_bytes=meta.get("val_bytes"))
 
 
 def _map(path: Path, dtype: str, count: int) -> np.ndarray:

@@ -39,6 +39,16 @@ def _library():
     return tokenizers
 
 
+def safe_pieces(text: str, size: int = ENCODE_PIECE_CHARS) -> Iterator[str]:
+    """`text` in consecutive pieces of about `size` characters, each cut at a _CUT (or the end)."""
+    start = 0
+    while start < len(text):
+        cut = _CUT.search(text, start + size) if len(text) - start > size else None
+        end = cut.start() if cut else len(text)
+        yield text[start:end]
+        start = end
+
+
 class BPETokenizer(Tokenizer):
     kind = "bpe"
     byte_level = True
@@ -66,7 +76,11 @@ class BPETokenizer(Tokenizer):
             vocab_size=max(256, vocab_size - len(specials)), min_frequency=2, show_progress=False,
             initial_alphabet=lib.pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, always
         )
-        tok.train_from_iterator([texts] if isinstance(texts, str) else texts, trainer=trainer)
+        # In pieces of about ENCODE_PIECE_CHARS, cut where no pre-token spans the cut: the same
+        # word counts as the whole text, but the library's pre-tokenizer works on them in
+        # parallel (given one string, it has one item to work on) and no piece is a corpus.
+        pieces = (piece for text in ([texts] if isinstance(texts, str) else texts) for piece in safe_pieces(text))
+        tok.train_from_iterator(pieces, trainer=trainer)
         return cls(tok.to_str(), specials=specials)
 
     @classmethod
@@ -112,13 +126,8 @@ class BPETokenizer(Tokenizer):
             return self._tok.encode(text, add_special_tokens=False).ids
         # Cut where no pre-token can span the cut, then encode the pieces in parallel; the
         # result equals encoding the whole text at once.
-        pieces, start = [], 0
-        while start < len(text):
-            cut = _CUT.search(text, start + ENCODE_PIECE_CHARS)
-            end = cut.start() if cut else len(text)
-            pieces.append(text[start:end])
-            start = end
-        return [i for encoding in self._tok.encode_batch(pieces, add_special_tokens=False) for i in encoding.ids]
+        return [i for encoding in self._tok.encode_batch(list(safe_pieces(text)), add_special_tokens=False)
+                for i in encoding.ids]
 
     def encode_text_stream(self, pieces: Iterable[str]) -> Iterator[np.ndarray]:
         # Carry the text after the last safe cut into the next piece (see _CUT).

@@ -352,7 +352,7 @@ def describe(run: Run) -> dict[str, Any]:
         "initialised from": str(run.start.path) if run.start.from_weights else None,
         "train tokens": len(data.train),
         "skipped": skipped_files(run.cfg.data.train, run.cfg.data.glob),
-        "validation": f"{len(data.val):,} tokens ({data.source})" if data.val is not None else "none",
+        "validation": validation_summary(run),
         "documents": data.documents + (
             f"; {sampler.truncated:,} longer than the context ({run.cfg.model.context_length:,} tokens): cut to it, "
             "their ends not trained on" if getattr(sampler, "truncated", 0) else ""),
@@ -372,6 +372,20 @@ def describe(run: Run) -> dict[str, Any]:
         "output": run.cfg.checkpoint.output_dir,
         "tracking": run.tracker.describe(),
     }
+
+
+def validation_summary(run: Run) -> str:
+    """The validation text's size, and how much of it each evaluation scores: --eval-iters batches
+    of windows, a sample of a large split (the whole of it is one `evaluate --split` away)."""
+    data, training = run.data, run.cfg.training
+    if data.val is None:
+        return "none"
+    sampled = training.eval_iters * training.batch_size * run.cluster.world_size * run.cfg.model.context_length
+    if sampled >= len(data.val):
+        return f"{len(data.val):,} tokens ({data.source}), all of it at each evaluation"
+    return (f"{len(data.val):,} tokens ({data.source}); each evaluation scores a sample of {sampled:,} "
+            f"({sampled / len(data.val):.1%}: --eval-iters {training.eval_iters}); the whole split: fundamentallm "
+            f"evaluate {Path(run.cfg.checkpoint.output_dir) / 'final.pt'} --split validation")
 
 
 def resume_summary(run: Run) -> str | None:
