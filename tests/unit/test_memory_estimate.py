@@ -22,6 +22,8 @@ def test_the_parameters_are_counted_without_building_the_model(tiny_model_config
     built = GPT(model)
     assert total == built.num_parameters()
     assert blocks == sum(p.numel() for p in built.blocks.parameters())
+    bound, block_bound = memory.parameter_bound(model)  # what a run that fits is checked with: never less
+    assert bound >= total and block_bound >= blocks
 
 
 def test_the_estimate_grows_with_what_the_run_holds(tiny_config):

@@ -103,11 +103,12 @@ class Tokenizer(ABC):
         return ids
 
     def encode_text_array(self, text: str) -> np.ndarray:
-        """`encode_text` as a 1-D int64 array (tokenizers override this when they can do it faster)."""
+        """`encode_text` as a 1-D integer array (int64, or narrower where a tokenizer overrides this
+        to do it faster)."""
         return np.asarray(self.encode_text(text), dtype=np.int64)
 
     def encode_array(self, text: str) -> np.ndarray:
-        """`encode` as a 1-D int64 array."""
+        """`encode` as a 1-D integer array."""
         if not getattr(self, "user_specials", ()):
             return self.encode_text_array(text)
         return np.concatenate([np.zeros(0, np.int64), *self.encode_stream([text])])

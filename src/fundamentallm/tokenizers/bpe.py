@@ -24,7 +24,11 @@ from fundamentallm.tokenizers.base import EOS, RESERVED, Tokenizer
 from fundamentallm.tokenizers.byte import byte_characters
 
 DEFAULT_VOCAB_SIZE = 2048
-ENCODE_PIECE_CHARS = 1 << 20  # encode long texts in ~1M-character pieces, in parallel
+ENCODE_PIECE_CHARS = 1 << 20  # train on, and stream, long texts in ~1M-character pieces
+# Long texts are encoded as a batch of ~8K-character pieces, which the library encodes in
+# parallel: measured on 2 cores, 8K pieces encode about 2.5x as fast as 1M ones (3.6 → 9 MB/s).
+ENCODE_BATCH_CHARS = 1 << 13
+WORD_CACHE = 200_000  # words whose encoding the BPE model remembers (the library's default: 10,000)
 # A safe place to cut: just before a newline that ends a word. Byte-level pre-tokens group
 # runs of whitespace and look ahead past them, so a cut inside or after "\n\n" would change
 # the tokens; a word or punctuation run ends at a newline whatever follows it.
@@ -61,6 +65,9 @@ class BPETokenizer(Tokenizer):
         except Exception as exc:  # the library raises its own exception types
             raise UserError(f"malformed BPE tokenizer ({exc})") from None
         self.set_specials(specials)  # ours, after the library's vocabulary (its own added tokens included)
+        resize = getattr(self._tok.model, "_resize_cache", None)  # (a BPE model's; an imported one may differ)
+        if resize is not None:  # a corpus has more distinct words than the default remembers: ~20% faster
+            resize(WORD_CACHE)
 
     @classmethod
     def train(cls, texts: Iterable[str] | str, vocab_size: int | None = None,
@@ -122,12 +129,12 @@ class BPETokenizer(Tokenizer):
     def encode_text(self, text: str) -> list[int]:
         # add_special_tokens=False: an imported tokenizer may add a BOS to every encoding; our
         # texts are streams, cut into windows, not documents.
-        if len(text) <= ENCODE_PIECE_CHARS:
+        if len(text) <= ENCODE_BATCH_CHARS:
             return self._tok.encode(text, add_special_tokens=False).ids
         # Cut where no pre-token can span the cut, then encode the pieces in parallel; the
         # result equals encoding the whole text at once.
-        return [i for encoding in self._tok.encode_batch(list(safe_pieces(text)), add_special_tokens=False)
-                for i in encoding.ids]
+        pieces = list(safe_pieces(text, ENCODE_BATCH_CHARS))
+        return [i for encoding in self._tok.encode_batch_fast(pieces, add_special_tokens=False) for i in encoding.ids]
 
     def encode_text_stream(self, pieces: Iterable[str]) -> Iterator[np.ndarray]:
         # Carry the text after the last safe cut into the next piece (see _CUT).

@@ -17,8 +17,10 @@ one it lets through may still need more (fp32 activations, allocator slack, comp
     logits                     2 x 4 bytes per token and vocabulary entry (the fp32 logits and
                                their gradient)
 
-The parameters are counted on the meta device (no memory) for one and two blocks, and the
-rest follows: every block has the same size.
+A run checks first with a cheap upper bound of its parameters (written out below); only a run
+that bound does not clear is counted exactly, on the meta device (no memory) for one and two
+blocks, the rest following (every block has the same size). The meta device costs a second
+the first time (it imports torch's compiler stack), which a run that fits never pays.
 """
 
 from __future__ import annotations
@@ -58,9 +60,21 @@ def parameters(model: ModelConfig) -> tuple[int, int]:
     return one + (model.num_layers - 1) * per_block, model.num_layers * per_block
 
 
-def estimate(cfg: Config, vocab_size: int) -> Estimate:
+def parameter_bound(model: ModelConfig) -> tuple[int, int]:
+    """At least (all parameters, those of the blocks), from the shape alone: per block the
+    attention's four d x d matrices at most (fewer with grouped key/value heads), three MLP
+    matrices of d x hidden at most (SwiGLU's; two for the others), and its norms; plus input
+    and output embeddings, a position table and the final norm."""
+    d, hidden = model.model_dim, model.mlp_hidden or 4 * model.model_dim
+    block = 4 * d * d + 3 * d * hidden + 8 * d
+    blocks = model.num_layers * block
+    return blocks + 2 * model.vocab_size * d + model.context_length * d + d, blocks
+
+
+def estimate(cfg: Config, vocab_size: int, exact: bool = True) -> Estimate:
+    """The run's memory; `exact` False: from parameter_bound (more than the run needs)."""
     model, training = cfg.model, cfg.training
-    total, blocks = parameters(dataclasses.replace(model, vocab_size=vocab_size))
+    total, blocks = (parameters if exact else parameter_bound)(dataclasses.replace(model, vocab_size=vocab_size))
     optimizer = 4 * blocks + 8 * (total - blocks) if cfg.optim.optimizer == "muon" else 8 * total
     if cfg.lora.rank:  # the weights frozen: no gradients or optimizer state for them (the adapters are small)
         state = 4 * total
@@ -103,12 +117,20 @@ def check_fits(cfg: Config, device: torch.device, processes: int = 1) -> Estimat
     how many take part (a CPU run's share this machine's memory; --fsdp shards the state
     over them)."""
     vocab = max(cfg.model.vocab_size, cfg.data.bpe_vocab_size or VOCABULARY_GUESS[cfg.data.tokenizer])
-    found = estimate(cfg, vocab)
-    if cfg.training.fsdp and processes > 1:
-        found = dataclasses.replace(found, state_bytes=found.state_bytes // processes)
     limit = device_memory(device)
     sharing = processes if device.type == "cpu" else 1
-    if limit is not None and found.total * sharing > limit:
+
+    def per_process(exact: bool) -> Estimate:
+        found = estimate(cfg, vocab, exact)
+        if cfg.training.fsdp and processes > 1:
+            found = dataclasses.replace(found, state_bytes=found.state_bytes // processes)
+        return found
+
+    found = per_process(exact=False)
+    if limit is None or found.total * sharing <= limit:
+        return found  # even the bound fits
+    found = per_process(exact=True)
+    if found.total * sharing > limit:
         training, model = cfg.training, cfg.model
         each = f" in each of {sharing} processes" if sharing > 1 else ""
         raise UserError(
