@@ -186,3 +186,13 @@ def test_lora_compares_adapters_with_a_full_fine_tune(tmp_path):
     assert full["trained_share"] == 1.0 and 0 < lora["trained_share"] < 0.5
     assert lora["checkpoint_mb"] < full["checkpoint_mb"] and lora["training_state_mb"] <= full["training_state_mb"]
     assert all(r["val_loss"] > 0 for r in report["runs"].values())
+
+
+def test_scale_measures_each_tokenizer_first_and_cached(tmp_path):
+    report = bench("scale.py", "--sizes", "0.5", "--sources", "repeated", "real", "--tokenizers", "char", "bpe",
+                   "--vocab-size", "300", "--plot", str(tmp_path / "scale.png"))
+    assert report["baseline_start_s"] > 0 and (tmp_path / "scale.png").stat().st_size > 0
+    assert {(r["source"], r["tokenizer"]) for r in report["rows"]} == {
+        ("repeated", "char"), ("repeated", "bpe"), ("real", "char"), ("real", "bpe")}
+    for row in report["rows"]:
+        assert row["cache_mb"] > 0 and row["peak_rss_mb"] > 0 and row["first_step_s"] >= row["cached_start_s"] * 0.5

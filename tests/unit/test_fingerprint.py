@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -64,3 +65,21 @@ def test_unrepresentable_characters_are_counted_and_named():
     assert missing == Counter({"☃": 2, "é": 1, "ç": 1})
     assert named(missing) == "4 characters it has no token for, read as <unk>: '☃' ×2, 'é' ×1, 'ç' ×1"
     assert named(Counter()) == ""
+
+
+def test_a_large_files_digest_is_remembered_while_it_is_unchanged(tmp_path, monkeypatch):
+    from fundamentallm.data import fingerprint as module
+
+    monkeypatch.setattr(module, "REMEMBERED_BYTES", 10)
+    big = tmp_path / "big.txt"
+    big.write_text("x" * 100, encoding="utf-8")
+    memo = tmp_path / "memo"
+    first = module.remembered_digest(big, memo)
+    assert first == module.file_digest(big) and len(list(memo.iterdir())) == 1
+    calls = []
+    monkeypatch.setattr(module, "file_digest", lambda path: calls.append(path) or "read again")
+    assert module.remembered_digest(big, memo) == first and calls == []  # unchanged: not read
+    before = big.stat().st_mtime_ns
+    big.write_text("y" * 100, encoding="utf-8")  # same size, a new modification time
+    os.utime(big, ns=(before, before + 1_000_000))  # (a clock coarser than the two writes could not tell them)
+    assert module.remembered_digest(big, memo) == "read again" and calls == [big]

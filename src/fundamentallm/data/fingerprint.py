@@ -10,20 +10,26 @@ Files are compared by content: data moved to another directory is the same data.
 tokenizer needs no entry: a resumed run always takes its tokenizer from the checkpoint.
 
 The digests are the ones the token cache keys its entries by (data/tokens.py), so a cached
-corpus is read once for both.
+corpus is read once for both. A large file's digest is remembered (in the user's cache, under
+its device, inode, path, size and modification time, as make and git trust them), so a run
+that starts again on an unchanged gigabyte does not read it all to know so.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fundamentallm.atomic import WriteFailed, write_text
 from fundamentallm.tokenizers import Special, Tokenizer
 
 LISTED = 100  # files named one by one in a fingerprint; a larger corpus is compared as a whole
+REMEMBERED_BYTES = 8 << 20  # files from this size have their digests remembered (smaller ones read in ms)
 GROUPS = (("train", "the training data"), ("validation", "the validation data"), ("augment", "the --augment-file"))
 
 
@@ -36,12 +42,35 @@ def file_digest(path: Path) -> str:
     return "blake2b-128:" + digest.hexdigest()
 
 
-def files_record(files: list[Path]) -> dict[str, Any]:
+def remembered_digest(path: Path, memo: Path | None) -> str:
+    """file_digest, remembered in `memo` (a directory) for a large file while it is unchanged."""
+    stat = path.stat()
+    if memo is None or stat.st_size < REMEMBERED_BYTES:
+        return file_digest(path)
+    identity = f"{stat.st_dev}:{stat.st_ino}:{os.path.realpath(path)}"
+    record = memo / (hashlib.blake2b(identity.encode(), digest_size=16).hexdigest() + ".json")
+    state = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        saved = json.loads(record.read_text())
+        if {k: saved.get(k) for k in state} == state and isinstance(saved.get("digest"), str):
+            return saved["digest"]
+    except (OSError, ValueError, AttributeError):
+        pass  # not remembered (or unreadable): read the file
+    digest = file_digest(path)
+    try:
+        memo.mkdir(parents=True, exist_ok=True)
+        write_text(record, json.dumps({**state, "digest": digest}))
+    except (OSError, WriteFailed):
+        pass  # a read-only cache: the digest is just not remembered
+    return digest
+
+
+def files_record(files: list[Path], memo: Path | None = None) -> dict[str, Any]:
     """Count, bytes and digest of a group of files, the first LISTED of them by name."""
     listed, whole = [], hashlib.blake2b(digest_size=16)
     size = 0
     for file in files:
-        digest, nbytes = file_digest(file), file.stat().st_size
+        digest, nbytes = remembered_digest(file, memo), file.stat().st_size
         whole.update(digest.encode())
         size += nbytes
         if len(listed) < LISTED:
@@ -49,12 +78,13 @@ def files_record(files: list[Path]) -> dict[str, Any]:
     return {"files": len(files), "bytes": size, "digest": whole.hexdigest(), "listed": listed}
 
 
-def fingerprint(train: list[Path], validation: list[Path], augment: list[Path], val_split: float | None
-                ) -> dict[str, Any]:
+def fingerprint(train: list[Path], validation: list[Path], augment: list[Path], val_split: float | None,
+                memo: Path | None = None) -> dict[str, Any]:
     """The fingerprint of a run's inputs; `val_split` None when the validation text is its own
-    files. The token counts are added once known (`with_tokens`)."""
-    return {"train": files_record(train), "validation": files_record(validation), "augment": files_record(augment),
-            "val_split": val_split}
+    files; `memo`: where large files' digests are remembered. The token counts are added once
+    known (`with_tokens`)."""
+    return {"train": files_record(train, memo), "validation": files_record(validation, memo),
+            "augment": files_record(augment, memo), "val_split": val_split}
 
 
 def with_tokens(record: dict[str, Any], train_tokens: int, val_tokens: int | None) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def load_tokens(cfg: DataConfig, tokenizer: Tokenizer | None = None, stage: Stag
     files = data_files(cfg.train, cfg.glob)
     val_files = data_files(cfg.validation_data, cfg.glob, validation=True) if cfg.validation_data else []
     inputs = fingerprint(files, val_files, [pairs_file(cfg.augment_file)] if cfg.augment_file else [],
-                         None if val_files else cfg.val_split)
+                         None if val_files else cfg.val_split, memo=user_cache() / "digests")
     data = tokens_of(cfg, tokenizer, stage, files, val_files, inputs)
     data.fingerprint = with_tokens(inputs, len(data.train), None if data.val is None else len(data.val))
     return data
