@@ -330,9 +330,24 @@ def wait_for_departures(server: Server, count: int, timeout: float = 30) -> int:
     return seen
 
 
+def settled(log: Path, quiet: float = 1.5, timeout: float = 30) -> None:
+    """Wait until no request line has reached the log for `quiet` s: a client of the load rounds
+    that already gave up (a dropped stream, a body cut short) is logged when the server notices,
+    up to the 1 s body timeout later, and must not be counted as a vanishing client's line."""
+    deadline, size, since = time.monotonic() + timeout, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = sum(not line.startswith("GET /health ") for line in log.read_text().splitlines())
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+
+
 def vanishing_round(server: Server, log: Path, each: int, max_concurrent: int) -> dict[str, Any]:
     """`each` clients of every vanishing kind, then `max_concurrent` that fill every admission
     slot and leave, then one normal request: what the log and /health show."""
+    settled(log)
     start_lines, start_count = len(log.read_text().splitlines()), health(server)["clients_left"]
     kinds = {}
     for client in VANISHING:
