@@ -40,11 +40,23 @@ def test_split_at_cuts_a_stream_of_pieces_at_a_character(cut):
     assert first == "abcdefgh"[:cut] and "".join(tail) == "abcdefgh"[cut:]
 
 
+
+@pytest.mark.parametrize("alphabet, dtype", [(250, np.uint8), (251, np.uint16)])
+def test_the_cache_stores_ids_as_narrow_as_the_vocabulary(tmp_path, alphabet, dtype):
+    # alphabet + <unk> + 5 reserved special tokens: 256 ids fit a byte, 257 do not
+    text = "".join(chr(0x100 + i) for i in range(alphabet)) * 40
+    corpus = tmp_path / "wide.txt"
+    corpus.write_text(text, encoding="utf-8")
+    memory = load_tokens(data_cfg(corpus, "off"))
+    cached = load_tokens(data_cfg(corpus, tmp_path / "cache"))
+    assert cached.train.dtype == dtype and cached.tokenizer.vocab_size == alphabet + 6
+    assert as_list(cached.train) == as_list(memory.train) and max(as_list(cached.train)) == alphabet
+
 def test_cached_tokens_equal_the_in_memory_ones_and_are_memory_mapped(corpus, tmp_path):
     memory = load_tokens(data_cfg(corpus, "off"))
     cached = load_tokens(data_cfg(corpus, tmp_path / "cache"))
     assert memory.cache is None and cached.cache.startswith("built ")
-    assert isinstance(cached.train, np.memmap) and cached.train.dtype == np.uint16
+    assert isinstance(cached.train, np.memmap) and cached.train.dtype == np.uint8
     assert isinstance(memory.train, torch.Tensor)
     assert as_list(cached.train) == as_list(memory.train)
     assert as_list(cached.val) == as_list(memory.val)

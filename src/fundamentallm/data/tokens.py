@@ -9,7 +9,8 @@ by a hash of its content and of the data and tokenizer settings, and read back t
 memory map: the operating system pages in the windows a batch needs, so a corpus larger
 than RAM trains, and the next run on the same data starts at once.
 
-    <cache>/<key>/train.bin, val.bin   token ids, uint16 (vocabulary <= 65,536) or int32
+    <cache>/<key>/train.bin, val.bin   token ids, as narrow as the vocabulary allows: uint8 (<= 256,
+                                       most character vocabularies), uint16 (<= 65,536) or int32
     <cache>/<key>/tokenizer.json       the tokenizer trained on the training part
     <cache>/<key>/meta.json            counts, dtype and the settings that made the key
 
@@ -322,7 +323,7 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
         with stage(f"training the {cfg.tokenizer} tokenizer", None):
             tokenizer = build_tokenizer(cfg.tokenizer, training_part(parts()[0]), cfg.bpe_vocab_size,
                                         cfg.special_tokens)
-    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
+    dtype = ids_dtype(tokenizer.vocab_size)
     entry.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{BUILDING}{socket.gethostname()}-{os.getpid()}-", dir=entry.parent))
     work.chmod(public_mode(directory=True))  # mkdtemp's 0700 would stay with the renamed entry
@@ -342,6 +343,12 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
         publish_entry(work, entry)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def ids_dtype(vocab_size: int) -> type:
+    """The narrowest integer type that holds every id: the cache of a gigabyte of text is read
+    and written once per preparation, and paged in per batch."""
+    return np.uint8 if vocab_size <= 1 << 8 else np.uint16 if vocab_size <= 1 << 16 else np.int32
 
 
 BUILDING = ".building-"  # work directories: .building-HOST-PID-XXXX
@@ -389,13 +396,14 @@ def write_tokens(tokenizer: Tokenizer, pieces: Iterable[str], path: Path, dtype,
         nonlocal chars, size
         for piece in pieces:
             chars += text_length(piece)
-            size += 0 if isinstance(piece, Special) else len(piece.encode("utf-8"))
+            # (ASCII text, most of most corpora, is its own UTF-8: no copy to count its bytes)
+            size += 0 if isinstance(piece, Special) else len(piece) if piece.isascii() else len(piece.encode())
             advance(text_length(piece))
             yield piece
 
     with path.open("wb") as out:
         for ids in tokenizer.encode_stream(counted()):
-            out.write(ids.astype(dtype).tobytes())
+            out.write(ids.astype(dtype, copy=False).data)
             tokens += len(ids)
         out.flush()
         os.fsync(out.fileno())  # on disk before meta.json says the entry is complete

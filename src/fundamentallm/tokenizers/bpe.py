@@ -22,11 +22,13 @@ import numpy as np
 from fundamentallm.errors import UserError
 from fundamentallm.tokenizers.base import EOS, RESERVED, Tokenizer
 from fundamentallm.tokenizers.byte import byte_characters
+from fundamentallm.tokenizers.words import WordEncoder, plain_byte_level
 
 DEFAULT_VOCAB_SIZE = 2048
 ENCODE_PIECE_CHARS = 1 << 20  # train on, and stream, long texts in ~1M-character pieces
-# Long texts are encoded as a batch of ~8K-character pieces, which the library encodes in
-# parallel: measured on 2 cores, 8K pieces encode about 2.5x as fast as 1M ones (3.6 → 9 MB/s).
+# Long texts are cut into ~8K-character pieces: those with a character words.py does not know
+# go to the library as one batch, which it encodes in parallel (on 2 cores, 8K pieces encode
+# about 2.5x as fast as 1M ones).
 ENCODE_BATCH_CHARS = 1 << 13
 WORD_CACHE = 200_000  # words whose encoding the BPE model remembers (the library's default: 10,000)
 # A safe place to cut: just before a newline that ends a word. Byte-level pre-tokens group
@@ -53,6 +55,15 @@ def safe_pieces(text: str, size: int = ENCODE_PIECE_CHARS) -> Iterator[str]:
         start = end
 
 
+def last_cut(text: str, start: int) -> int | None:
+    """Where the last _CUT in text[start:] is, or None: searched from the end (a megabyte holds
+    tens of thousands of newlines)."""
+    at = text.rfind("\n", start)
+    while at > 0 and text[at - 1].isspace():  # (\S in _CUT: not str.isspace)
+        at = text.rfind("\n", start, at)
+    return at if at > 0 else None
+
+
 class BPETokenizer(Tokenizer):
     kind = "bpe"
     byte_level = True
@@ -68,6 +79,8 @@ class BPETokenizer(Tokenizer):
         resize = getattr(self._tok.model, "_resize_cache", None)  # (a BPE model's; an imported one may differ)
         if resize is not None:  # a corpus has more distinct words than the default remembers: ~20% faster
             resize(WORD_CACHE)
+        # Long texts: each distinct word encoded once (words.py), where the JSON allows it.
+        self._word_encoder = WordEncoder(self._tok) if plain_byte_level(serialized) else None
 
     @classmethod
     def train(cls, texts: Iterable[str] | str, vocab_size: int | None = None,
@@ -131,27 +144,30 @@ class BPETokenizer(Tokenizer):
         # texts are streams, cut into windows, not documents.
         if len(text) <= ENCODE_BATCH_CHARS:
             return self._tok.encode(text, add_special_tokens=False).ids
-        # Cut where no pre-token can span the cut, then encode the pieces in parallel; the
-        # result equals encoding the whole text at once.
-        pieces = list(safe_pieces(text, ENCODE_BATCH_CHARS))
-        return [i for encoding in self._tok.encode_batch_fast(pieces, add_special_tokens=False) for i in encoding.ids]
+        return self.encode_text_array(text).tolist()
+
+    def encode_text_array(self, text: str) -> np.ndarray:
+        if len(text) <= ENCODE_BATCH_CHARS:
+            return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+        if self._word_encoder is None:  # an imported tokenizer may treat a piece's start apart
+            return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+        # Cut where no pre-token can span the cut; the result equals encoding the whole text.
+        return self._word_encoder.encode(list(safe_pieces(text, ENCODE_BATCH_CHARS)))
 
     def encode_text_stream(self, pieces: Iterable[str]) -> Iterator[np.ndarray]:
         # Carry the text after the last safe cut into the next piece (see _CUT).
         carry = ""
         for piece in pieces:
             text = carry + piece
-            cut = None
-            for cut in _CUT.finditer(text, max(0, len(text) - ENCODE_PIECE_CHARS)):
-                pass
+            cut = last_cut(text, max(0, len(text) - ENCODE_PIECE_CHARS))
             if cut is None and len(text) < 4 * ENCODE_PIECE_CHARS:
                 carry = text  # no safe cut yet; wait for more text (bounded below)
                 continue
-            end = cut.start() if cut else len(text)
+            end = len(text) if cut is None else cut
             carry = text[end:]
-            yield np.asarray(self.encode_text(text[:end]), dtype=np.int64)
+            yield self.encode_text_array(text[:end])
         if carry:
-            yield np.asarray(self.encode_text(carry), dtype=np.int64)
+            yield self.encode_text_array(carry)
 
     def byte_table(self) -> list[bytes] | None:
         """Each token's bytes (GPT-2's byte-level alphabet read back), or None for an imported
