@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -52,10 +54,15 @@ def test_the_cache_stores_ids_as_narrow_as_the_vocabulary(tmp_path, alphabet, dt
     assert cached.train.dtype == dtype and cached.tokenizer.vocab_size == alphabet + 6
     assert as_list(cached.train) == as_list(memory.train) and max(as_list(cached.train)) == alphabet
 
+
 def test_cached_tokens_equal_the_in_memory_ones_and_are_memory_mapped(corpus, tmp_path):
     memory = load_tokens(data_cfg(corpus, "off"))
     cached = load_tokens(data_cfg(corpus, tmp_path / "cache"))
     assert memory.cache is None and cached.cache.startswith("built ")
+    # how long each stage took, said and kept with the entry
+    seconds = json.loads((Path(cached.cache.split()[1]) / "meta.json").read_text())["seconds"]
+    assert list(seconds) == ["counting characters", "training the char tokenizer", "tokenizing"]
+    assert f"in counting characters {seconds['counting characters']:.1f} s, training" in cached.cache
     assert isinstance(cached.train, np.memmap) and cached.train.dtype == np.uint8
     assert isinstance(memory.train, torch.Tensor)
     assert as_list(cached.train) == as_list(memory.train)
@@ -65,11 +72,18 @@ def test_cached_tokens_equal_the_in_memory_ones_and_are_memory_mapped(corpus, tm
     assert cached.source == memory.source
 
 
+def test_the_stages_are_said_with_the_tokenizing_rate():
+    seconds = {"counting characters": 1.04, "training the bpe tokenizer": 150.0, "tokenizing": 80.0}
+    assert tokens_module.said(seconds, 1_000_000_000) == (
+        "counting characters 1.0 s, training the bpe tokenizer 150.0 s, tokenizing 80.0 s (12.5 M characters/s)")
+    assert tokens_module.said({"tokenizing": 0.0}, 10) == "tokenizing 0.0 s"  # too quick to say a rate
+
+
 def test_second_load_reuses_the_entry_and_new_content_gets_a_new_one(corpus, tmp_path, monkeypatch):
     first = load_tokens(data_cfg(corpus, tmp_path / "cache"))
     monkeypatch.setattr(tokens_module, "build_entry", lambda *a: pytest.fail("rebuilt"))
     again = load_tokens(data_cfg(corpus, tmp_path / "cache"))
-    assert again.cache == "reused " + first.cache.split(" ", 1)[1]
+    assert again.cache == "reused " + first.cache.split()[1]
     monkeypatch.undo()
     corpus.write_text(TEXT + "more")
     changed = load_tokens(data_cfg(corpus, tmp_path / "cache"))
@@ -118,7 +132,7 @@ def test_resumed_run_tokenizes_with_its_own_tokenizer(corpus, tmp_path):
 
 def test_a_damaged_entry_is_a_clear_error(corpus, tmp_path):
     data = load_tokens(data_cfg(corpus, tmp_path / "cache"))
-    entry = tmp_path / "cache" / data.cache.split("/")[-1]
+    entry = Path(data.cache.split()[1])
     (entry / "train.bin").write_bytes(b"\x00\x01")
     with pytest.raises(UserError, match="damaged token cache entry"):
         load_tokens(data_cfg(corpus, tmp_path / "cache"))
@@ -148,7 +162,7 @@ def test_an_entry_built_meanwhile_by_another_run_is_kept(corpus, tmp_path, monke
 
     def build(*args):
         not_yet.once = False
-        real_build(*args)
+        return real_build(*args)
 
     monkeypatch.setattr(tokens_module, "build_entry", build)
     second = load_tokens(data_cfg(corpus, tmp_path / "cache"))

@@ -30,7 +30,8 @@ import os
 import shutil
 import socket
 import tempfile
-from contextlib import nullcontext
+import time
+from contextlib import contextmanager, nullcontext
 from itertools import chain, groupby
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -136,14 +137,16 @@ def tokens_of(cfg: DataConfig, tokenizer: Tokenizer | None, stage: Stage | None,
         entry = trained_here  # a resumed run, an evaluation: the first run's tokens, not a second tokenisation
     remove_abandoned_builds(root)
     reused = (entry / "meta.json").exists()
+    note = f"reused {entry}"
     if not reused:
         try:
-            build_entry(entry, cfg, tokenizer, stage or _no_stage, eos)
+            meta = build_entry(entry, cfg, tokenizer, stage or _no_stage, eos)
+            note = f"built {entry} in {said(meta['seconds'], meta['train_chars'] + meta.get('val_chars', 0))}"
         except (OSError, WriteFailed) as exc:
             cause = exc.cause if isinstance(exc, WriteFailed) else exc.strerror or exc
             raise UserError(f"--token-cache {root}: cannot write the token cache there "
                             f"({cause}); choose another directory or --token-cache off") from None
-    data = open_entry(entry, tokenizer, cfg, f"{'reused' if reused else 'built'} {entry}")
+    data = open_entry(entry, tokenizer, cfg, note)
     data.documents, data.ends = documents, eos
     return data
 
@@ -283,7 +286,29 @@ def split_at(pieces: Iterable[str], cut: int) -> tuple[Iterator[str], Iterator[s
     return head(), tail()
 
 
-def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage: Stage, eos: bool = False) -> None:
+def timed(stage: Stage, seconds: dict[str, float]) -> Stage:
+    """`stage`, recording how long each one took in `seconds` (said in the start summary)."""
+    @contextmanager
+    def timed_stage(description: str, total: int | None):
+        began = time.perf_counter()
+        with stage(description, total) as advance:
+            yield advance
+        seconds[description] = round(time.perf_counter() - began, 2)
+    return timed_stage
+
+
+def said(seconds: dict[str, float], characters: int) -> str:
+    """'counting characters 1.0 s, training the bpe tokenizer 2.1 s, tokenizing 3.2 s (31 MB/s)'"""
+    stages = ", ".join(f"{stage} {s:.1f} s" for stage, s in seconds.items())
+    rate = seconds.get("tokenizing")
+    return stages + (f" ({characters / rate / 1e6:.1f} M characters/s)" if rate else "")
+
+
+def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage: Stage, eos: bool = False) -> dict:
+    """Tokenise the corpus into `entry`; its meta.json."""
+    seconds: dict[str, float] = {}
+    stage = timed(stage, seconds)
+
     def corpus() -> Iterator[str]:
         return stream_text(cfg.train, cfg.separator, cfg.glob, cfg.text_field, doc_separator=cfg.doc_separator,
                            eos=eos)
@@ -338,11 +363,13 @@ def build_entry(entry: Path, cfg: DataConfig, tokenizer: Tokenizer | None, stage
             if val_part is not None:
                 meta["val_tokens"], meta["val_chars"], meta["val_bytes"] = write_tokens(
                     tokenizer, val_part, work / "val.bin", dtype, advance)
+        meta["seconds"] = seconds
         write_text(work / "tokenizer.json", json.dumps(tokenizer.to_dict()))
         write_text(work / "meta.json", json.dumps(meta))  # last: its presence marks a complete entry
         publish_entry(work, entry)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return meta
 
 
 def ids_dtype(vocab_size: int) -> type:
