@@ -15,6 +15,9 @@ training the tokenizer, tokenising), the second starts from it. Each run is one 
 step of a tiny model, so what is measured is the data's cost:
 
     prepare_mb_s       corpus MB / (first run's time to its first step - the cached run's)
+    stage_s            the first run's stages as the cache entry records them: counting
+                       characters, training the tokenizer, tokenizing (seconds)
+    tokenize_mb_s      corpus MB / the tokenizing stage's seconds (BPE's encoding rate)
     first_step_s       first run: process start to its first training step (stdout's record)
     cached_start_s     second run: the same, from the cache
     baseline_start_s   the same command on a 20 KB text (importing torch, building the model,
@@ -113,11 +116,14 @@ def measure(corpus: Path, size_mb: float, work: Path, name: str, tokenizer: list
     first = timed_train(corpus, work / f"run-{name}-1", cache, tokenizer)
     cached = timed_train(corpus, work / f"run-{name}-2", cache, tokenizer)
     prep = first["first_step_s"] - cached["first_step_s"]
+    meta = json.loads(next(cache.glob("*/meta.json")).read_text())  # the stages the build timed
+    stages, corpus_mb = meta["seconds"], (meta["train_bytes"] + meta.get("val_bytes", 0)) / MB
     row = {"prepare_mb_s": round(size_mb / prep, 2) if prep > 0 else None, "prepare_s": round(prep, 2),
            "first_step_s": first["first_step_s"], "cached_start_s": cached["first_step_s"],
            "cached_beyond_baseline_s": round(cached["first_step_s"] - baseline, 2),
            "peak_rss_mb": first["peak_rss_mb"], "cached_peak_rss_mb": cached["peak_rss_mb"],
-           "cache_mb": directory_mb(cache)}
+           "cache_mb": directory_mb(cache), "stage_s": stages,
+           "tokenize_mb_s": round(corpus_mb / stages["tokenizing"], 1) if stages["tokenizing"] > 0 else None}
     shutil.rmtree(cache, ignore_errors=True)
     for run in work.glob(f"run-{name}-*"):
         shutil.rmtree(run, ignore_errors=True)

@@ -196,3 +196,5 @@ def test_scale_measures_each_tokenizer_first_and_cached(tmp_path):
         ("repeated", "char"), ("repeated", "bpe"), ("real", "char"), ("real", "bpe")}
     for row in report["rows"]:
         assert row["cache_mb"] > 0 and row["peak_rss_mb"] > 0 and row["first_step_s"] >= row["cached_start_s"] * 0.5
+        assert list(row["stage_s"]) == ["counting characters", f"training the {row['tokenizer']} tokenizer",
+                                        "tokenizing"]
