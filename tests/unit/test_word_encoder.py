@@ -4,6 +4,7 @@ the ids must be exactly the `tokenizers` library's, whatever the text."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,10 @@ from hypothesis import given, settings, strategies as st
 
 import fundamentallm.tokenizers.words as words_module
 from fundamentallm.tokenizers.bpe import _CUT, BPETokenizer, last_cut, safe_pieces
-from fundamentallm.tokenizers.words import KNOWN_BLOCKS, WordEncoder, plain_byte_level
+from fundamentallm.tokenizers.byte import byte_characters
+from fundamentallm.tokenizers.words import WordEncoder, known_characters, plain_byte_level
 
-KNOWN = [chr(c) for first, last in KNOWN_BLOCKS for c in range(first, last + 1)]
+KNOWN = known_characters()
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +31,25 @@ def library_ids(bpe: BPETokenizer, text: str) -> list[int]:
 
 
 def by_words(bpe: BPETokenizer, text: str, piece: int = 64) -> list[int]:
-    return WordEncoder(bpe._tok).encode(list(safe_pieces(text, piece))).tolist()
+    return WordEncoder(bpe._tok, bpe.serialized).encode(list(safe_pieces(text, piece))).tolist()
 
 
 def test_every_known_character_is_split_as_the_library_splits_it(bpe):
     # each character between letters, digits, spaces, newlines, after an apostrophe and
     # doubled: its class (letter, number, space, other) decides every one of these cuts
     text = "".join(f"a{c}b {c}{c}x 1{c}2 {c} \n{c}\n'{c}s {c}'s  {c}\n\n" for c in KNOWN)
+    spelled = byte_characters()  # the library shows a word's bytes in GPT-2's alphabet
+    words, _ = words_module._pattern()
+    ours = ["".join(spelled[b] for b in word.encode()) for word in words.findall(text)]
+    assert ours == [word for word, _ in bpe._tok.pre_tokenizer.pre_tokenize_str(text)]
     assert by_words(bpe, text) == library_ids(bpe, text)
 
 
+MIXED = KNOWN[:160] + list("  \n\n\t'’—½²ąжΩ∑ế│\u0301") + ["日", "🙂", "\u0378", "\u3000"]  # the last: unknown
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.text(st.sampled_from(KNOWN[:160] + list("  \n\n\t'’—½²") + ["日", "🙂", "\u0301", "\u3000"]),
-               max_size=400),
+@given(st.text(st.sampled_from(MIXED), max_size=400),
        st.integers(1, 100))
 def test_random_text_cut_anywhere_safe_gets_the_library_ids(bpe, text, piece):
     # (characters outside the known blocks send their piece to the library whole)
@@ -62,7 +70,7 @@ def test_long_texts_take_the_word_path_and_agree_with_the_library(bpe, monkeypat
 def test_forgetting_the_remembered_words_changes_nothing(bpe, monkeypatch):
     text = (Path(__file__).resolve().parents[2] / "data" / "shakespeare_sample.txt").read_text()[:20_000]
     monkeypatch.setattr(words_module, "MAX_WORDS", 300)
-    encoder, sizes = WordEncoder(bpe._tok), []
+    encoder, sizes = WordEncoder(bpe._tok, bpe.serialized), []
     ids = []
     for piece in safe_pieces(text, 1_000):  # as a stream: one encode per piece
         ids += encoder.encode([piece]).tolist()
@@ -92,3 +100,43 @@ def test_the_last_safe_cut_is_the_patterns_last_match(text, data):
     start = data.draw(st.integers(0, len(text)))
     matches = list(_CUT.finditer(text, start))
     assert last_cut(text, start) == (matches[-1].start() if matches else None)
+
+
+def stream_text() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "data" / "shakespeare_sample.txt").read_text()[:50_000]
+    return [text[i:i + 3_000] for i in range(0, len(text), 3_000)] + ["日本語 🙂\n"] * 3
+
+
+def test_a_long_stream_is_encoded_by_worker_processes_exactly(bpe, monkeypatch):
+    pieces = stream_text()
+    started = []
+    real_start = words_module.start_workers
+    monkeypatch.setattr(words_module, "start_workers", lambda s: started.append(real_start(s)) or started[-1])
+    monkeypatch.setattr(words_module, "PARALLEL_AFTER_CHARS", 5_000)  # after the first two pieces
+    ids = np.concatenate(list(bpe.encode_text_stream(pieces))).tolist()
+    assert ids == library_ids(bpe, "".join(pieces))
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: no worker processes to compare")
+    assert started and started[0] is not None
+
+
+def test_a_worker_that_dies_leaves_the_rest_to_this_process(bpe, monkeypatch):
+    real_start = words_module.start_workers
+
+    def broken(serialized):
+        workers = real_start(serialized)
+        if workers is not None:
+            workers.submit(os._exit, 1).exception()  # a worker killed: the pool is broken
+        return workers
+
+    monkeypatch.setattr(words_module, "start_workers", broken)
+    monkeypatch.setattr(words_module, "PARALLEL_AFTER_CHARS", 5_000)
+    pieces = stream_text()
+    assert np.concatenate(list(bpe.encode_text_stream(pieces))).tolist() == library_ids(bpe, "".join(pieces))
+
+
+def test_without_workers_the_stream_is_encoded_here(bpe, monkeypatch):
+    monkeypatch.setattr(words_module, "start_workers", lambda serialized: None)
+    monkeypatch.setattr(words_module, "PARALLEL_AFTER_CHARS", 5_000)
+    pieces = stream_text()
+    assert np.concatenate(list(bpe.encode_text_stream(pieces))).tolist() == library_ids(bpe, "".join(pieces))

@@ -80,7 +80,7 @@ class BPETokenizer(Tokenizer):
         if resize is not None:  # a corpus has more distinct words than the default remembers: ~20% faster
             resize(WORD_CACHE)
         # Long texts: each distinct word encoded once (words.py), where the JSON allows it.
-        self._word_encoder = WordEncoder(self._tok) if plain_byte_level(serialized) else None
+        self._word_encoder = WordEncoder(self._tok, serialized) if plain_byte_level(serialized) else None
 
     @classmethod
     def train(cls, texts: Iterable[str] | str, vocab_size: int | None = None,
@@ -155,7 +155,17 @@ class BPETokenizer(Tokenizer):
         return self._word_encoder.encode(list(safe_pieces(text, ENCODE_BATCH_CHARS)))
 
     def encode_text_stream(self, pieces: Iterable[str]) -> Iterator[np.ndarray]:
-        # Carry the text after the last safe cut into the next piece (see _CUT).
+        if self._word_encoder is None:
+            yield from map(self.encode_text_array, self._safe_texts(pieces))
+            return
+        # A long stream: by words, in worker processes too (words.py)
+        texts = (list(safe_pieces(text, ENCODE_BATCH_CHARS)) for text in self._safe_texts(pieces))
+        yield from self._word_encoder.encode_all(texts)
+
+    @staticmethod
+    def _safe_texts(pieces: Iterable[str]) -> Iterator[str]:
+        """The stream again, in texts cut where no pre-token spans the cut: the text after the
+        last safe cut is carried into the next piece (see _CUT)."""
         carry = ""
         for piece in pieces:
             text = carry + piece
@@ -165,9 +175,9 @@ class BPETokenizer(Tokenizer):
                 continue
             end = len(text) if cut is None else cut
             carry = text[end:]
-            yield self.encode_text_array(text[:end])
+            yield text[:end]
         if carry:
-            yield self.encode_text_array(carry)
+            yield carry
 
     def byte_table(self) -> list[bytes] | None:
         """Each token's bytes (GPT-2's byte-level alphabet read back), or None for an imported

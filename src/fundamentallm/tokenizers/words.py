@@ -22,23 +22,38 @@ to the library whole, as before.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from itertools import groupby
+from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
 
-# Blocks whose characters' classes (letter, number, whitespace, other) are written out below:
-# Latin-1 (ASCII included) and General Punctuation (typographic quotes, dashes, spaces).
-KNOWN_BLOCKS = ((0x00, 0xFF), (0x2000, 0x206F))
+# Blocks whose characters' classes (letter, number, whitespace, other) are written out below,
+# each assigned long ago (Unicode 5.1 at the latest), so that Python's tables and the
+# library's agree: Latin (ASCII, Latin-1, Extended-A/B, combining marks), Greek and Cyrillic,
+# Latin Extended Additional (Vietnamese), General Punctuation (typographic quotes, dashes,
+# spaces), letterlike symbols, arrows, mathematical operators, box drawing, shapes, and the
+# replacement character. A code point unassigned in Python's tables is unknown.
+KNOWN_BLOCKS = ((0x0000, 0x04FF), (0x1E00, 0x1EFF), (0x2000, 0x206F), (0x2100, 0x22FF), (0x2500, 0x25FF),
+                (0xFFFD, 0xFFFD))
 MAX_WORDS = 1 << 20  # distinct words remembered (~150 MB at most); then forgotten and begun anew
+# A stream longer than this is encoded by worker processes, one per core: the regex split
+# holds the interpreter's lock, so threads would not help. Starting them costs ~0.3 s.
+PARALLEL_AFTER_CHARS = 16 << 20
+MAX_WORKERS = 8
 
 
-def _known() -> list[str]:
-    return [chr(c) for first, last in KNOWN_BLOCKS for c in range(first, last + 1)]
+def known_characters() -> list[str]:
+    return [chr(c) for first, last in KNOWN_BLOCKS for c in range(first, last + 1)
+            if unicodedata.category(chr(c)) != "Cn"]
 
 
 def _class(chars: list[str]) -> str:
@@ -49,13 +64,13 @@ def _pattern() -> tuple[re.Pattern, re.Pattern]:
     """The GPT-2 pattern, 's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+,
     with \\p{L}, \\p{N} and \\s written as the known characters of each class. Python's \\s is
     not the library's: it counts the separators 0x1C-0x1F as space, Unicode does not."""
-    known = _known()
+    known = known_characters()
     letters = _class([c for c in known if unicodedata.category(c).startswith("L")])
     numbers = _class([c for c in known if unicodedata.category(c).startswith("N")])
     spaces = _class([c for c in known if c.isspace() and not "\x1c" <= c <= "\x1f"])
     words = re.compile(rf"'s|'t|'re|'ve|'m|'ll|'d| ?[{letters}]+| ?[{numbers}]+| ?[^{spaces}{letters}{numbers}]+"
                        rf"|[{spaces}]+(?![^{spaces}])|[{spaces}]+")
-    unknown = re.compile("[^" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in KNOWN_BLOCKS) + "]")
+    unknown = re.compile(f"[^{_class(known)}]")
     return words, unknown
 
 
@@ -76,8 +91,8 @@ class WordEncoder:
     """Encodes texts (cut into pieces at places no word spans) as the library does, each
     distinct word once. Thread-safe: a server may encode two long prompts at once."""
 
-    def __init__(self, library_tokenizer: Any):
-        self._tok = library_tokenizer
+    def __init__(self, library_tokenizer: Any, serialized: str):
+        self._tok, self._serialized = library_tokenizer, serialized
         self._words, self._unknown = _pattern()
         self._lock = threading.Lock()
         self._forget()
@@ -93,6 +108,44 @@ class WordEncoder:
         with self._lock:
             parts = list(self._parts(pieces))
         return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+    def encode_all(self, texts: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        """`encode` of each list of pieces, in order. Once PARALLEL_AFTER_CHARS have passed,
+        by worker processes (a few lists in flight each); here again if they cannot start or
+        one dies."""
+        texts, seen = iter(texts), 0
+        for pieces in texts:
+            yield self.encode(pieces)
+            seen += sum(map(len, pieces))
+            if seen >= PARALLEL_AFTER_CHARS:
+                break
+        workers = start_workers(self._serialized)
+        if workers is None:
+            yield from map(self.encode, texts)
+            return
+        pending: deque[tuple[list[str], Future | None]] = deque()
+
+        def result(pieces: list[str], job: Future | None) -> np.ndarray:
+            try:
+                if job is not None:
+                    return job.result()
+            except BrokenProcessPool:  # a worker was killed (out of memory?): the rest here
+                pass
+            return self.encode(pieces)
+
+        try:
+            for pieces in texts:
+                try:
+                    job = workers.submit(_encode_in_worker, pieces)
+                except BrokenProcessPool:
+                    job = None
+                pending.append((pieces, job))
+                if len(pending) > 2 * workers._max_workers:
+                    yield result(*pending.popleft())
+            while pending:
+                yield result(*pending.popleft())
+        finally:
+            workers.shutdown(wait=True, cancel_futures=True)
 
     def _parts(self, pieces: list[str]) -> Iterator[np.ndarray]:
         for fast, run in groupby(pieces, key=self._known):
@@ -131,3 +184,34 @@ class WordEncoder:
         self._ids = np.concatenate([self._ids, np.fromiter((i for word in ids for i in word), dtype=np.int32)])
         start = len(self._index)
         self._index.update(zip(new, range(start, start + len(new))))
+
+
+def start_workers(serialized: str) -> ProcessPoolExecutor | None:
+    """One process per core (spawned: no torch threads forked), or None where that gains
+    nothing or cannot be done (one core; a daemonic process, which may not have children)."""
+    cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                MAX_WORKERS)
+    if cores < 2:
+        return None
+    try:
+        return ProcessPoolExecutor(cores, mp_context=get_context("spawn"), initializer=_start_worker,
+                                   initargs=(serialized,))
+    except (OSError, AssertionError, ValueError):
+        return None
+
+
+_WORKER: WordEncoder | None = None  # a worker process's own encoder and remembered words
+
+
+def _start_worker(serialized: str) -> None:
+    global _WORKER
+    # One worker per core already: the library's own threads (for new words) would crowd them.
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    import tokenizers  # (in the worker; its thread pool reads the variable above when first used)
+
+    _WORKER = WordEncoder(tokenizers.Tokenizer.from_str(serialized), serialized)
+
+
+def _encode_in_worker(pieces: list[str]) -> np.ndarray:
+    assert _WORKER is not None, "a worker process starts with _start_worker"
+    return _WORKER.encode(pieces)
