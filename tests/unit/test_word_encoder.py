@@ -140,3 +140,9 @@ def test_without_workers_the_stream_is_encoded_here(bpe, monkeypatch):
     monkeypatch.setattr(words_module, "PARALLEL_AFTER_CHARS", 5_000)
     pieces = stream_text()
     assert np.concatenate(list(bpe.encode_text_stream(pieces))).tolist() == library_ids(bpe, "".join(pieces))
+
+
+def test_a_daemonic_process_encodes_here(monkeypatch, bpe):
+    # (a daemonic process may not start children: no workers are asked for)
+    monkeypatch.setattr(words_module.current_process(), "daemon", True, raising=False)
+    assert words_module.start_workers(bpe.serialized) is None

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import groupby
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from typing import Any
 
 import numpy as np
@@ -191,7 +191,7 @@ def start_workers(serialized: str) -> ProcessPoolExecutor | None:
     nothing or cannot be done (one core; a daemonic process, which may not have children)."""
     cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
                 MAX_WORKERS)
-    if cores < 2:
+    if cores < 2 or current_process().daemon:
         return None
     try:
         return ProcessPoolExecutor(cores, mp_context=get_context("spawn"), initializer=_start_worker,
