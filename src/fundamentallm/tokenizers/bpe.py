@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,14 @@ WORD_CACHE = 200_000  # words whose encoding the BPE model remembers (the librar
 # runs of whitespace and look ahead past them, so a cut inside or after "\n\n" would change
 # the tokens; a word or punctuation run ends at a newline whatever follows it.
 _CUT = re.compile(r"(?<=\S)\n")
+# An imported tokenizer may treat a piece's start apart (a prefix space added to every piece,
+# punctuation grouped with the newline after it): its stream is cut only where encoding the
+# text around the cut in one piece and in two gives the same ids. The candidates are _CUT's
+# and the space before a word (a tokenizer that adds a prefix space adds none there).
+_LOCAL_CANDIDATE = re.compile(r"(?<=\S)\n|(?<=\S) (?=\S)")
+LOCAL_SEARCH_CHARS = 1 << 16  # the end of a piece searched for a cut that checks out
+LOCAL_TRIES = 32  # candidates checked (from the end) before the last _CUT is taken unchecked
+LOCAL_WINDOW = 256  # characters either side of a cut encoded to check it
 
 
 def _library():
@@ -162,14 +171,14 @@ class BPETokenizer(Tokenizer):
         texts = (list(safe_pieces(text, ENCODE_BATCH_CHARS)) for text in self._safe_texts(pieces))
         yield from self._word_encoder.encode_all(texts)
 
-    @staticmethod
-    def _safe_texts(pieces: Iterable[str]) -> Iterator[str]:
+    def _safe_texts(self, pieces: Iterable[str]) -> Iterator[str]:
         """The stream again, in texts cut where no pre-token spans the cut: the text after the
         last safe cut is carried into the next piece (see _CUT)."""
+        find_cut = last_cut if self._word_encoder is not None else self._local_cut
         carry = ""
         for piece in pieces:
             text = carry + piece
-            cut = last_cut(text, max(0, len(text) - ENCODE_PIECE_CHARS))
+            cut = find_cut(text, max(0, len(text) - ENCODE_PIECE_CHARS))
             if cut is None and len(text) < 4 * ENCODE_PIECE_CHARS:
                 carry = text  # no safe cut yet; wait for more text (bounded below)
                 continue
@@ -178,6 +187,22 @@ class BPETokenizer(Tokenizer):
             yield text[:end]
         if carry:
             yield carry
+
+    def _local_cut(self, text: str, start: int) -> int | None:
+        """The last place in text[start:] where this tokenizer's ids do not depend on the cut
+        (checked on the LOCAL_WINDOW characters either side), else the last _CUT: a tokenizer
+        that changes every piece's start (one that prepends to each encoding) has no such place,
+        and then a token or two may differ at each cut of a ~1M-character stream."""
+        def ids(piece: str) -> list[int]:
+            return self._tok.encode(piece, add_special_tokens=False).ids
+
+        region = max(start, len(text) - LOCAL_SEARCH_CHARS)
+        for match in islice(reversed(list(_LOCAL_CANDIDATE.finditer(text, region))), LOCAL_TRIES):
+            at = match.start()
+            left, right = text[max(0, at - LOCAL_WINDOW):at], text[at:at + LOCAL_WINDOW]
+            if at > 0 and ids(left + right) == ids(left) + ids(right):
+                return at
+        return last_cut(text, start)
 
     def byte_table(self) -> list[bytes] | None:
         """Each token's bytes (GPT-2's byte-level alphabet read back), or None for an imported
