@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fundamentallm.config import OptimConfig
-from fundamentallm.training.muon import Muon, orthogonalize
+import fundamentallm.training.muon as muon_module
+from fundamentallm.training.muon import Muon, gram_iterations, orthogonalize, plain_iterations
 from fundamentallm.training.optim import build_optimizer
 
 
@@ -26,6 +27,26 @@ def test_orthogonalize_sets_singular_values_near_one(shape):
     exact = u @ vh
     cosine = (out * exact).sum(dim=(-2, -1)) / (out.norm(dim=(-2, -1)) * exact.norm(dim=(-2, -1)))
     assert (cosine > 0.95).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 48), (3, 96, 24), (1, 8, 200)])
+def test_the_gram_form_makes_the_plain_iterations_result(shape):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+    x = x.mT if shape[1] > shape[2] else x
+    x = x / x.norm(dim=(-2, -1), keepdim=True)
+    assert torch.allclose(gram_iterations(x, 5), plain_iterations(x, 5), atol=1e-5)
+    assert torch.equal(gram_iterations(x, 0), x)
+
+
+def test_the_gram_form_serves_wide_fp32_matrices_only(monkeypatch):
+    taken = []
+    monkeypatch.setattr(muon_module, "gram_iterations", lambda x, steps: taken.append("gram") or x)
+    monkeypatch.setattr(muon_module, "plain_iterations", lambda x, steps: taken.append("plain") or x)
+    orthogonalize(torch.randn(1, 16, 32), 5, torch.float32)  # 2x wider: the Gram form
+    orthogonalize(torch.randn(1, 32, 16), 5, torch.float32)  # 2x taller: the same, transposed
+    orthogonalize(torch.randn(1, 16, 16), 5, torch.float32)  # square: plain
+    orthogonalize(torch.randn(1, 16, 32), 5, torch.bfloat16)  # bf16: plain
+    assert taken == ["gram", "gram", "plain", "plain"]
 
 
 def test_orthogonalize_keeps_the_input_dtype():

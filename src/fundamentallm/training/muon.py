@@ -22,21 +22,52 @@ from torch.optim.adamw import adamw
 # roughly [0.7, 1.2] in five steps, which trains as well as exact orthogonalisation.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
+# The Gram form pays where the matrix is at least this many times wider than tall (measured on
+# a CPU in fp32: 2.1x faster at 128 x 682, 1.3x at 128 x 341, 0.7x for square ones).
+GRAM_AFTER = 2
+
 
 def orthogonalize(g: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
     """g (n, rows, cols), a stack of matrices → the same shape, singular values near 1."""
-    a, b, c = NS_COEFFICIENTS
     x = g.to(dtype)
     tall = x.shape[-2] > x.shape[-1]
     if tall:
-        x = x.mT  # (n, cols, rows): iterate on the smaller Gram matrix
+        x = x.mT  # (n, short, long): iterate on the smaller Gram matrix
     # Frobenius norm ≥ spectral norm, so this puts every singular value in (0, 1].
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    short, long = x.shape[-2:]
+    iterate = gram_iterations if dtype == torch.float32 and long >= GRAM_AFTER * short else plain_iterations
+    x = iterate(x, steps)
+    return (x.mT if tall else x).to(g.dtype)
+
+
+def plain_iterations(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """x (n, m, k), m ≤ k: each step x ← (a + b·G + c·G²) x with G = x xᵀ, 4m²k + 2m³ FLOPs."""
+    a, b, c = NS_COEFFICIENTS
     for _ in range(steps):
-        gram = x @ x.mT  # (n, short, short)
+        gram = x @ x.mT  # (n, m, m)
         poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b·gram + c·gram²
         x = torch.baddbmm(x, poly, x, beta=a)  # a·x + poly·x
-    return (x.mT if tall else x).to(g.dtype)
+    return x
+
+
+def gram_iterations(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The same iterations carried out on the (m, m) Gram matrix alone (fp32 only).
+
+    Every step multiplies x on the left by P = a + b·G + c·G², a polynomial in G = x xᵀ, so
+    x_k = Q x_0 with Q the product of the Ps, and the next Gram matrix is P G Pᵀ = G P² (P
+    commutes with G). Each step is then three (m, m) products: 8m³ FLOPs against 4m²k + 2m³,
+    and x is touched twice in all. In bf16 the recomputed G drifts further from x xᵀ with
+    every step, so bf16 keeps the plain form."""
+    a, b, c = NS_COEFFICIENTS
+    gram = x @ x.mT  # (n, m, m)
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    q = None
+    for _ in range(steps):
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c) + a * eye  # a + b·G + c·G²
+        q = poly if q is None else poly @ q  # (n, m, m)
+        gram = gram @ poly @ poly
+    return q @ x if q is not None else x  # (n, m, k)
 
 
 def as_whole(t: torch.Tensor) -> torch.Tensor:
