@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,17 @@ def test_scale_measures_each_tokenizer_first_and_cached(tmp_path):
         assert row["cache_mb"] > 0 and row["peak_rss_mb"] > 0 and row["first_step_s"] >= row["cached_start_s"] * 0.5
         assert list(row["stage_s"]) == ["counting characters", f"training the {row['tokenizer']} tokenizer",
                                         "tokenizing"]
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@pytest.mark.skipif(not (CPUINFO.exists() and " avx2" in CPUINFO.read_text()), reason="needs an x86 CPU with AVX2")
+def test_avx2_runs_a_command_with_avx2_kernels_only(tmp_path):
+    probe = ("import torch; from torch._inductor import cpu_vec_isa; "
+             "print(torch.backends.cpu.get_cpu_capability(), cpu_vec_isa.pick_vec_isa())")
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "avx2.sh"), sys.executable, "-c", probe],
+                          capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin",
+                                                                            "TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["AVX2", "avx2"]  # PyTorch's kernels and torch.compile's code
