@@ -41,6 +41,27 @@ def test_auto_on_a_cpu_whose_bf16_measures_slow_is_fp32(monkeypatch):
     assert p.dtype is None and "measured 0.90x" in p.note
 
 
+@pytest.mark.parametrize("bf16_gflops, probed_sizes", [
+    ({128: 2.0, 512: 2.0}, [128]),  # emulated: the quick look settles it, no full-size probe
+    ({128: 150.0, 512: 400.0}, [128, 512]),  # a real bf16 unit: measured at the full size
+])
+def test_the_bf16_probe_stops_at_a_quick_look_where_bf16_is_emulated(monkeypatch, bf16_gflops, probed_sizes):
+    sizes = []
+
+    def gflops(dtype, size=512, repeats=8):
+        sizes.append(size)
+        return bf16_gflops[size] if dtype == torch.bfloat16 else 200.0
+
+    monkeypatch.setattr(precision, "matmul_gflops", gflops)
+    precision.cpu_bf16_speedup.cache_clear()
+    try:
+        speedup = precision.cpu_bf16_speedup()
+    finally:
+        precision.cpu_bf16_speedup.cache_clear()
+    assert sorted(set(sizes)) == probed_sizes
+    assert speedup == bf16_gflops[probed_sizes[-1]] / 200.0
+
+
 @pytest.mark.parametrize(("bf16", "dtype"), [(True, torch.bfloat16), (False, None)])
 def test_auto_on_cuda_is_bf16_where_the_gpu_has_it(monkeypatch, bf16, dtype):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)

@@ -56,10 +56,22 @@ def matmul_gflops(dtype: torch.dtype, size: int = 512, repeats: int = 8) -> floa
     return repeats * 2 * a.shape[0] * size * b.shape[1] / (time.perf_counter() - start) / 1e9
 
 
+# A first look at a small size settles the common case of bf16 kernels that are emulated after
+# all (the flag is there, but oneDNN is limited to AVX2, or a hypervisor hides the units): they
+# run at 1-2% of fp32's speed, and the full probe would then take 10-20 s of a run's budget
+# (measured on an EPYC Zen 5 under benchmarks/avx2.sh: 21 s before the first step).
+QUICK_PROBE_SIZE = 128
+CLEARLY_EMULATED = 0.3  # a quick-look speedup below this cannot be a fast bf16 unit
+
+
 @lru_cache(maxsize=1)
 def cpu_bf16_speedup() -> float:
     """bf16 over fp32 matmul throughput, measured. A bf16 flag in /proc/cpuinfo is not
     enough: on some virtual machines bf16 kernels still run slower than fp32."""
+    quick = (matmul_gflops(torch.bfloat16, size=QUICK_PROBE_SIZE, repeats=2)
+             / matmul_gflops(torch.float32, size=QUICK_PROBE_SIZE, repeats=2))
+    if quick < CLEARLY_EMULATED:
+        return quick
     return matmul_gflops(torch.bfloat16) / matmul_gflops(torch.float32)
 
 
