@@ -109,3 +109,16 @@ def test_the_template_keeps_its_architecture():
     sized = model_for(LADDER[3], template)
     assert sized.activation == "relu2" and sized.vocab_size == 300
     assert sized.num_kv_heads is None and sized.mlp_hidden is None  # sized with the shape
+
+
+def test_sizing_probes_the_peak_in_a_small_fraction_of_the_full_probe(monkeypatch):
+    from fundamentallm.training import profiling
+
+    work = []
+    monkeypatch.setattr(profiling, "matmul_gflops", lambda dtype, size, repeats: work.append(
+        16 * size**3 * repeats) or 100.0)  # (4s x s) @ (s x 2s), `repeats` times
+    full = profiling.peak_gflops(torch.float32, torch.device("cpu"))
+    full_work, work[:] = sum(work), []
+    quick = profiling.peak_gflops(torch.float32, torch.device("cpu"), quick=True)
+    assert full[0] == quick[0] == 100.0
+    assert sum(work) * 10 < full_work  # every second of it comes out of the training budget
