@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, TINY_SHAPE, run_script, sample_text
+from integration_helpers import train
 
 # Slow (`make test-fast` runs pytest -m 'not slow' and leaves it out):
 # it runs the benchmarks' bounded forms.
@@ -53,6 +54,18 @@ def test_attention_times_each_kernel_in_each_dtype():
     rows = report["ms_forward_backward"]
     assert [row["dtype"] for row in rows] == ["fp32", "bf16"]
     assert all(row[k] > 0 for row in rows for k in ("sdpa", "written_out", "written_out_compiled"))
+
+
+def test_denormals_times_a_step_kept_and_flushed_and_counts_them(tmp_path, corpus):
+    out = train(corpus, tmp_path / "run", max_steps=2)
+    report = bench("denormals.py", str(out / "final.pt"), "--data", str(corpus), "--batch-size", "2",
+                   "--steps", "1", "--repeats", "1")
+    assert set(report["models"]) == {"trained", "fresh"} and report["context"] == 16
+    for row in report["models"].values():
+        assert row["ms_per_step_kept"] > 0 and row["ms_per_step_flushed"] > 0
+        assert row["flushed_over_kept"] == pytest.approx(
+            row["ms_per_step_flushed"] / row["ms_per_step_kept"], rel=0.02)
+        assert isinstance(row["subnormal_gradient_entries"], int)
 
 
 def test_generate_compares_cached_and_uncached():
