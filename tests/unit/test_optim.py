@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from fundamentallm.config import OptimConfig
+from fundamentallm.model import GPT
 from fundamentallm.training.muon import Muon
 from fundamentallm.training.optim import build_optimizer, clip_gradients, depth, freeze, param_groups
 
@@ -29,6 +32,17 @@ def test_decay_only_on_non_embedding_matrices(tiny_model):
     params = dict(tiny_model.named_parameters())
     assert all(params[n].dim() >= 2 and not n.startswith("embed.") for n in decay)
     assert all(params[n].dim() < 2 or n.startswith("embed.") for n in no_decay)
+
+
+def test_an_untied_head_trains_like_the_embedding_not_like_a_hidden_matrix(tiny_model_config):
+    untied = GPT(dataclasses.replace(tiny_model_config, tie_embeddings=False))
+    opt = build_optimizer(untied, OptimConfig(), torch.device("cpu"))
+    name_of = {id(p): name for name, p in untied.named_parameters()}
+    muon = {name_of[id(p)] for g in opt.param_groups if g["muon"] for p in g["params"]}
+    assert "head.weight" not in muon and "embed.weight" not in muon
+    assert "blocks.0.attn.qkv.weight" in muon
+    head_group = next(g for g in opt.param_groups if any(p is untied.head.weight for p in g["params"]))
+    assert head_group["weight_decay"] == 0.0
 
 
 def test_every_trainable_parameter_appears_exactly_once(tiny_model):

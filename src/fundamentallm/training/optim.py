@@ -22,10 +22,12 @@ from fundamentallm.training.muon import Muon
 
 
 def is_hidden_matrix(name: str, p: torch.nn.Parameter) -> bool:
-    """A weight matrix inside a block (not the embedding/head, not a norm gain). LoRA's
+    """A weight matrix inside a block (not the embedding/head, not a norm gain). An untied
+    output head is not one either: like the embedding it maps to or from the vocabulary, and
+    Muon is for the hidden layers (Jordan et al. 2024 train both ends with AdamW). LoRA's
     adapter factors are not: they train with AdamW and no decay, as in Hu et al. and peft
     (an orthogonalised Muon step on an r-row factor has no such track record)."""
-    return p.dim() == 2 and not name.startswith(("embed.", "positions.")) and not is_adapter(name)
+    return p.dim() == 2 and not name.startswith(("embed.", "positions.", "head.")) and not is_adapter(name)
 
 
 def depth(name: str, num_layers: int) -> int:
