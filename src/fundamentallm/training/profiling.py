@@ -35,7 +35,7 @@ def peak_gflops(dtype: torch.dtype, device: torch.device, quick: bool = False) -
     On a CPU the best shape is not the largest: (2048x512)@(512x1024), whose operands fit in
     the caches, runs faster than a 4096-square product, and a model's small matmuls run as
     fast as that. Taking the best over sizes keeps MFU from reading high. The full probe is
-    ~600 GFLOP (3 s on 2 AVX2 cores); `quick` does 1/18 of it, for sizing a model, where a
+    ~620 GFLOP (4 s on 2 AVX2 cores); `quick` does 1/18 of it, for sizing a model, where a
     few percent moves nothing (its shapes are 1.6-2.5x apart) and every second comes out of
     the training budget.
     """
