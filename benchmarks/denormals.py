@@ -40,6 +40,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=4, help="interleaved measurements per setting")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    for flag in ("batch_size", "steps", "repeats"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1 (got {getattr(args, flag)})")
     torch.set_num_threads(1)
     trained, tokenizer, cfg = load_model(args.checkpoint)
     torch.manual_seed(0)

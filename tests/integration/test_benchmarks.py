@@ -66,6 +66,8 @@ def test_denormals_times_a_step_kept_and_flushed_and_counts_them(tmp_path, corpu
         assert row["flushed_over_kept"] == pytest.approx(
             row["ms_per_step_flushed"] / row["ms_per_step_kept"], rel=0.02)
         assert isinstance(row["subnormal_gradient_entries"], int)
+    bad = run_script("benchmarks/denormals.py", str(out / "final.pt"), "--data", str(corpus), "--steps", "0")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --steps must be at least 1 (got 0)"
 
 
 def test_generate_compares_cached_and_uncached():
