@@ -37,7 +37,7 @@ from fundamentallm.data.text import read_text_file
 from fundamentallm.errors import ArgumentParser, UserError, run_reporting_errors
 
 CLASSIC = [
-    "--position", "learned", "--norm", "layernorm", "--activation", "gelu", "--no-qk-norm",
+    "--position", "learned", "--norm", "layernorm", "--activation", "gelu", "--no-qk-norm", "--tie-embeddings",
     "--no-zero-init", "--optimizer", "adamw", "--learning-rate", "1e-3", "--min-lr", "1e-4",
     "--lr-schedule", "cosine", "--warmup-steps", "100", "--beta2", "0.99", "--weight-decay", "0.1",
     "--model-dim", "128", "--num-layers", "4", "--num-heads", "4", "--context-length", "64",

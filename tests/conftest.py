@@ -58,10 +58,10 @@ def tiny_model(tiny_model_config: ModelConfig) -> GPT:
 @pytest.fixture
 def sharp_model(tiny_model_config: ModelConfig) -> GPT:
     """A tiny GPT with large random weights, whose next token depends on the context. Its
-    recipe is pinned (ReLU² MLPs, as the default was when the tests that read its greedy
-    text were written), so a change of default does not change which tokens it writes."""
+    recipe is pinned (ReLU² MLPs and a tied head, as the defaults were when the tests that read
+    its greedy text were written), so a change of default does not change which tokens it writes."""
     torch.manual_seed(1)
-    return sharpen(GPT(dataclasses.replace(tiny_model_config, activation="relu2")).eval())
+    return sharpen(GPT(dataclasses.replace(tiny_model_config, activation="relu2", tie_embeddings=True)).eval())
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ IN_PROCESS_CASES: dict[str, tuple[list[str], str]] = {
     "unknown config key": ([*TRAIN, "--config", "{tmp}/bad.yaml"], "model.model_dimension"),
     "diverging training": (["train", "{good}", "-o", "{tmp}/diverged",
                             *tiny_args(max_steps=40, learning_rate=1000, muon_lr=1000, gradient_clip=0,
-                                       warmup_steps=0, log_interval=1), "--quiet"], "loss became"),
+                                       warmup_steps=0, log_interval=1, weight_decay=1), "--quiet"], "loss became"),
     "early stopping with nothing to watch": ([*TRAIN, "--early-stopping", "--val-split", "0"],
                                              "--early-stopping needs validation data"),
     "init-from with resume": (["train", "{good}", "-o", "{tmp}/model", "--resume", "--init-from",

@@ -42,6 +42,7 @@ def test_init_from_starts_at_the_checkpoints_weights(tmp_path, corpus, pretraine
     assert {k: tuned["config"]["model"][k] for k in SHAPE} == {k: base["config"]["model"][k] for k in SHAPE}
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["training"]["init_from"] == str(pretrained)
+    assert cfg["optim"]["embedding_lr"] == cfg["optim"]["learning_rate"]  # a trained embedding: the common rate
     assert summary(out)["steps"] == 3  # a new run: fresh counters, optimizer and schedule
 
 
@@ -49,7 +50,7 @@ def test_frozen_parameters_keep_the_checkpoints_values(tmp_path, pretrained, new
     out = finetune(new_text, tmp_path / "ft", pretrained, "--freeze-embeddings", freeze_layers=1)
     before, after = load_pt(pretrained)["model"], load_pt(out / "final.pt")["model"]
     for name in before:
-        frozen = name.startswith(("embed.", "head.", "blocks.0."))  # the head is tied to the embedding
+        frozen = name.startswith(("embed.", "blocks.0."))  # an untied head trains (--tie-embeddings: frozen too)
         assert torch.equal(before[name], after[name]) == frozen, name
 
 
@@ -82,9 +83,11 @@ def test_bad_fine_tuning_settings_are_one_line_errors(tmp_path, pretrained, new_
 
 
 def test_freezing_everything_is_an_error(tmp_path, corpus):
-    result = run_process("train", corpus, "-o", tmp_path / "run", *tiny_args(), "--no-norm-gain",
-                         "--freeze-embeddings", "--freeze-layers", "2")
+    frozen = ("--no-norm-gain", "--freeze-embeddings", "--freeze-layers", "2")
+    result = run_process("train", corpus, "-o", tmp_path / "run", *tiny_args(), *frozen, "--tie-embeddings")
     assert "every parameter is frozen" in assert_one_line_error(result)
+    # An untied output head is not an embedding: it still trains.
+    assert train(corpus, tmp_path / "head", *frozen, max_steps=1)
 
 
 def test_a_resumed_run_keeps_its_frozen_layers(tmp_path, corpus, capsys):

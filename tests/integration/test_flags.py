@@ -23,9 +23,10 @@ from integration_helpers import assert_same_weights, load_pt, metrics, run_cli, 
 # k / n of the decay: step 1 is already a step below the peak, step n runs at min_lr.
 BASE = {"max_steps": 6, "eval_interval": 3, "warmup_steps": 0, "log_interval": 1}
 PEAK = OptimConfig().learning_rate  # the default --learning-rate
+FLOOR = OptimConfig().min_lr  # the default --min-lr: 0, the decay ends at zero
 
 
-def cosine_rates(steps: int, warmup: int = 0, floor: float = PEAK / 10) -> list[float]:
+def cosine_rates(steps: int, warmup: int = 0, floor: float = FLOOR) -> list[float]:
     """The recorded lr of steps 1..steps: warmup to the peak, then cosine down to `floor`,
     which the last step reaches."""
     return [PEAK * k / warmup if k <= warmup else
@@ -56,12 +57,12 @@ def test_baseline_shape(baseline):
     assert [r["step"] for r in records if "val_loss" in r] == [3, 6]
     assert all("grad_norm" in r for r in records)
     assert records[0]["lr"] == pytest.approx(cosine_rates(6)[0], rel=1e-12) and records[0]["lr"] < PEAK
-    assert records[-1]["lr"] == pytest.approx(PEAK / 10, rel=1e-12)  # the last step at min_lr
+    assert records[-1]["lr"] == FLOOR == 0.0  # the last step at min_lr
 
 
 def test_learning_rate(tmp_path, corpus, baseline):
     out = run(corpus, tmp_path, learning_rate=0.01)
-    # The whole schedule scales with the peak (min_lr defaults to peak / 10).
+    # The whole schedule scales with the peak (down to the same floor, 0).
     assert lrs(out) == pytest.approx([lr * 0.01 / PEAK for lr in lrs(baseline)], rel=1e-9)
     first, *rest = loss_list(out)
     assert first == loss_list(baseline)[0]  # same weights, same batch before the first update
@@ -72,7 +73,7 @@ def test_cosine_schedule_decays(baseline):
     rates = lrs(baseline)
     assert rates == pytest.approx(cosine_rates(6), rel=1e-12)
     assert all(a > b for a, b in zip(rates, rates[1:])), rates
-    assert rates[-1] == pytest.approx(PEAK / 10, rel=1e-12)  # min_lr defaults to PEAK / 10
+    assert rates[-1] == FLOOR  # min_lr defaults to 0
     # cosine: slow, fast, slow; the middle drops are the largest
     drops = [a - b for a, b in zip(rates, rates[1:])]
     assert drops[0] < drops[2] and drops[-1] < drops[2]
@@ -86,11 +87,11 @@ def test_constant_schedule_keeps_lr_after_warmup(tmp_path, corpus):
 def test_linear_schedule_decays_evenly(tmp_path, corpus):
     rates = lrs(run(corpus, tmp_path, lr_schedule="linear"))
     # from the peak to min_lr in 6 equal drops, the first taken before step 1
-    drop = (PEAK - PEAK / 10) / 6
+    drop = (PEAK - FLOOR) / 6
     assert rates == pytest.approx([PEAK - k * drop for k in range(1, 7)], rel=1e-9)
     drops = [a - b for a, b in zip(rates, rates[1:])]
     assert drops == pytest.approx([drop] * 5, rel=1e-6)
-    assert rates[-1] == pytest.approx(PEAK / 10, rel=1e-12)
+    assert rates[-1] == pytest.approx(FLOOR, abs=1e-15)
 
 
 def test_warmup_steps(tmp_path, corpus, baseline):
@@ -105,7 +106,7 @@ def test_warmup_steps(tmp_path, corpus, baseline):
     assert rates[3] < PEAK  # decay starts right after warmup
     assert all(a > b for a, b in zip(rates[2:], rates[3:]))
     assert rates.count(max(rates)) == 1
-    assert rates[-1] == pytest.approx(PEAK / 10, rel=1e-12)
+    assert rates[-1] == FLOOR
 
 
 def test_min_lr(tmp_path, corpus, baseline):
@@ -114,22 +115,23 @@ def test_min_lr(tmp_path, corpus, baseline):
     assert rates == pytest.approx(cosine_rates(6, floor=floor), rel=1e-12)
     assert all(r >= floor for r in rates)
     assert rates[-1] == pytest.approx(floor, rel=1e-12)  # the last step runs at --min-lr
-    assert rates[-1] < lrs(baseline)[-1]  # the default floor is PEAK / 10
+    assert rates[-1] > lrs(baseline)[-1] == 0.0  # the default floor is 0
     # constant schedule ignores the floor
     assert set(lrs(run(corpus, tmp_path / "c", min_lr=floor, lr_schedule="constant"))) == {PEAK}
 
 
 def test_weight_decay_applies_to_matrices_only(tmp_path, corpus):
     # After one step, the decoupled decay is the only difference: p -= lr * wd * p.
-    # (GPT-2 init: zero-initialised projections would stay at zero under any decay.)
-    plain = load_pt(run(corpus, tmp_path / "a", weight_decay=0, max_steps=1, zero_init=False)
+    # (GPT-2 init: zero-initialised projections would stay at zero under any decay. A floor
+    # above 0: the only step is the last, which runs at --min-lr.)
+    plain = load_pt(run(corpus, tmp_path / "a", weight_decay=0, max_steps=1, zero_init=False, min_lr=1e-3)
                     / "final.pt")["model"]
-    decayed = load_pt(run(corpus, tmp_path / "b", weight_decay=1.0, max_steps=1, zero_init=False)
+    decayed = load_pt(run(corpus, tmp_path / "b", weight_decay=1.0, max_steps=1, zero_init=False, min_lr=1e-3)
                       / "final.pt")["model"]
     changed = sorted(k for k in plain if not torch.equal(plain[k], decayed[k]))
     matrices = sorted(k for k, v in plain.items()
                       if v.dim() >= 2 and not k.startswith(("embed.", "head.")))
-    assert changed == matrices  # embedding (tied head) and norm gains are not decayed
+    assert changed == matrices  # the embedding, the head and norm gains are not decayed
     for k in matrices:
         assert decayed[k].norm() < plain[k].norm(), k
 
@@ -431,8 +433,9 @@ def test_checkpoint_interval(tmp_path, corpus, monkeypatch, interval, writes):
 @pytest.mark.parametrize("flags, warning", [
     (["--cooldown-fraction", "0.2"], "--cooldown-fraction applies only with --lr-schedule wsd"),
     (["--optimizer", "adamw", "--muon-lr", "0.02"], "--muon-lr applies only with --optimizer muon"),
-    (["--optimizer", "adamw", "--muon-momentum", "0.9", "--muon-lr", "0.1"],
+    (["--optimizer", "adamw", "--muon-momentum", "0.8", "--muon-lr", "0.1"],
      "--muon-lr and --muon-momentum apply only with --optimizer muon"),
+    (["--tie-embeddings", "--embedding-lr", "0.01"], "--embedding-lr applies only to an untied embedding"),
 ])
 def test_settings_that_cannot_act_are_warned_about(tmp_path, corpus, capsys, flags, warning):
     run(corpus, tmp_path / "run", *flags, max_steps=1)

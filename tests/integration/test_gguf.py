@@ -81,8 +81,8 @@ def test_f32_file_holds_our_model_and_tokenizer(tmp_path, kind):
     q_rows = weights["blocks.0.attn.qkv.weight"][: m.model_dim]
     assert np.array_equal(tensors["blk.0.attn_q.weight"].data, q_rows.numpy())
     assert np.array_equal(tensors["blk.1.attn_k_norm.weight"].data, weights["blocks.1.attn.k_norm.weight"].numpy())
-    assert "output.weight" not in tensors  # tied: llama.cpp uses token_embd
-    assert len(tensors) == 1 + 1 + m.num_layers * 11  # norm, q, k, v, o, q_norm, k_norm, norm, gate, up, down
+    assert np.array_equal(tensors["output.weight"].data, weights["head.weight"].numpy())  # untied: its own head
+    assert len(tensors) == 1 + 1 + 1 + m.num_layers * 11  # norm, q, k, v, o, q_norm, k_norm, norm, gate, up, down
 
     # Special token texts are control tokens: llama.cpp reads them only when asked to.
     types = fields["tokenizer.ggml.token_type"]
@@ -116,8 +116,8 @@ def test_llama_layout_rotates_pairs_as_ours_rotates_halves():
     assert torch.allclose(theirs.reshape(-1), ours.reshape(-1)[order], atol=1e-6)
 
 
-def test_llama_model_exports_permuted_q_and_k_and_its_own_head(tmp_path):
-    checkpoint = build(tmp_path, "char", qk_norm=False, num_kv_heads=1, tie_embeddings=False)
+def test_llama_model_exports_permuted_q_and_k_and_a_tied_head_once(tmp_path):
+    checkpoint = build(tmp_path, "char", qk_norm=False, num_kv_heads=1, tie_embeddings=True)
     assert run_cli("export", checkpoint, tmp_path / "llama.gguf", "--outtype", "f32") == 0
     fields, tensors = read(tmp_path / "llama.gguf")
     model, _, cfg = load_model(checkpoint)
@@ -127,7 +127,7 @@ def test_llama_model_exports_permuted_q_and_k_and_its_own_head(tmp_path):
     head_dim = cfg.model.model_dim // cfg.model.num_heads
     k_rows = qkv[cfg.model.model_dim: cfg.model.model_dim + head_dim]
     assert np.array_equal(tensors["blk.0.attn_k.weight"].data, llama_rope_layout(k_rows, 1).numpy())
-    assert np.array_equal(tensors["output.weight"].data, model.state_dict()["head.weight"].numpy())
+    assert "output.weight" not in tensors  # tied: llama.cpp uses token_embd for both ends
 
 
 def test_f16_and_q8_0_quantize_matrices_and_keep_norms(tmp_path):

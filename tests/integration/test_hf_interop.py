@@ -24,7 +24,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 MAPPINGS = {
     "qwen3": {},  # the defaults
     "llama": {"qk_norm": False, "num_kv_heads": 1, "tie_embeddings": False},
-    "gpt2": {"activation": "gelu", "norm": "layernorm", "position": "learned", "qk_norm": False},
+    "gpt2": {"activation": "gelu", "norm": "layernorm", "position": "learned", "qk_norm": False,
+             "tie_embeddings": True},
     "fundamentallm": {"activation": "relu2"},  # no standard architecture: our own modelling code
 }
 CONTEXT = TINY_SHAPE["context_length"]

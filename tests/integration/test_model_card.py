@@ -13,7 +13,7 @@ from integration_helpers import run_cli, sample_text, train
 def test_card_describes_the_run_and_its_command_trains_the_same_config(tmp_path):
     data = tmp_path / "data.txt"
     data.write_text(sample_text(6000), encoding="utf-8")
-    run = train(data, tmp_path / "run", "--dropout", "0.1", "--no-tie-embeddings", "--seed", "7")
+    run = train(data, tmp_path / "run", "--dropout", "0.1", "--tie-embeddings", "--seed", "7")
     assert run_cli("export", run / "final.pt", tmp_path / "hf") == 0
     card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\nlibrary_name: transformers\n")
@@ -23,7 +23,7 @@ def test_card_describes_the_run_and_its_command_trains_the_same_config(tmp_path)
     command = card.split("```bash\n")[1].split("\n```")[0]
     words = shlex.split(command)
     assert words[:3] == ["fundamentallm", "train", str(data)]
-    assert "--no-tie-embeddings" in words and words[words.index("--dropout") + 1] == "0.1"
+    assert "--tie-embeddings" in words and words[words.index("--dropout") + 1] == "0.1"
     again = tmp_path / "again"
     words[words.index("--output-dir") + 1] = str(again)
     assert run_cli(*words[1:], "--quiet") == 0

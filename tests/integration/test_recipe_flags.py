@@ -31,7 +31,7 @@ def first_losses(out) -> list[float]:
     ("qk_norm", False, lambda m: type(m.blocks[0].attn.q_norm).__name__ == "Identity"),
     ("norm_gain", False, lambda m: not any(name.endswith("norm.weight") for name in m.state_dict())),
     ("num_kv_heads", 1, lambda m: m.blocks[0].attn.num_kv_heads == 1 and m.new_cache(1).keys.shape[2] == 1),
-    ("tie_embeddings", False, lambda m: m.head.weight is not m.embed.weight),
+    ("tie_embeddings", True, lambda m: m.head.weight is m.embed.weight),
     ("rope_theta", 500.0, lambda m: m.positions.cfg.rope_theta == 500.0),
     ("mlp_hidden", 48, lambda m: m.blocks[0].mlp.down.weight.shape[1] == 48),
     ("norm_eps", 0.01, lambda m: m.norm.eps == 0.01),
@@ -71,12 +71,21 @@ def test_muon_lr_and_momentum(tmp_path, corpus, baseline):
     assert [r["lr"] for r in metrics(fast)] == [r["lr"] for r in metrics(baseline)]
 
 
+def test_embedding_lr_moves_the_embedding_only(tmp_path, corpus, baseline):
+    out = run(corpus, tmp_path / "e", embedding_lr=0.5, max_steps=1, lr_schedule="constant")
+    one_step = run(corpus, tmp_path / "base", max_steps=1, lr_schedule="constant")
+    fast, plain = load_pt(out / "final.pt")["model"], load_pt(one_step / "final.pt")["model"]
+    assert [k for k in fast if not fast[k].equal(plain[k])] == ["embed.weight"]
+    assert load_model(out / "final.pt")[2].optim.embedding_lr == 0.5
+    assert first_losses(run(corpus, tmp_path / "e4", embedding_lr=0.5))[1] != first_losses(baseline)[1]
+
+
 def test_wsd_schedule_and_cooldown_fraction(tmp_path, corpus):
     peak = 0.006
     rates = [r["lr"] for r in metrics(run(corpus, tmp_path / "a", lr_schedule="wsd",
                                           cooldown_fraction=0.5, max_steps=8, learning_rate=peak))]
-    # Progress k/8 for step k: stable through 4/8, then linear to peak/10 at 8/8.
-    expected = [peak] * 4 + [peak - (peak - peak / 10) * (k / 8 - 0.5) / 0.5 for k in range(5, 9)]
+    # Progress k/8 for step k: stable through 4/8, then linear to --min-lr (0) at 8/8.
+    expected = [peak] * 4 + [peak - peak * (k / 8 - 0.5) / 0.5 for k in range(5, 9)]
     assert rates == pytest.approx(expected, rel=1e-9)
 
 
@@ -105,8 +114,8 @@ def test_lookahead_resumes_exactly(tmp_path, corpus):
 
 def test_the_learning_rate_moves_the_hidden_matrices_too(tmp_path, corpus):
     """--learning-rate is the peak of the whole run: with Muon, a hidden matrix's first step
-    scales with it (orthogonalised update and decoupled weight decay, both times the rate),
-    as do the embedding's and the norm gains'."""
+    scales with it (the orthogonalised update times the rate), as do the embedding's and the
+    norm gains'. (The output projection: at zero initialisation the gradient reaches it first.)"""
     from fundamentallm.config import Config
 
     flags = {**BASE, "max_steps": 1, "lr_schedule": "constant", "gradient_clip": 0}
@@ -115,7 +124,7 @@ def test_the_learning_rate_moves_the_hidden_matrices_too(tmp_path, corpus):
     for lr in (1e-3, 2e-3):
         weights = load_pt(run(corpus, tmp_path / f"lr{lr}", **flags, learning_rate=lr) / "final.pt")["model"]
         moved[lr] = {k: (weights[k] - start[k]).abs().sum().item() for k in weights}
-    hidden = "blocks.0.attn.qkv.weight"
+    hidden = "blocks.0.attn.proj.weight"
     assert moved[1e-3][hidden] > 0
     assert moved[2e-3][hidden] == pytest.approx(2 * moved[1e-3][hidden], rel=1e-3)
     # The ratio is fixed: Muon's rate is MUON_LR_RATIO x --learning-rate, unless --muon-lr says.

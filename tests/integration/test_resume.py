@@ -373,3 +373,16 @@ def test_new_data_without_resume_says_it_cannot_act(tmp_path, tiny_text, capsys)
     text.write_text(tiny_text, encoding="utf-8")
     train(text, tmp_path / "run", "--new-data", expect=2)
     assert "applies only with --resume" in capsys.readouterr().err
+
+
+def test_a_run_saved_before_the_embedding_had_its_own_rate_resumes(tmp_path, corpus):
+    """Checkpoints from before --embedding-lr trained an untied embedding at --learning-rate
+    (one AdamW group for it and the rest); resumed, they keep that rate and that layout."""
+    out = train(corpus, tmp_path / "old", max_steps=2, learning_rate=2e-3, embedding_lr=2e-3)
+    payload = load_pt(out / "resume_checkpoint.pt")
+    del payload["config"]["optim"]["embedding_lr"]
+    seal(payload)
+    torch.save(payload, out / "resume_checkpoint.pt")
+    assert run_cli("train", "-o", out, "--resume", "--max-steps", "4", "--quiet") == 0
+    assert summary(out)["steps"] == 4
+    assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["embedding_lr"] == 2e-3

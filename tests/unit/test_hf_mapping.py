@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 # Every mapping, and the variant each is for (the defaults leave as Qwen3).
 LLAMA = {"activation": "swiglu", "qk_norm": False}
 QWEN3 = {}  # the defaults
-GPT2 = {"activation": "gelu", "norm": "layernorm", "position": "learned", "qk_norm": False}
+GPT2 = {"activation": "gelu", "norm": "layernorm", "position": "learned", "qk_norm": False, "tie_embeddings": True}
 RELU2 = {"activation": "relu2"}
 MAPPINGS = {"llama": LLAMA, "qwen3": QWEN3, "gpt2": GPT2, "fundamentallm": RELU2}
 

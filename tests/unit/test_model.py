@@ -20,10 +20,11 @@ def test_logits_shape(tiny_model, tiny_model_config):
     assert tiny_model(idx).shape == (3, 11, tiny_model_config.vocab_size)
 
 
-def test_embedding_is_tied_to_the_output_head(tiny_model):
-    assert tiny_model.head.weight is tiny_model.embed.weight
+def test_tie_embeddings_makes_the_embedding_the_output_head(tiny_model_config):
+    tied = variant(tiny_model_config, tie_embeddings=True)
+    assert tied.head.weight is tied.embed.weight
     # Counted once: the tied matrix is a single parameter.
-    names = [name for name, _ in tiny_model.named_parameters()]
+    names = [name for name, _ in tied.named_parameters()]
     assert "embed.weight" in names and "head.weight" not in names
 
 
@@ -118,17 +119,19 @@ def test_dropout_randomises_training_mode_only(tiny_model_config):
         torch.testing.assert_close(model(idx), model(idx), atol=0, rtol=0)
 
 
-def test_num_parameters_counts_tied_weights_once(tiny_model):
-    assert tiny_model.num_parameters() == sum(p.numel() for p in set(tiny_model.parameters()))
+def test_num_parameters_counts_tied_weights_once(tiny_model_config):
+    tied = variant(tiny_model_config, tie_embeddings=True)
+    assert tied.num_parameters() == sum(p.numel() for p in set(tied.parameters())) < variant(
+        tiny_model_config).num_parameters()
 
 
 VARIANTS = [
     {},  # the defaults
     {"norm": "layernorm", "position": "learned", "activation": "gelu", "qk_norm": False,
-     "zero_init": False},  # the classic GPT-2 recipe
+     "zero_init": False, "tie_embeddings": True},  # the classic GPT-2 recipe
     {"activation": "swiglu"},
     {"qk_norm": False},
-    {"num_kv_heads": 1, "tie_embeddings": False, "rope_theta": 500.0, "mlp_hidden": 48, "norm_eps": 1e-5},
+    {"num_kv_heads": 1, "tie_embeddings": True, "rope_theta": 500.0, "mlp_hidden": 48, "norm_eps": 1e-5},
 ]
 
 
@@ -250,6 +253,7 @@ def test_grouped_query_attention_shares_key_value_heads(tiny_model_config):
             plain.attn_norm.load_state_dict(grouped.attn_norm.state_dict())
             plain.mlp_norm.load_state_dict(grouped.mlp_norm.state_dict())
         full.embed.weight.copy_(model.embed.weight)
+        full.head.weight.copy_(model.head.weight)
         full.norm.load_state_dict(model.norm.state_dict())
     idx = tokens(c.vocab_size, 2, c.context_length)
     torch.testing.assert_close(model(idx), full(idx), atol=1e-5, rtol=0)
@@ -264,10 +268,10 @@ def test_num_kv_heads_must_divide_num_heads(tiny_config):
         validate(tiny_config)
 
 
-def test_untied_embeddings_are_two_matrices(tiny_model_config):
-    model = variant(tiny_model_config, tie_embeddings=False)
+def test_by_default_the_embedding_and_the_head_are_two_matrices(tiny_model_config):
+    model = variant(tiny_model_config)
     assert model.head.weight is not model.embed.weight
-    tied = variant(tiny_model_config)
+    tied = variant(tiny_model_config, tie_embeddings=True)
     extra = tiny_model_config.vocab_size * tiny_model_config.model_dim
     assert model.num_parameters() == tied.num_parameters() + extra
     # the input embedding is a lookup: the FLOPs are those of the tied model

@@ -86,11 +86,12 @@ def test_build_muon_puts_hidden_matrices_in_the_muon_group(tiny_model):
     opt = build_optimizer(tiny_model, OptimConfig(optimizer="muon", learning_rate=1e-3, muon_lr=0.04),
                           torch.device("cpu"))
     name_of = {id(p): n for n, p in tiny_model.named_parameters()}
-    muon, rest = opt.param_groups
-    assert muon["muon"] and not rest["muon"]
+    muon, embedding, rest = opt.param_groups
+    assert muon["muon"] and not rest["muon"] and not embedding["muon"]
+    assert [name_of[id(p)] for p in embedding["params"]] == ["embed.weight"]  # untied: a rate of its own
     assert {name_of[id(p)] for p in muon["params"]} == {
-        n for n, p in tiny_model.named_parameters() if p.dim() == 2 and not n.startswith("embed.")}
-    assert "embed.weight" in {name_of[id(p)] for p in rest["params"]}
+        n for n, p in tiny_model.named_parameters() if p.dim() == 2 and not n.startswith(("embed.", "head."))}
+    assert "head.weight" in {name_of[id(p)] for p in rest["params"]}
     # One schedule drives both: lr = schedule * lr_scale.
     assert muon["lr_scale"] * 1e-3 == pytest.approx(0.04) and rest["lr_scale"] == 1.0
 

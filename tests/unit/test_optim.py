@@ -10,7 +10,8 @@ import torch
 from fundamentallm.config import OptimConfig
 from fundamentallm.model import GPT
 from fundamentallm.training.muon import Muon
-from fundamentallm.training.optim import build_optimizer, clip_gradients, depth, freeze, param_groups
+from fundamentallm.training.optim import (
+    EMBEDDING_LR_RATIO, build_optimizer, clip_gradients, depth, freeze, param_groups)
 
 
 def names_by_group(model: torch.nn.Module, groups: list[dict]) -> list[set[str]]:
@@ -24,14 +25,14 @@ def test_decay_only_on_non_embedding_matrices(tiny_model):
     assert no_decay_group["weight_decay"] == 0.0
     decay, no_decay = names_by_group(tiny_model, [decay_group, no_decay_group])
 
-    assert "embed.weight" in no_decay  # also the output head (tied)
+    assert {"embed.weight", "head.weight"} <= no_decay  # the vocabulary's two ends
     assert "norm.weight" in no_decay
     assert {"blocks.0.attn_norm.weight", "blocks.1.mlp_norm.weight"} <= no_decay
     assert {"blocks.0.attn.qkv.weight", "blocks.0.attn.proj.weight",
             "blocks.1.mlp.gate_up.weight", "blocks.1.mlp.down.weight"} <= decay
     params = dict(tiny_model.named_parameters())
-    assert all(params[n].dim() >= 2 and not n.startswith("embed.") for n in decay)
-    assert all(params[n].dim() < 2 or n.startswith("embed.") for n in no_decay)
+    assert all(params[n].dim() >= 2 and not n.startswith(("embed.", "head.")) for n in decay)
+    assert all(params[n].dim() < 2 or n.startswith(("embed.", "head.")) for n in no_decay)
 
 
 def test_an_untied_head_trains_like_the_embedding_not_like_a_hidden_matrix(tiny_model_config):
@@ -64,14 +65,34 @@ def test_build_optimizer_uses_the_config(tiny_model):
     opt = build_optimizer(tiny_model, cfg, torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW)
     assert opt.defaults["fused"]  # one kernel per step on CPU too
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
-    assert all(g["lr"] == 3e-4 and g["betas"] == (0.8, 0.95) for g in opt.param_groups)
+    # matrices (decayed), the untied input embedding at its own rate, the rest
+    assert [(g["weight_decay"], g["lr"]) for g in opt.param_groups] == [
+        (0.05, 3e-4), (0.0, pytest.approx(3e-4 * EMBEDDING_LR_RATIO)), (0.0, 3e-4)]
+    assert all(g["betas"] == (0.8, 0.95) for g in opt.param_groups)
 
 
 def test_muon_is_the_default_optimizer(tiny_model):
     opt = build_optimizer(tiny_model, OptimConfig(), torch.device("cpu"))
     assert isinstance(opt, Muon)
-    assert [g["weight_decay"] for g in opt.param_groups] == [OptimConfig().weight_decay, 0.0]
+    assert [g["weight_decay"] for g in opt.param_groups] == [OptimConfig().weight_decay, 0.0, 0.0]
+
+
+def test_an_untied_embedding_trains_at_its_own_rate(tiny_model, tiny_model_config):
+    def scales(model, **cfg):
+        groups = build_optimizer(model, OptimConfig(learning_rate=1e-3, **cfg), torch.device("cpu")).param_groups
+        names = {id(p): name for name, p in model.named_parameters()}
+        return {names[id(p)]: g["lr_scale"] for g in groups for p in g["params"]}
+
+    assert scales(tiny_model)["embed.weight"] == EMBEDDING_LR_RATIO
+    assert scales(tiny_model)["head.weight"] == scales(tiny_model)["norm.weight"] == 1.0
+    assert scales(tiny_model, embedding_lr=2e-3)["embed.weight"] == pytest.approx(2.0)  # --embedding-lr
+    assert scales(tiny_model, optimizer="adamw")["embed.weight"] == EMBEDDING_LR_RATIO
+    # Tied, the embedding is also the output head: one rate, and no group of its own.
+    tied = GPT(dataclasses.replace(tiny_model_config, tie_embeddings=True))
+    assert scales(tied)["embed.weight"] == 1.0
+    assert len(param_groups(tied, 0.0, embedding_scale=EMBEDDING_LR_RATIO)) == 2
+    assert len(param_groups(tiny_model, 0.0, embedding_scale=EMBEDDING_LR_RATIO)) == 3
+    assert len(param_groups(tiny_model, 0.0)) == 2
 
 
 def with_grads(model, scale: float, seed: int = 0) -> list[torch.Tensor]:
@@ -133,14 +154,17 @@ def test_muon_groups_combine_their_rate_with_the_layer_scale(tiny_model):
     scales = scales_by_name(tiny_model, opt.param_groups)
     assert scales["blocks.1.mlp.gate_up.weight"] == pytest.approx(40 * 0.5)
     assert scales["blocks.0.mlp.gate_up.weight"] == pytest.approx(40 * 0.25)
-    assert scales["embed.weight"] == 0.125
+    assert scales["embed.weight"] == 0.125 * EMBEDDING_LR_RATIO
     assert [g["muon"] for g in opt.param_groups] == [True, True, False, False, False, False]
 
 
-def test_freeze_embeddings_and_lower_blocks(tiny_model):
+def test_freeze_embeddings_and_lower_blocks(tiny_model, tiny_model_config):
+    tied = GPT(dataclasses.replace(tiny_model_config, tie_embeddings=True))
+    freeze(tied, embeddings=True, layers=0)
+    assert tied.head.weight.requires_grad is False  # tied: the head is the embedding
     freeze(tiny_model, embeddings=True, layers=1)
     frozen = {n for n, p in tiny_model.named_parameters() if not p.requires_grad}
-    assert "embed.weight" in frozen and tiny_model.head.weight.requires_grad is False  # tied
+    assert "embed.weight" in frozen and tiny_model.head.weight.requires_grad  # an untied head trains
     assert {n for n in frozen if n.startswith("blocks.")} == {
         n for n, _ in tiny_model.named_parameters() if n.startswith("blocks.0.")}
     assert not any(n.startswith("blocks.1.") or n == "norm.weight" for n in frozen)

@@ -35,7 +35,7 @@ def model(tiny_model_config, tokenizer):
 
     torch.manual_seed(3)  # the recipe pinned, as sharp_model's (conftest)
     return sharpen(GPT(dataclasses.replace(tiny_model_config, vocab_size=tokenizer.vocab_size,
-                                           activation="relu2")).eval())
+                                           activation="relu2", tie_embeddings=True)).eval())
 
 
 def tokens_of(model, prompt, **options) -> torch.Tensor:

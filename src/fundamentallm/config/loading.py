@@ -309,6 +309,9 @@ def config_warnings(cfg: Config) -> list[str]:
             verb = "applies" if len(changed) == 1 else "apply"
             found.append(f"{' and '.join(changed)} {verb} only with --optimizer muon "
                          f"(this run: {o.optimizer}); ignored")
+    if o.embedding_lr is not None and cfg.model.tie_embeddings:
+        found.append("--embedding-lr applies only to an untied embedding (this run: --tie-embeddings, where the "
+                     "embedding is also the output head and trains at --learning-rate); ignored")
     d = cfg.data
     if d.format == "chat":
         unused = [flag for flag, changed in (("--token-cache", d.token_cache != default.data.token_cache),

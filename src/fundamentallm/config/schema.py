@@ -154,8 +154,8 @@ class ModelConfig:
         True, "start the projections that write into the residual stream at zero", start=SHAPE
     )
     tie_embeddings: bool = option(
-        True, "the output projection is the input embedding matrix (--no-tie-embeddings: two matrices)",
-        start=SHAPE
+        False, "--tie-embeddings: the output projection is the input embedding matrix (default: two "
+        "matrices, which trained better at every size measured, char and BPE)", start=SHAPE
     )
     rope_theta: float = option(10000.0, "RoPE base: the longest rotation period, in positions",
                                check="positive", start=SHAPE, at_most=1e12)
@@ -239,13 +239,18 @@ class OptimConfig:
     muon_lr: float | None = option(
         None, "expert override: Muon's own peak rate for the hidden matrices, instead of "
         "--learning-rate x MUON_LR_RATIO", check="positive", at_most=1e4)
-    muon_momentum: float = option(0.95, "Muon momentum", check="fraction")
+    embedding_lr: float | None = option(
+        None, "peak rate of an untied input embedding (default: --learning-rate x EMBEDDING_LR_RATIO = 10 "
+        "from scratch, see training/optim.py; --learning-rate with --init-from, whose embedding is trained)",
+        check="positive", at_most=1e4, start=OPTIMIZER_LAYOUT)
+    muon_momentum: float = option(0.9, "Muon momentum", check="fraction")
     min_lr: float | None = option(
-        None, "learning rate at the end of the decay (default: learning rate / 10; Muon's rate "
-        "decays by the same ratio)",
+        0.0, "learning rate at the end of the decay (Muon's rate decays by the same ratio; a config's "
+        "null: a tenth of the peak, the default before 2026-12)",
         check="non_negative",
     )
-    weight_decay: float = option(0.1, "AdamW weight decay (matrices only)", check="non_negative")
+    weight_decay: float = option(0.0, "weight decay of the hidden matrices (decoupled, as AdamW's)",
+                                 check="non_negative")
     beta1: float = option(0.9, "AdamW beta1", check="fraction")
     beta2: float = option(0.99, "AdamW beta2", check="fraction")
     gradient_clip: float = option(
@@ -258,7 +263,7 @@ class OptimConfig:
     cooldown_fraction: float = option(
         0.4, "wsd: share of training spent in the final linear cool-down", check="fraction"
     )
-    warmup_steps: int = option(100, "steps of linear warmup", check="non_negative")
+    warmup_steps: int = option(20, "steps of linear warmup", check="non_negative")
     layer_lr_decay: float = option(
         1.0, "layer-wise learning-rate decay: each block down from the top trains at this "
         "multiple of the one above, the embeddings lowest (e.g. 0.8 for fine-tuning; 1: off)",

@@ -55,25 +55,30 @@ def freeze(model: torch.nn.Module, embeddings: bool, layers: int) -> None:
             p.requires_grad_(False)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float = 1.0,
+                 embedding_scale: float = 1.0) -> list[dict]:
     """Matrices of linear layers (decayed; `hidden`) and everything else (not decayed).
 
     With `layer_decay` < 1 (layer-wise learning-rate decay, as in ELECTRA and BEiT), each is
     split further by depth, and a group's `lr_scale` is layer_decay ** (steps below the
     top): 1 for the final norm, layer_decay for the last block, ... layer_decay ** (L + 1)
-    for the embeddings. Matrices come first, then the rest, each from the input up; frozen
-    parameters are left out.
+    for the embeddings. With `embedding_scale` != 1 an untied input embedding is a group of
+    its own, its `lr_scale` times that. Matrices come first, then the rest, each from the
+    input up; frozen parameters are left out.
     """
     count = num_blocks(model)
-    groups: dict[tuple[bool, int], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():  # a tied weight appears once, as embed.weight
+    names = {name for name, _ in model.named_parameters()}  # a tied weight appears once, as embed.weight
+    own_rate = embedding_scale != 1.0 and "head.weight" in names
+    groups: dict[tuple[bool, int, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
             d = depth(name, count) if layer_decay != 1.0 else 0
-            groups.setdefault((is_hidden_matrix(name, p), d), []).append(p)
+            groups.setdefault((is_hidden_matrix(name, p), d, own_rate and name == "embed.weight"), []).append(p)
     return [
         {"params": groups[key], "weight_decay": weight_decay if key[0] else 0.0, "hidden": key[0],
-         "lr_scale": layer_decay ** (count + 1 - key[1]) if layer_decay != 1.0 else 1.0}
-        for key in sorted(groups, key=lambda k: (not k[0], k[1]))
+         "lr_scale": (layer_decay ** (count + 1 - key[1]) if layer_decay != 1.0 else 1.0)
+         * (embedding_scale if key[2] else 1.0)}
+        for key in sorted(groups, key=lambda k: (not k[0], k[1], not k[2]))
     ]
 
 
@@ -96,10 +101,29 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> tor
     return norm
 
 
+# An untied input embedding's peak rate over --learning-rate. Likely why it helps: a row
+# moves only at the steps whose batch holds its token, by about the rate per entry (Adam), and
+# it starts at std 0.02 while the blocks' outputs add to the residual stream at full scale, so
+# at the common rate the token's own vector is soon a small part of the stream. (modded-nanogpt
+# and nanochat train it tens of times faster than the output head.) Measured at 1400 steps on
+# Shakespeare at 96 x 3: x5, x10 and x15 beat x1 by 0.014-0.03 nats on each of three seeds, x40
+# lost (benchmarks/README.md section 15f). A tied embedding is also the output head: x1.
+EMBEDDING_LR_RATIO = 10.0
+
+
+def embedding_scale(cfg: OptimConfig) -> float:
+    """The untied input embedding's rate over --learning-rate: --embedding-lr if given."""
+    return EMBEDDING_LR_RATIO if cfg.embedding_lr is None else cfg.embedding_lr / cfg.learning_rate
+
+
+def groups_for(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
+    return param_groups(model, cfg.weight_decay, cfg.layer_lr_decay, embedding_scale(cfg))
+
+
 def build_adamw(model: torch.nn.Module, cfg: OptimConfig, device: torch.device,
                 compute_dtype: torch.dtype | None = None) -> torch.optim.Optimizer:
-    groups = [{k: v for k, v in g.items() if k != "hidden"}
-              for g in param_groups(model, cfg.weight_decay, cfg.layer_lr_decay)]
+    groups = [{**{k: v for k, v in g.items() if k != "hidden"}, "lr": cfg.learning_rate * g["lr_scale"]}
+              for g in groups_for(model, cfg)]
     return torch.optim.AdamW(
         groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
         fused=device.type in ("cuda", "cpu"),  # one kernel for all parameters, not ~10 per tensor
@@ -117,13 +141,13 @@ MUON_LR_RATIO = 0.025 / 6e-3
 def build_muon(model: torch.nn.Module, cfg: OptimConfig, device: torch.device,
                compute_dtype: torch.dtype | None = None) -> torch.optim.Optimizer:
     groups = []
-    for group in param_groups(model, cfg.weight_decay, cfg.layer_lr_decay):
+    for group in groups_for(model, cfg):
         if group.pop("hidden"):
             ratio = MUON_LR_RATIO if cfg.muon_lr is None else cfg.muon_lr / cfg.learning_rate
             group.update(muon=True, lr=cfg.learning_rate * ratio, lr_scale=group["lr_scale"] * ratio,
                          momentum=cfg.muon_momentum)
         else:
-            group.update(muon=False, lr=cfg.learning_rate)
+            group.update(muon=False, lr=cfg.learning_rate * group["lr_scale"])
         groups.append(group)
     # Newton–Schulz in bf16 on CUDA (as Jordan et al. do) and wherever the run trains in bf16
     # (a CPU with native bf16: there it is 4x faster, and 26% of the step at 6 x 384 in fp32);

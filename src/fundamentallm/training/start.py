@@ -74,6 +74,8 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None, new_dat
         path, checkpoint, note = (load_checkpoint_to_resume(out, fall_back=resume == "auto")
                                   if resume in (True, "auto") else (Path(resume), load_resumable(Path(resume)), None))
         cfg = sources.resolve(checkpoint["config"], resumed=True, source=str(path))
+        if "embedding_lr" not in checkpoint["config"].get("optim", {}) and cfg.optim.embedding_lr is None:
+            cfg.optim.embedding_lr = cfg.optim.learning_rate  # saved before the embedding had a rate of its own
         if "train_state" in checkpoint or resume in (True, "auto"):
             check_train_state(checkpoint, path)
             start = Start("resume", path, checkpoint, note)
@@ -86,6 +88,8 @@ def plan_start(sources: ConfigSources, resume: str | bool | None = None, new_dat
         path = Path(cfg.training.init_from)
         checkpoint = load_checkpoint(path)
         cfg = sources.resolve(checkpoint["config"], resumed=False, source=str(path))
+        if cfg.optim.embedding_lr is None:  # a trained embedding is fine-tuned at the common rate
+            cfg.optim.embedding_lr = cfg.optim.learning_rate
         start = Start("init", path, checkpoint)
     else:
         start = Start(sizable=sizable_settings(cfg, sources.given()))

@@ -9,7 +9,7 @@ from transformers import PretrainedConfig
 MODEL_FIELDS = {
     "vocab_size": 256, "model_dim": 128, "num_layers": 4, "num_heads": 4, "num_kv_heads": None,
     "context_length": 128, "dropout": 0.0, "norm": "rmsnorm", "position": "rope", "activation": "swiglu",
-    "norm_gain": True, "qk_norm": True, "tie_embeddings": True, "rope_theta": 10000.0,
+    "norm_gain": True, "qk_norm": True, "tie_embeddings": False, "rope_theta": 10000.0,
     "mlp_hidden": None, "norm_eps": None,
 }
 
