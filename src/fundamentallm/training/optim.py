@@ -106,7 +106,7 @@ def clip_gradients(parameters: list[torch.nn.Parameter], max_norm: float) -> tor
 # it starts at std 0.02 while the blocks' outputs add to the residual stream at full scale, so
 # at the common rate the token's own vector is soon a small part of the stream. (modded-nanogpt
 # and nanochat train it tens of times faster than the output head.) Measured at 1400 steps on
-# Shakespeare at 96 x 3: x5, x10 and x15 beat x1 by 0.014-0.03 nats on each of three seeds, x40
+# Shakespeare at 96 x 3: x5, x10 and x15 beat x1 by 0.011-0.038 nats on each of three seeds, x40
 # lost (benchmarks/README.md section 15f). A tied embedding is also the output head: x1.
 EMBEDDING_LR_RATIO = 10.0
 
