@@ -386,3 +386,19 @@ def test_a_run_saved_before_the_embedding_had_its_own_rate_resumes(tmp_path, cor
     assert run_cli("train", "-o", out, "--resume", "--max-steps", "4", "--quiet") == 0
     assert summary(out)["steps"] == 4
     assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["embedding_lr"] == 2e-3
+
+
+def test_an_optimizer_state_with_other_parameter_groups_is_a_one_line_error(tmp_path, corpus, capsys):
+    """A checkpoint whose optimizer grouped the parameters otherwise (an older version's layout)
+    cannot be resumed: one line naming the way on (--init-from), exit 2, not torch's traceback."""
+    out = train(corpus, tmp_path / "old", max_steps=2)
+    payload = load_pt(out / "resume_checkpoint.pt")
+    groups = payload["train_state"]["optimizer"]["param_groups"]
+    groups[0]["params"] += groups.pop()["params"]  # two groups merged into one, as an older layout did
+    seal(payload)
+    torch.save(payload, out / "resume_checkpoint.pt")
+    capsys.readouterr()
+    assert run_cli("train", "-o", out, "--resume", "--max-steps", "4", "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "different number of parameter groups" in err
+    assert f"--init-from {out / 'resume_checkpoint.pt'}" in err

@@ -43,7 +43,7 @@ from fundamentallm.training.metrics import MetricsLog, Throughput
 from fundamentallm.training.optim import build_optimizer, freeze
 from fundamentallm.training.precision import Precision, resolve_device, resolve_precision
 from fundamentallm.training.profiling import Profiler, peak_gflops
-from fundamentallm.training.sharding import Replicated, Sharded
+from fundamentallm.training.sharding import OptimizerMismatch, Replicated, Sharded
 from fundamentallm.training.sizing import Shape, Sizing, size_for_budget
 from fundamentallm.training.schedule import ConstantDropout, DropoutSchedule, LRSchedule, dropout_schedule
 from fundamentallm.training.start import Start, regroup
@@ -180,7 +180,12 @@ def setup(cfg: Config, start: Start, console: TrainingConsole, interrupt: Interr
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     state = TrainState(model, optimizer, scaler, layout, data=data.fingerprint)
     if start.resumed:
-        state.load_state_dict(saved["train_state"], saved["model"], cluster.rank, start.path.parent)
+        try:
+            state.load_state_dict(saved["train_state"], saved["model"], cluster.rank, start.path.parent)
+        except OptimizerMismatch as error:
+            raise UserError(f"{start.path}: its optimizer state does not fit this run's parameter groups ({error}); "
+                            f"it was saved by another version or with other optimizer settings: start a new run "
+                            f"from its weights with --init-from {start.path}") from None
     total_steps, time_fraction = schedule_position(sampler.steps_per_epoch, training.epochs, training.max_steps,
                                                    training.max_time, state.elapsed)
     lr_schedule = LRSchedule(cfg.optim)

@@ -38,6 +38,12 @@ import torch
 from fundamentallm.model import GPT
 
 
+class OptimizerMismatch(Exception):
+    """A saved optimizer state whose parameter groups are not this run's: the checkpoint was
+    written by a version that grouped the parameters otherwise (its own rate for the embedding,
+    the untied head moved out of Muon) or with other optimizer settings."""
+
+
 class Replicated:
     """Every process holds the whole model (one process, or DDP)."""
 
@@ -52,7 +58,10 @@ class Replicated:
     def load(self, model: torch.nn.Module, optimizer, model_state: dict[str, Any],
              optimizer_state: dict[str, Any]) -> None:
         model.load_state_dict(model_state)
-        optimizer.load_state_dict(optimizer_state)
+        try:
+            optimizer.load_state_dict(optimizer_state)
+        except ValueError as error:  # torch's check: the parameter groups differ in number or in size
+            raise OptimizerMismatch(str(error)) from error
 
     # ---- the resume state written in shards (--sharded-resume): torch.distributed.checkpoint ----
     def save_sharded(self, model: torch.nn.Module, optimizer, directory: Path) -> None:
