@@ -63,6 +63,32 @@ def test_muon_step_is_lr_times_scaled_orthogonal_direction():
     torch.testing.assert_close(w.detach(), expected)
 
 
+def test_a_stacked_weight_is_orthogonalised_part_by_part():
+    """q|k|v stacked in one (C + 2KD, C) weight: each part's update is its own orthogonal
+    direction (times lr), not a slice of the stack's, which would differ."""
+    g = torch.randn(24, 8, generator=torch.Generator().manual_seed(3))
+    stacked, whole = torch.nn.Parameter(torch.zeros(24, 8)), torch.nn.Parameter(torch.zeros(24, 8))
+    stacked.grad, whole.grad = g.clone(), g.clone()
+    Muon([{"params": [stacked], "muon": True}], lr=0.1, momentum=0.0, stacked={stacked: (8, 8, 8)}).step()
+    Muon([{"params": [whole], "muon": True}], lr=0.1, momentum=0.0).step()
+    expected = -0.1 * orthogonalize(g.view(3, 8, 8), 5, torch.float32).reshape(24, 8)
+    torch.testing.assert_close(stacked.detach(), expected)
+    assert (stacked - whole).abs().max() > 1e-2
+
+
+def test_muon_knows_the_models_stacked_weights():
+    from fundamentallm.config import ModelConfig
+    from fundamentallm.model import GPT
+
+    model = GPT(ModelConfig(vocab_size=11, model_dim=16, num_layers=2, num_heads=4, num_kv_heads=2,
+                            context_length=8))
+    opt = build_optimizer(model, OptimConfig(optimizer="muon"), torch.device("cpu"))
+    stacked = {name: opt.stacked[p] for name, p in model.named_parameters() if p in opt.stacked}
+    hidden = 16 * 8 // 3
+    assert stacked == {f"blocks.{i}.{part}": rows for i in range(2) for part, rows in
+                       (("attn.qkv.weight", (16, 8, 8)), ("mlp.gate_up.weight", (hidden, hidden)))}
+
+
 def test_muon_groups_reject_non_matrices():
     with pytest.raises(ValueError, match="2-D"):
         Muon([{"params": [torch.nn.Parameter(torch.zeros(4))], "muon": True}], lr=0.1)

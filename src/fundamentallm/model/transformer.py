@@ -222,8 +222,9 @@ class CausalSelfAttention(nn.Module):
         self.num_heads, self.num_kv_heads = cfg.num_heads, kv_heads(cfg)
         self.dropout = cfg.dropout
         self.head_dim = head_dim = cfg.model_dim // cfg.num_heads
-        # Queries, then keys, then values: C + 2 K D output channels.
-        self.qkv = block_linear(cfg, cfg.model_dim, cfg.model_dim + 2 * self.num_kv_heads * head_dim)
+        # Queries, then keys, then values, stacked into one matrix for one matmul: C + 2 K D output channels.
+        self.qkv_rows = (cfg.model_dim, self.num_kv_heads * head_dim, self.num_kv_heads * head_dim)
+        self.qkv = block_linear(cfg, cfg.model_dim, sum(self.qkv_rows))
         # Each key/value head serves H / K query heads (SDPA repeats them when asked to).
         self.grouped = self.num_kv_heads != self.num_heads
         self.q_norm = NORMS[cfg.norm](cfg, head_dim) if cfg.qk_norm else nn.Identity()
@@ -234,8 +235,7 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, positions: nn.Module, pos: torch.Tensor, cache: KVCache | None,
                 layer: int, mask: "torch.Tensor | BlockMask | None") -> torch.Tensor:
         B, T, C = x.shape
-        kv_width = self.num_kv_heads * self.head_dim
-        q, k, v = self.qkv(x).split([C, kv_width, kv_width], dim=2)  # (B, T, C), (B, T, KD), (B, T, KD)
+        q, k, v = self.qkv(x).split(self.qkv_rows, dim=2)  # (B, T, C), (B, T, KD), (B, T, KD)
         q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, D)
@@ -281,6 +281,7 @@ class SwiGLU(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         hidden = mlp_hidden(cfg)
+        self.gate_up_rows = (hidden, hidden)  # W_gate and W_up stacked: one matmul
         self.gate_up = block_linear(cfg, cfg.model_dim, 2 * hidden)
         self.down = block_linear(cfg, hidden, cfg.model_dim)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -291,6 +292,19 @@ class SwiGLU(nn.Module):
 
 
 MLPS = {"gelu": GeluMLP, "relu2": ReluSquaredMLP, "swiglu": SwiGLU}
+
+
+def stacked_matrices(model: nn.Module) -> dict[nn.Parameter, tuple[int, ...]]:
+    """The weights that are several matrices stacked by rows (attention's q|k|v, SwiGLU's
+    gate|up), each with its parts' row counts. An optimizer that shapes a weight's update as one
+    matrix (Muon) does so part by part: they are separate maps that only share a matmul."""
+    stacked: dict[nn.Parameter, tuple[int, ...]] = {}
+    for module in model.modules():
+        if isinstance(module, CausalSelfAttention):
+            stacked[module.qkv.weight] = module.qkv_rows
+        elif isinstance(module, SwiGLU):
+            stacked[module.gate_up.weight] = module.gate_up_rows
+    return stacked
 
 
 # ---- block and model ----

@@ -89,16 +89,21 @@ def like(param: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
 class Muon(torch.optim.Optimizer):
     """Param groups with `muon=True` get Muon; the others AdamW.
 
-    Muon groups: lr, momentum, weight_decay (decoupled, like AdamW's).
+    Muon groups: lr, momentum, weight_decay (decoupled, like AdamW's). `stacked`: weights that
+    are several matrices stacked by rows, with each part's rows; each part is orthogonalised
+    on its own (measured: 0.005-0.020 nats lower after 1400 steps than the stack as one matrix;
+    benchmarks/README.md 15g; modded-nanogpt and nanochat keep q, k and v apart for Muon too).
     AdamW groups: lr, betas, eps, weight_decay; updated by torch's own (fused) AdamW kernel.
     """
 
     def __init__(self, groups: list[dict], lr: float, momentum: float = 0.95,
                  betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8,
-                 ns_steps: int = 5, ns_dtype: torch.dtype = torch.float32, fused: bool = False):
+                 ns_steps: int = 5, ns_dtype: torch.dtype = torch.float32, fused: bool = False,
+                 stacked: dict[torch.Tensor, tuple[int, ...]] | None = None):
         defaults = dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=0.0, muon=False)
         super().__init__(groups, defaults)
         self.ns_steps, self.ns_dtype, self.fused = ns_steps, ns_dtype, fused  # how, not state
+        self.stacked = stacked or {}  # weights stacked from parts (model/transformer.py stacked_matrices)
         for group in self.param_groups:
             if group["muon"] and any(p.dim() != 2 for p in group["params"]):
                 raise ValueError("Muon groups hold 2-D weight matrices only")
@@ -124,19 +129,31 @@ class Muon(torch.optim.Optimizer):
         torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])  # EMA of gradients
         nesterov = torch._foreach_lerp(grads, bufs, group["momentum"])  # look ahead along it
         torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])  # decoupled decay
-        # Same-shaped matrices are orthogonalised together: one batched matmul per
-        # iteration instead of one small matmul per layer.
-        by_shape: dict[torch.Size, list[int]] = {}
+        # A stacked weight (q|k|v, gate|up) is orthogonalised part by part, and same-shaped
+        # matrices together: one batched matmul per iteration instead of one small one per part.
+        parts: list[torch.Tensor] = []  # every matrix to orthogonalise, in order
+        owner: list[int] = []  # the index in `params` of the weight each part belongs to
         for i, p in enumerate(params):
-            by_shape.setdefault(p.shape, []).append(i)
+            whole = as_whole(nesterov[i])  # sharded (FSDP): each matrix gathered
+            rows = self.stacked.get(p)
+            pieces = whole.split(rows, dim=0) if rows else (whole,)
+            parts.extend(pieces)
+            owner.extend([i] * len(pieces))
+        by_shape: dict[torch.Size, list[int]] = {}
+        for j, part in enumerate(parts):
+            by_shape.setdefault(part.shape, []).append(j)
         for shape, index in by_shape.items():
-            whole = [as_whole(nesterov[i]) for i in index]  # sharded (FSDP): each matrix gathered
-            directions = orthogonalize(torch.stack(whole), self.ns_steps, self.ns_dtype).unbind(0)
+            directions = orthogonalize(torch.stack([parts[j] for j in index]), self.ns_steps, self.ns_dtype)
             # An orthogonal (rows, cols) matrix has RMS sqrt(1/max(rows, cols)); scale tall
             # matrices up so the per-entry step does not shrink with the fan-out.
             scale = math.sqrt(max(1.0, shape[0] / shape[1]))
-            torch._foreach_add_([params[i] for i in index], [like(params[i], d) for i, d in zip(index, directions)],
-                                alpha=-group["lr"] * scale)
+            for j, direction in zip(index, directions.unbind(0)):
+                parts[j] = direction * scale if scale != 1.0 else direction
+        updates: list[list[torch.Tensor]] = [[] for _ in params]
+        for part, i in zip(parts, owner):
+            updates[i].append(part)
+        torch._foreach_add_(params, [like(params[i], torch.cat(u) if len(u) > 1 else u[0])
+                                     for i, u in enumerate(updates)], alpha=-group["lr"])
 
     def _adamw_step(self, params: list[torch.Tensor], group: dict) -> None:
         for p in params:

@@ -17,6 +17,7 @@ import torch
 
 from fundamentallm.config.schema import OptimConfig
 from fundamentallm.model.lora import is_adapter
+from fundamentallm.model.transformer import stacked_matrices
 from fundamentallm.training.lookahead import Lookahead
 from fundamentallm.training.muon import Muon
 
@@ -154,7 +155,7 @@ def build_muon(model: torch.nn.Module, cfg: OptimConfig, device: torch.device,
     # in fp32 on a CPU training in fp32, where bf16 may be emulated.
     ns_dtype = torch.bfloat16 if device.type == "cuda" or compute_dtype == torch.bfloat16 else torch.float32
     return Muon(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), ns_dtype=ns_dtype,
-                fused=device.type in ("cuda", "cpu"))
+                fused=device.type in ("cuda", "cpu"), stacked=stacked_matrices(model))
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
